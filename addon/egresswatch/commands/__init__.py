@@ -1,0 +1,1 @@
+"""Sub-commands of the ``egresswatch`` console script, one module per group."""

@@ -1,0 +1,1 @@
+"""pytest fixtures: catalogue (owned by one area; loaded from conftest.py)."""

@@ -1,0 +1,1 @@
+"""pytest fixtures: postgres (owned by one area; loaded from conftest.py)."""

@@ -1,0 +1,1 @@
+"""pytest fixtures: prometheus (owned by one area; loaded from conftest.py)."""

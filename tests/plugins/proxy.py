@@ -1,0 +1,1 @@
+"""pytest fixtures: proxy (owned by one area; loaded from conftest.py)."""

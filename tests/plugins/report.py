@@ -1,0 +1,1 @@
+"""pytest fixtures: report (owned by one area; loaded from conftest.py)."""

@@ -1,0 +1,1 @@
+"""pytest fixtures: store (owned by one area; loaded from conftest.py)."""
