@@ -1,0 +1,224 @@
+"""Hostname -> designated app, in time that does not grow with the catalogue.
+
+The matcher keeps two dictionaries keyed by normalised names: exact rules, and suffix rules plus
+carve-outs. A lookup checks the exact dictionary once, then walks the name's suffixes from the
+longest to the shortest by index (``a.b.c`` -> ``b.c`` -> ``c``), one dictionary probe per label,
+so the cost depends on the number of labels (at most 127), never on the number of rules. Suffixes
+are only ever taken at label boundaries: ``notalipay.com`` never matches ``alipay.com``.
+
+IP literals are matched against the catalogue's CIDR ranges, bucketed by prefix length (one probe
+per distinct prefix length).
+
+>>> from egresswatch.catalogue import load_catalogue, bundled_dir
+>>> m = Matcher.from_catalogue(load_catalogue([bundled_dir()]))
+>>> m.match("Pay.Weixin.QQ.com.").app
+'wechat-pay'
+>>> m.match("notalipay.com") is None
+True
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import NamedTuple
+from typing import cast
+
+from .catalogue import BulkList
+from .catalogue import CarveOut
+from .catalogue import Catalogue
+from .catalogue import CidrRule
+from .catalogue import DomainRule
+from .hostnames import normalise_host
+from .hostnames import parse_ip
+
+__all__ = ["Match", "Matcher"]
+
+# A dictionary value: one rule, a carve-out, a packed bulk-list reference (an int: list index
+# << 32 | line number, so that a million-name list costs one small int per name, not an object),
+# or a tuple of those when several apps claim the same name.
+_Entry = DomainRule | CarveOut | int
+_Value = _Entry | tuple[_Entry, ...]
+_LINE_BITS = 32
+_LINE_MASK = (1 << _LINE_BITS) - 1
+
+
+class Match(NamedTuple):
+    """Why ``host`` belongs to ``app``: the rule that decided, and the app's regimes."""
+
+    host: str
+    app: str
+    apps: tuple[str, ...]
+    rule: DomainRule | CidrRule
+    regimes: tuple[str, ...]
+
+
+def _add(table: dict[str, _Value], key: str, entry: _Entry) -> None:
+    prev = table.get(key)
+    if prev is None:
+        table[key] = entry
+    elif type(prev) is tuple:  # rules are NamedTuples: only a plain tuple holds several
+        table[key] = (*cast(tuple[_Entry, ...], prev), entry)
+    else:
+        table[key] = (cast(_Entry, prev), entry)
+
+
+class Matcher:
+    """Immutable once built; safe to share between the event loop and threads."""
+
+    __slots__ = ("_bulk", "_cidrs", "_exact", "_prefixes", "_regimes", "_suffix", "entries")
+
+    def __init__(
+        self,
+        exact: dict[str, _Value],
+        suffix: dict[str, _Value],
+        bulk: list[BulkList],
+        cidrs: dict[tuple[int, int], dict[int, CidrRule]],
+        regimes: dict[str, tuple[str, ...]],
+    ) -> None:
+        self._exact = exact
+        self._suffix = suffix
+        self._bulk = bulk
+        self._cidrs = cidrs
+        # Longest prefix first, per IP version.
+        self._prefixes = {
+            v: sorted((plen for (ver, plen) in cidrs if ver == v), reverse=True) for v in (4, 6)
+        }
+        self._regimes = regimes
+        self.entries = len(exact) + len(suffix) + sum(len(t) for t in cidrs.values())
+
+    @classmethod
+    def from_catalogue(cls, catalogue: Catalogue) -> Matcher:
+        entries: list[DomainRule | CarveOut] = []
+        for app in catalogue.apps.values():
+            entries.extend(app.rules)
+            entries.extend(app.carve_outs)
+        return cls.from_entries(
+            entries,
+            (b for app in catalogue.apps.values() for b in app.lists),
+            (c for app in catalogue.apps.values() for c in app.cidrs),
+            {app_id: app.regimes for app_id, app in catalogue.apps.items()},
+        )
+
+    @classmethod
+    def from_entries(
+        cls,
+        entries: Iterable[DomainRule | CarveOut],
+        bulk: Iterable[BulkList] = (),
+        cidrs: Iterable[CidrRule] = (),
+        regimes: dict[str, tuple[str, ...]] | None = None,
+    ) -> Matcher:
+        exact: dict[str, _Value] = {}
+        suffix: dict[str, _Value] = {}
+        for e in entries:
+            table = exact if isinstance(e, DomainRule) and e.match == "exact" else suffix
+            _add(table, e.domain, e)
+        lists = list(bulk)
+        for index, b in enumerate(lists):
+            table = exact if b.match == "exact" else suffix
+            tag = index << _LINE_BITS
+            get = table.get
+            for name, line in zip(b.names, b.lines, strict=True):
+                if get(name) is None:
+                    table[name] = tag | line  # the common case, kept cheap for million-name lists
+                else:
+                    _add(table, name, tag | line)
+        nets: dict[tuple[int, int], dict[int, CidrRule]] = {}
+        for c in cidrs:
+            bucket = nets.setdefault((c.network.version, c.network.prefixlen), {})
+            bucket.setdefault(int(c.network.network_address), c)
+        return cls(exact, suffix, lists, nets, dict(regimes or {}))
+
+    # ----------------------------------------------------------------------------------------
+
+    def match(self, host: str | bytes | None) -> Match | None:
+        """Attribute a raw hostname (or IP literal) to an app, or ``None``."""
+        name = normalise_host(host)
+        if name is None:
+            return None
+        return self.match_normalised(name)
+
+    def match_normalised(self, name: str) -> Match | None:
+        """Like :meth:`match` for a name already passed through ``normalise_host``."""
+        if name[-1] in _DIGITS_AND_COLON:
+            ip = parse_ip(name)
+            if ip is not None:
+                return self.match_ip(ip)
+        exact = self._exact
+        if exact:
+            v = exact.get(name)
+            if v is not None:
+                found = self._resolve(name, name, v, None)
+                if found is not None:
+                    return found
+        get = self._suffix.get
+        excluded: set[str] | None = None
+        s = name
+        while True:
+            v = get(s)
+            if v is not None:
+                # Fast path: one inline rule or one bulk-list name, nothing carved out.
+                if excluded is None and isinstance(v, DomainRule):
+                    return Match(name, v.app, (v.app,), v, self._regimes.get(v.app, ()))
+                if isinstance(v, CarveOut):
+                    excluded = (excluded or set()) | {v.app}
+                else:
+                    found = self._resolve(name, s, v, excluded)
+                    if found is not None:
+                        return found
+            i = s.find(".")
+            if i < 0:
+                return None
+            s = s[i + 1 :]
+
+    def _rule(self, key: str, e: DomainRule | int) -> DomainRule:
+        if isinstance(e, int):
+            return self._bulk[e >> _LINE_BITS].rule(key, e & _LINE_MASK)
+        return e
+
+    def _resolve(self, name: str, key: str, v: _Value, excluded: set[str] | None) -> Match | None:
+        entries = cast(tuple[_Entry, ...], v if type(v) is tuple else (v,))
+        carved = {e.app for e in entries if isinstance(e, CarveOut)}
+        rules = [self._rule(key, e) for e in entries if not isinstance(e, CarveOut)]
+        rules = [r for r in rules if r.app not in carved and not (excluded and r.app in excluded)]
+        if not rules:
+            return None
+        if len(rules) == 1:
+            r = rules[0]
+            return Match(name, r.app, (r.app,), r, self._regimes.get(r.app, ()))
+        apps = tuple(sorted({r.app for r in rules}))
+        primary = next(r for r in rules if r.app == apps[0])
+        return Match(name, apps[0], apps, primary, self._regimes_of(apps))
+
+    def _regimes_of(self, apps: tuple[str, ...]) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for a in apps:
+            for r in self._regimes.get(a, ()):
+                seen[r] = None
+        return tuple(seen)
+
+    def match_ip(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> Match | None:
+        """Attribute an IP literal via the catalogue's CIDR ranges."""
+        if isinstance(ip, str):
+            parsed = parse_ip(ip)
+            if parsed is None:
+                return None
+            ip = parsed
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        bits = 32 if ip.version == 4 else 128
+        value = int(ip)
+        for plen in self._prefixes[ip.version]:
+            net = (value >> (bits - plen)) << (bits - plen)
+            rule = self._cidrs[(ip.version, plen)].get(net)
+            if rule is not None:
+                return Match(
+                    ip.compressed, rule.app, (rule.app,), rule, self._regimes.get(rule.app, ())
+                )
+        return None
+
+    def __len__(self) -> int:
+        return self.entries
+
+
+_DIGITS_AND_COLON = frozenset("0123456789:")
