@@ -22,11 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import tldextract
 
 SIZES = (10, 10_000, 1_000_000)
 PROBES = 20_000
-ROUNDS = 15
+ROUNDS = 9
 REGEX_LIMIT = 10_000
 
 
@@ -58,93 +61,118 @@ def probe_hosts(domains: list[str], rng: random.Random) -> list[str]:
     return hosts
 
 
-def time_lookups(fn: object, hosts: list[str]) -> float:
-    """Median microseconds per lookup over ROUNDS passes."""
-    f = fn  # local
-    per = []
-    for _ in range(ROUNDS):
+def build_catalogue_dir(d: Path, domains: list[str]) -> None:
+    (d / "regimes.yaml").write_text("regimes: []\n")
+    (d / "synthetic.yaml").write_text(
+        "id: synthetic\nname: Synthetic\ncategory: other\n"
+        "lists:\n  - file: synthetic.txt\n    source: bench\n    confidence: low\n"
+    )
+    (d / "synthetic.txt").write_text("\n".join(domains) + "\n")
+
+
+def measure_load(n: int) -> dict[str, float]:
+    """Child process: load time and resident bytes per domain for one size."""
+    from egresswatch.catalogue import load_catalogue
+    from egresswatch.matcher import Matcher
+
+    domains = synthetic_domains(n, random.Random(n))
+    with tempfile.TemporaryDirectory() as tmp:
+        build_catalogue_dir(Path(tmp), domains)
+        del domains
+        gc.collect()
+        before = rss_bytes()
         t0 = time.perf_counter()
-        for h in hosts:
-            f(h)  # type: ignore[operator]
-        per.append((time.perf_counter() - t0) / len(hosts) * 1e6)
-    return statistics.median(per)
+        matcher = Matcher.from_catalogue(load_catalogue([Path(tmp)]))
+        load_s = time.perf_counter() - t0
+        gc.collect()
+        after = rss_bytes()
+    assert len(matcher) == n
+    return {"n": n, "load_s": load_s, "bytes_per_domain": (after - before) / n}
 
 
-def run_size(n: int) -> dict[str, float | None]:
+def lookup_contenders(n: int, tmp: Path) -> tuple[list[str], dict[str, Callable[[str], object]]]:
     from egresswatch.catalogue import load_catalogue
     from egresswatch.matcher import Matcher
 
     rng = random.Random(n)
     domains = synthetic_domains(n, rng)
     hosts = probe_hosts(domains, rng)
-    result: dict[str, float | None] = {"n": n}
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        (d / "regimes.yaml").write_text("regimes: []\n")
-        (d / "synthetic.yaml").write_text(
-            "id: synthetic\nname: Synthetic\ncategory: other\n"
-            "lists:\n  - file: synthetic.txt\n    source: bench\n    confidence: low\n"
-        )
-        (d / "synthetic.txt").write_text("\n".join(domains) + "\n")
-        del domains
-        gc.collect()
-        before = rss_bytes()
-        t0 = time.perf_counter()
-        cat = load_catalogue([d])
-        matcher = Matcher.from_catalogue(cat)
-        result["load_s"] = time.perf_counter() - t0
-        gc.collect()
-        result["bytes_per_domain"] = (rss_bytes() - before) / n
-        names = list(cat.apps["synthetic"].lists[0].names)
-    result["ours_us"] = time_lookups(matcher.match, hosts)
+    d = tmp / str(n)
+    d.mkdir()
+    build_catalogue_dir(d, domains)
+    matcher = Matcher.from_catalogue(load_catalogue([d]))
     hits = sum(1 for h in hosts if matcher.match(h) is not None)
     assert hits == PROBES // 2, hits
-
-    import tldextract
-
     ext = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
-    registrable = set(names)
+    registrable = set(domains)
 
     def tld_match(h: str) -> bool:
         return ext(h.lower()).top_domain_under_public_suffix in registrable
 
-    result["tldextract_us"] = time_lookups(tld_match, hosts)
+    fns: dict[str, Callable[[str], object]] = {"ours": matcher.match, "tldextract": tld_match}
     if n <= REGEX_LIMIT:
-        pattern = re.compile(r"(?:^|\.)(?:" + "|".join(re.escape(x) for x in names) + r")\.?$", re.IGNORECASE)
-        result["regex_us"] = time_lookups(pattern.search, hosts)
-    else:
-        result["regex_us"] = None
-    return result
+        pattern = re.compile(
+            r"(?:^|\.)(?:" + "|".join(re.escape(x) for x in domains) + r")\.?$", re.IGNORECASE
+        )
+        fns["regex"] = pattern.search
+    return hosts, fns
+
+
+def one_pass(fn: Callable[[str], object], hosts: list[str]) -> float:
+    t0 = time.perf_counter()
+    for h in hosts:
+        fn(h)
+    return (time.perf_counter() - t0) / len(hosts) * 1e6
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="10 and 10k domains only")
-    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)  # child mode
+    parser.add_argument("--load-size", type=int, help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
-    if args.size:
-        print(json.dumps(run_size(args.size)))
+    if args.load_size:
+        print(json.dumps(measure_load(args.load_size)))
         return
     sizes = SIZES[:2] if args.quick else SIZES
-    rows = []
+    loads = {}
     for n in sizes:
-        out = subprocess.run([sys.executable, __file__, "--size", str(n)], check=True, capture_output=True, text=True)
-        rows.append(json.loads(out.stdout))
-    base = rows[0]["ours_us"]
-    print(f"{'domains':>9} {'ours µs':>8} {'vs 10':>6} {'tldextract µs':>14} {'regex µs':>9} {'load s':>7} {'B/domain':>9}")
-    for r in rows:
-        regex = f"{r['regex_us']:.2f}" if r["regex_us"] is not None else "n/a"
-        bpd = f"{r['bytes_per_domain']:.0f}" if r["n"] >= 10_000 else "-"
+        out = subprocess.run(
+            [sys.executable, __file__, "--load-size", str(n)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        loads[n] = json.loads(out.stdout)
+    # Lookups: every contender at every size in one process, passes interleaved round-robin so
+    # that the machine's background load hits all of them alike; the median pass counts.
+    with tempfile.TemporaryDirectory() as tmp:
+        contenders = {n: lookup_contenders(n, Path(tmp)) for n in sizes}
+        samples: dict[tuple[int, str], list[float]] = {}
+        for _ in range(ROUNDS):
+            for n, (hosts, fns) in contenders.items():
+                for name, fn in fns.items():
+                    samples.setdefault((n, name), []).append(one_pass(fn, hosts))
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    base = med[(sizes[0], "ours")]
+    print(f"median µs per lookup ({PROBES:,} hosts, half hits, {ROUNDS} interleaved passes)")
+    print(
+        f"{'domains':>9} {'ours':>7} {'vs 10':>6} {'tldextract':>11} {'regex':>9} {'load s':>7} {'B/domain':>9}"
+    )
+    for n in sizes:
+        regex = f"{med[(n, 'regex')]:.2f}" if (n, "regex") in med else "n/a"
+        bpd = f"{loads[n]['bytes_per_domain']:.0f}" if n >= 10_000 else "-"
         print(
-            f"{r['n']:>9,} {r['ours_us']:>8.3f} {r['ours_us'] / base:>5.2f}x {r['tldextract_us']:>14.2f} "
-            f"{regex:>9} {r['load_s']:>7.2f} {bpd:>9}"
+            f"{n:>9,} {med[(n, 'ours')]:>7.3f} {med[(n, 'ours')] / base:>5.2f}x {med[(n, 'tldextract')]:>11.2f} "
+            f"{regex:>9} {loads[n]['load_s']:>7.2f} {bpd:>9}"
         )
     print()
-    for r in rows:
-        parts = [f"tldextract/ours {r['tldextract_us'] / r['ours_us']:.1f}x"]
-        if r["regex_us"] is not None:
-            parts.append(f"regex/ours {r['regex_us'] / r['ours_us']:.1f}x")
-        print(f"{r['n']:>9,}: " + ", ".join(parts))
+    for n in sizes:
+        parts = [f"tldextract/ours {med[(n, 'tldextract')] / med[(n, 'ours')]:.1f}x"]
+        if (n, "regex") in med:
+            parts.append(f"regex/ours {med[(n, 'regex')] / med[(n, 'ours')]:.1f}x")
+        print(f"{n:>9,}: " + ", ".join(parts))
 
 
 if __name__ == "__main__":

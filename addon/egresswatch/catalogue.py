@@ -81,8 +81,9 @@ class Problem:
 class CatalogueError(ValueError):
     """A catalogue directory could not be loaded; ``problems`` says where and why."""
 
-    def __init__(self, problems: Sequence[Problem]) -> None:
+    def __init__(self, problems: Sequence[Problem], notes: Sequence[Problem] = ()) -> None:
         self.problems = list(problems)
+        self.notes = list(notes)  # normalisations applied before the load failed
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
@@ -813,7 +814,7 @@ def load_catalogue(dirs: Sequence[Path | str]) -> Catalogue:
                 loc.err(regime.line, f"regime {regime.id}: app {app_id!r} is not in the catalogue")
 
     if problems:
-        raise CatalogueError(problems)
+        raise CatalogueError(problems, notes)
 
     digest = hashlib.sha256()
     for path, data in read_files:

@@ -1,10 +1,14 @@
 """Hostname -> designated app, in time that does not grow with the catalogue.
 
 The matcher keeps two dictionaries keyed by normalised names: exact rules, and suffix rules plus
-carve-outs. A lookup checks the exact dictionary once, then walks the name's suffixes from the
-longest to the shortest by index (``a.b.c`` -> ``b.c`` -> ``c``), one dictionary probe per label,
-so the cost depends on the number of labels (at most 127), never on the number of rules. Suffixes
-are only ever taken at label boundaries: ``notalipay.com`` never matches ``alipay.com``.
+carve-outs. The suffix dictionary also holds every proper suffix of a rule as an interior marker
+(for ``pay.weixin.qq.com``: ``weixin.qq.com``, ``qq.com``, ``com``), so a lookup can walk the
+name's suffixes from the TLD upwards (``com`` -> ``qq.com`` -> ``weixin.qq.com`` ...) and stop at
+the first suffix that is absent: nothing longer can be a rule. A miss therefore costs one probe
+per label the catalogue knows, plus one; a hit, one probe more than the rule's labels. The cost
+depends on the name, never on the number of rules, and the probes near the root hit the same few
+hot entries whatever the catalogue size. Suffixes are only ever taken at label boundaries:
+``notalipay.com`` never matches ``alipay.com``.
 
 IP literals are matched against the catalogue's CIDR ranges, bucketed by prefix length (one probe
 per distinct prefix length).
@@ -40,6 +44,8 @@ __all__ = ["Match", "Matcher"]
 _Entry = DomainRule | CarveOut | int
 _Value = _Entry | tuple[_Entry, ...]
 _LINE_BITS = 32
+# Interior marker: a proper suffix of some rule that is not a rule itself.
+_NODE = 0
 _LINE_MASK = (1 << _LINE_BITS) - 1
 
 
@@ -55,7 +61,7 @@ class Match(NamedTuple):
 
 def _add(table: dict[str, _Value], key: str, entry: _Entry) -> None:
     prev = table.get(key)
-    if prev is None:
+    if prev is None or prev is _NODE:
         table[key] = entry
     elif type(prev) is tuple:  # rules are NamedTuples: only a plain tuple holds several
         table[key] = (*cast(tuple[_Entry, ...], prev), entry)
@@ -85,7 +91,8 @@ class Matcher:
             v: sorted((plen for (ver, plen) in cidrs if ver == v), reverse=True) for v in (4, 6)
         }
         self._regimes = regimes
-        self.entries = len(exact) + len(suffix) + sum(len(t) for t in cidrs.values())
+        rules = sum(1 for v in suffix.values() if v is not _NODE)
+        self.entries = len(exact) + rules + sum(len(t) for t in cidrs.values())
 
     @classmethod
     def from_catalogue(cls, catalogue: Catalogue) -> Matcher:
@@ -116,13 +123,24 @@ class Matcher:
         lists = list(bulk)
         for index, b in enumerate(lists):
             table = exact if b.match == "exact" else suffix
-            tag = index << _LINE_BITS
+            tag = (
+                index << _LINE_BITS
+            )  # bulk line numbers start at 1, so a packed value is never _NODE
             get = table.get
             for name, line in zip(b.names, b.lines, strict=True):
-                if get(name) is None:
+                prev = get(name)
+                if prev is None or prev is _NODE:
                     table[name] = tag | line  # the common case, kept cheap for million-name lists
                 else:
                     _add(table, name, tag | line)
+        # Interior markers for the bottom-up walk.
+        setdefault = suffix.setdefault
+        for name in list(suffix):
+            i = name.find(".")
+            while i >= 0:
+                name = name[i + 1 :]
+                setdefault(name, _NODE)
+                i = name.find(".")
         nets: dict[tuple[int, int], dict[int, CidrRule]] = {}
         for c in cidrs:
             bucket = nets.setdefault((c.network.version, c.network.prefixlen), {})
@@ -146,30 +164,49 @@ class Matcher:
                 return self.match_ip(ip)
         exact = self._exact
         if exact:
-            v = exact.get(name)
-            if v is not None:
-                found = self._resolve(name, name, v, None)
-                if found is not None:
-                    return found
+            ev = exact.get(name)
+            if ev is not None:
+                exact_match = self._resolve(name, name, ev, None)
+                if exact_match is not None:
+                    return exact_match
+        # Bottom-up: collect the rules and carve-outs on the way, stop at the first absent suffix.
         get = self._suffix.get
-        excluded: set[str] | None = None
-        s = name
+        found: list[tuple[str, _Value]] | None = None
+        end = len(name)
         while True:
+            dot = name.rfind(".", 0, end)
+            s = name[dot + 1 :]
             v = get(s)
-            if v is not None:
-                # Fast path: one inline rule or one bulk-list name, nothing carved out.
-                if excluded is None and isinstance(v, DomainRule):
-                    return Match(name, v.app, (v.app,), v, self._regimes.get(v.app, ()))
-                if isinstance(v, CarveOut):
-                    excluded = (excluded or set()) | {v.app}
+            if v is None:
+                break
+            if v is not _NODE:
+                if found is None:
+                    found = [(s, v)]
                 else:
-                    found = self._resolve(name, s, v, excluded)
-                    if found is not None:
-                        return found
-            i = s.find(".")
-            if i < 0:
+                    found.append((s, v))
+            if dot < 0:
+                break
+            end = dot
+        if found is None:
+            return None
+        if len(found) == 1:
+            key, only = found[0]
+            if only.__class__ is DomainRule:  # the common hit: one inline rule
+                app = only.app
+                return _new_match(Match, (name, app, (app,), only, self._regimes.get(app, ())))
+            if isinstance(only, CarveOut):
                 return None
-            s = s[i + 1 :]
+            return self._resolve(name, key, only, None)
+        # Longest first: a carve-out excludes its app from every shorter rule.
+        excluded: set[str] | None = None
+        for key, value in reversed(found):
+            if isinstance(value, CarveOut):
+                excluded = (excluded or set()) | {value.app}
+                continue
+            match = self._resolve(name, key, value, excluded)
+            if match is not None:
+                return match
+        return None
 
     def _rule(self, key: str, e: DomainRule | int) -> DomainRule:
         if isinstance(e, int):
@@ -222,3 +259,5 @@ class Matcher:
 
 
 _DIGITS_AND_COLON = frozenset("0123456789:")
+# Building the hot-path result without the NamedTuple's Python-level __new__ saves a frame per hit.
+_new_match = tuple.__new__

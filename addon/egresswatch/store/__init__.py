@@ -13,15 +13,21 @@ Errors::
 
     StoreError
      +-- StoreUnavailable      cannot connect / open
-     +-- IntegrityError        (verify results are values, not exceptions)
+     +-- SchemaTooNew          the database was migrated by a newer egresswatch
+     +-- InvalidEvent          an event cannot be encoded (not retryable; ``index`` names it)
+    (verify results are values, not exceptions: :class:`VerifyResult`)
+
+The schema, hash chain, rollup key and retention are described in ``docs/store.md``.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+from pathlib import Path
 from typing import Protocol
 
 from ..events import Event
@@ -29,11 +35,18 @@ from ..events import Event
 __all__ = [
     "ChainHead",
     "EventStore",
+    "InvalidEvent",
+    "ROLLUP_DIMENSIONS",
     "RollupRow",
+    "RollupSummary",
+    "SchemaTooNew",
     "StoreError",
+    "StoreStats",
     "StoreUnavailable",
     "VerifyProblem",
     "VerifyResult",
+    "default_data_dir",
+    "default_store_url",
     "open_store",
 ]
 
@@ -46,9 +59,34 @@ class StoreUnavailable(StoreError):
     """The store cannot be opened or reached."""
 
 
+class SchemaTooNew(StoreError):
+    """The database carries schema migrations this version of egresswatch does not know."""
+
+
+class InvalidEvent(StoreError, ValueError):
+    """``events[index]`` cannot be encoded (e.g. ``detail`` is not JSON-able); nothing was written.
+
+    Retrying the same batch cannot succeed: the writer drops that one event (counted) and retries
+    the rest.
+    """
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(f"event #{index} cannot be stored: {message}")
+        self.index = index
+
+
 @dataclass(frozen=True, slots=True)
 class RollupRow:
-    """Daily aggregate of hit events; ``day`` is an ISO date (UTC)."""
+    """Daily aggregate of hit events; ``day`` is an ISO date (UTC).
+
+    One row per (day, instance, app, regime, action, department, client, host). Absent values
+    (no department, no client identity, ...) are ``""``.
+
+    ``regime`` is the event's ``regimes`` **sorted and joined with ","** (``""`` when the app has
+    none), so every hit is counted in exactly one rollup row: summing ``events`` per app never
+    double-counts. For a per-regime view split it: ``row.regime_list`` (an app under two regimes
+    then counts once under each regime, which is what a per-regime table wants).
+    """
 
     day: str
     instance: str
@@ -61,6 +99,39 @@ class RollupRow:
     events: int
     first_seen: float
     last_seen: float
+
+    @property
+    def regime_list(self) -> tuple[str, ...]:
+        """The regimes of this row's app (``()`` when none)."""
+        return tuple(self.regime.split(",")) if self.regime else ()
+
+
+ROLLUP_DIMENSIONS = ("day", "instance", "app", "regime", "action", "department", "client", "host")
+
+
+@dataclass(frozen=True, slots=True)
+class RollupSummary:
+    """Rollups grouped in the database (``EventStore.summarise``): one row per ``key``.
+
+    ``key`` holds the values of the ``by`` dimensions, in that order. ``distinct_clients`` counts
+    non-empty client identities. For a month of 10M events the raw rollups run to about a million
+    rows; grouping them in SQL keeps a report's reads to a few thousand.
+    """
+
+    key: tuple[str, ...]
+    events: int
+    distinct_clients: int
+    first_seen: float
+    last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Row counts per table and the bytes the database occupies (``-1`` when unknown)."""
+
+    schema_version: int
+    rows: dict[str, int]
+    bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +159,7 @@ class VerifyResult:
     checked: int
     heads: tuple[ChainHead, ...]
     problems: tuple[VerifyProblem, ...] = field(default_factory=tuple)
+    per_instance: dict[str, int] = field(default_factory=dict)  # instance -> rows checked
 
 
 class EventStore(Protocol):
@@ -109,9 +181,48 @@ class EventStore(Protocol):
         """Recompute every hash chain and name what was edited, deleted, inserted or reordered."""
 
     def prune(self, before: float) -> int:
-        """Delete raw events older than ``before`` (rollups stay); returns rows deleted."""
+        """Delete raw events older than ``before`` (rollups stay); returns rows deleted.
+
+        Per instance only a gap-free prefix of the chain is deleted (up to the first event at or
+        after ``before``), and a checkpoint (last pruned seq, its chain hash) is recorded so that
+        :meth:`verify` starts from it.
+        """
+
+    def summarise(self, start: float, end: float, by: Sequence[str]) -> list[RollupSummary]:
+        """Rollups for days in [start, end) grouped by ``by`` (names from ROLLUP_DIMENSIONS),
+        ordered by key. ``by=()`` gives one grand total (or nothing when there are no rows)."""
+
+    def chain_heads(self) -> list[ChainHead]:
+        """The last written seq and chain hash of every instance."""
+
+    def instances(self) -> list[str]:
+        """Every instance that ever wrote to this store, sorted."""
+
+    def stats(self) -> StoreStats:
+        """Row counts and size."""
 
     def close(self) -> None: ...
+
+
+def default_data_dir() -> Path:
+    """``$EGRESSWATCH_DATA_DIR``, else ``$XDG_DATA_HOME/egresswatch``, else ``~/.local/share/egresswatch``."""
+    env = os.environ.get("EGRESSWATCH_DATA_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    if xdg:
+        return Path(xdg) / "egresswatch"
+    return Path.home() / ".local" / "share" / "egresswatch"
+
+
+def default_store_url(data_dir: str | None = None) -> str:
+    """The embedded store in ``data_dir`` (default :func:`default_data_dir`).
+
+    >>> default_store_url("/var/lib/egresswatch")
+    'sqlite:///var/lib/egresswatch/events.db'
+    """
+    base = Path(data_dir) if data_dir else default_data_dir()
+    return f"sqlite://{(base.expanduser().absolute() / 'events.db').as_posix()}"
 
 
 def open_store(url: str) -> EventStore:
@@ -129,4 +240,6 @@ def open_store(url: str) -> EventStore:
         from .memory import MemoryStore
 
         return MemoryStore(url)
-    raise ValueError(f"unknown event store URL scheme {scheme!r} (use sqlite://, postgresql:// or memory://)")
+    raise ValueError(
+        f"unknown event store URL scheme {scheme!r} (use sqlite://, postgresql:// or memory://)"
+    )

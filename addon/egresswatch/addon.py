@@ -1,0 +1,1119 @@
+"""The mitmproxy addon: see every way a client names a destination, count it, enforce policy.
+
+This is the only module that imports mitmproxy. It composes the catalogue, matcher, policy,
+client identity, metrics and the event writer; hooks only read one immutable :class:`State`
+prepared in ``configure`` or by a reload, and never block on I/O (events go to a bounded queue
+drained by the writer thread).
+
+Where each signal is read, and why there:
+
+===================  ==============  ========================================================
+hook                 signal          block
+===================  ==============  ========================================================
+``http_connect``     ``connect``     403 + ``X-Egresswatch-Block`` header, no upstream
+``server_connect``   ``socks5``/     ``data.server.error``: SOCKS reply 04 / TCP close, no
+                     ``ip``          upstream; also refuses names asyncio cannot encode
+``tls_clienthello``  ``sni``/        pass-through: connection closed before any byte reaches
+                     ``quic``        the server; QUIC dropped (clients fall back to TCP)
+``requestheaders``   ``http_host``/  403 block page (HTML or JSON), no upstream request
+                     ``websocket``
+``dns_request``      ``dns``         NXDOMAIN, REFUSED or 0.0.0.0 / ::
+===================  ==============  ========================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import html
+import json
+import logging
+import socket
+import sys
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC
+from datetime import datetime
+from ipaddress import IPv4Address
+from ipaddress import IPv6Address
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import NamedTuple
+
+from mitmproxy import command
+from mitmproxy import ctx
+from mitmproxy import dns
+from mitmproxy import exceptions
+from mitmproxy import http
+from mitmproxy import tls
+from mitmproxy import version as mitmproxy_version
+from mitmproxy.connection import Client
+from mitmproxy.net.dns import response_codes
+from mitmproxy.net.dns import types as dns_types
+from mitmproxy.proxy import server_hooks
+from mitmproxy.utils import asyncio_utils
+
+import egresswatch
+from egresswatch import hostnames
+from egresswatch.catalogue import Catalogue
+from egresswatch.catalogue import CatalogueError
+from egresswatch.catalogue import bundled_dir
+from egresswatch.catalogue import load_catalogue
+from egresswatch.events import Action
+from egresswatch.events import Event
+from egresswatch.events import EventKind
+from egresswatch.events import Signal
+from egresswatch.events import new_event_id
+from egresswatch.identity import ClientIdentity
+from egresswatch.identity import identity_from_options
+from egresswatch.matcher import Match
+from egresswatch.matcher import Matcher
+from egresswatch.metrics import Metrics
+from egresswatch.metrics import new_registry
+from egresswatch.policy import Decision
+from egresswatch.policy import Policy
+from egresswatch.policy import PolicyError
+from egresswatch.policy import load_policy
+from egresswatch.reloader import FileWatcher
+from egresswatch.store import EventStore
+from egresswatch.store import default_store_url
+from egresswatch.store import open_store
+from egresswatch.writer import EventWriter
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+__all__ = [
+    "DECRYPT_CHOICES",
+    "DNS_BLOCK_CHOICES",
+    "IDENTITY_CHOICES",
+    "EgressWatch",
+    "State",
+    "block_page",
+    "connect_block_header",
+    "parse_listen",
+    "prefers_json",
+    "refusal_reason",
+    "verifiable_sni",
+]
+
+logger = logging.getLogger("egresswatch")
+
+DECRYPT_CHOICES = ("off", "blocked", "all")
+DNS_BLOCK_CHOICES = ("nxdomain", "refused", "null")
+IDENTITY_CHOICES = ("address", "hash", "none")
+#: Modes where ``server_connect`` carries the client's own destination (an IP literal).
+_TRANSPARENT_MODES = frozenset({"transparent", "wireguard", "local", "tun", "osproxy"})
+_DAY = 86400.0
+
+
+def _options_error(message: str) -> exceptions.OptionsError:
+    """``OptionsError`` (its constructor is untyped in mitmproxy)."""
+    return exceptions.OptionsError(message)  # type: ignore[no-untyped-call]
+
+
+# -- pure helpers -------------------------------------------------------------------------------
+
+
+def parse_listen(spec: str) -> tuple[str, int] | None:
+    """``"127.0.0.1:9464"`` / ``"[::1]:9464"`` -> (host, port); ``""``/``"off"`` -> None.
+
+    >>> parse_listen("[::1]:9464"), parse_listen("off")
+    (('::1', 9464), None)
+    """
+    spec = spec.strip()
+    if spec in ("", "off"):
+        return None
+    if spec.startswith("["):
+        host, sep, port = spec[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"invalid listen address {spec!r} (use [v6addr]:port)")
+    else:
+        host, sep, port = spec.rpartition(":")
+        if not sep or ":" in host:
+            raise ValueError(f"invalid listen address {spec!r} (use host:port)")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"invalid port in listen address {spec!r}")
+    if not host:
+        raise ValueError(f"missing host in listen address {spec!r}")
+    return host, int(port)
+
+
+def refusal_reason(name: str) -> str | None:
+    """Why mitmproxy must not try to connect to ``name`` (None: let it try).
+
+    mitmproxy 12.3.1 catches only ``OSError`` around ``asyncio.open_connection``; a name that the
+    ``idna`` codec rejects or that holds NUL raises ``UnicodeError``/``ValueError`` there, and the
+    client is never answered (MITMPROXY.md section 13 #1). Overlong names are refused too.
+    """
+    if "\x00" in name:
+        return "name holds a NUL byte"
+    if len(name) > hostnames.MAX_NAME_LENGTH + 1:
+        return f"name is longer than {hostnames.MAX_NAME_LENGTH} bytes"
+    if name.count(".") + 1 > hostnames.MAX_LABELS + 1:
+        return f"name has more than {hostnames.MAX_LABELS} labels"
+    if hostnames.parse_ip(name) is not None:
+        return None
+    try:
+        encoded = name.encode("idna")
+    except (UnicodeError, ValueError):
+        return "name fails IDNA encoding"
+    if len(encoded.rstrip(b".")) > hostnames.MAX_NAME_LENGTH:
+        return f"name is longer than {hostnames.MAX_NAME_LENGTH} bytes"
+    return None
+
+
+def verifiable_sni(sni: str | None) -> bool:
+    """Whether mitmproxy can mint and verify a certificate for ``sni`` when intercepting.
+
+    ``X509_VERIFY_PARAM_set1_host`` fails on a trailing dot and on labels that are not LDH
+    (``cdn-.x``), and the client handshake then stalls (MITMPROXY.md section 13 #5): such names are
+    passed through (or refused) instead of intercepted. No SNI is fine (the address is used).
+    """
+    if sni is None:
+        return True
+    if sni.endswith(".") or not sni.isascii():
+        return False
+    labels = sni.split(".")
+    for label in labels:
+        if not label or len(label) > 63:
+            return False
+        if label[0] == "-" or label[-1] == "-":
+            return False
+        if not all(c.isalnum() or c == "-" for c in label):
+            return False
+    return True
+
+
+def prefers_json(accept: str) -> bool:
+    """True when an Accept header ranks application/json above text/html.
+
+    >>> prefers_json("application/json"), prefers_json("text/html,*/*;q=0.8"), prefers_json("")
+    (True, False, False)
+    """
+    best = {"json": -1.0, "html": -1.0}
+    for part in accept.split(",")[:50]:
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for p in params:
+            if p.startswith("q="):
+                try:
+                    q = float(p[2:])
+                except ValueError:
+                    q = 0.0
+        media = media.lower()
+        if media in ("application/json", "application/*") or media.endswith("+json"):
+            best["json"] = max(best["json"], q)
+        elif media in ("text/html", "text/*", "application/xhtml+xml"):
+            best["html"] = max(best["html"], q)
+    return best["json"] > 0 and best["json"] > best["html"]
+
+
+def connect_block_header(app: str, regime: str, event_id: str) -> str:
+    """The ``X-Egresswatch-Block`` value on a refused CONNECT."""
+    return f"app={app}; regime={regime}; event={event_id}"
+
+
+def block_page(
+    *, app: str, app_name: str, regime: str, contact: str, event_id: str, host: str, as_json: bool
+) -> tuple[bytes, str]:
+    """Body and content type of the 403 answer; every value HTML-escaped in the HTML variant."""
+    if as_json:
+        doc = {
+            "blocked": True,
+            "app": app,
+            "app_name": app_name,
+            "regime": regime,
+            "host": host,
+            "contact": contact,
+            "event_id": event_id,
+        }
+        return json.dumps(doc, sort_keys=True).encode(), "application/json"
+    e = html.escape
+    contact_line = f"<p>Questions: {e(contact)}</p>" if contact else ""
+    page = (
+        '<!doctype html>\n<html><head><meta charset="utf-8"><title>Blocked</title></head><body>\n'
+        f"<h1>Access to {e(app_name)} is blocked</h1>\n"
+        f"<p>{e(host)} belongs to <b>{e(app_name)}</b> ({e(app)}), which the organisation's "
+        f"policy blocks under <b>{e(regime)}</b>.</p>\n"
+        f"{contact_line}\n"
+        f"<p>Reference: <code>{e(event_id)}</code></p>\n</body></html>\n"
+    )
+    return page.encode(), "text/html; charset=utf-8"
+
+
+# -- state --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """Everything a hook reads, swapped as one object on reload."""
+
+    catalogue: Catalogue
+    matcher: Matcher
+    policy: Policy
+    dirs: tuple[Path, ...]
+    policy_path: Path | None
+
+
+class Verdict(NamedTuple):
+    match: Match
+    decision: Decision
+    event_id: str
+
+    @property
+    def blocked(self) -> bool:
+        return self.decision.action == Action.BLOCKED
+
+
+class _LoadError(Exception):
+    def __init__(self, kind: str, reason: str, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.kind = kind
+        self.reason = reason
+        self.problems = problems
+
+
+def _load_state(
+    dirs: tuple[Path, ...], policy_path: Path | None, old: State | None = None
+) -> State:
+    """Load (catalogue, matcher, policy); reuse ``old``'s catalogue if its files are unchanged."""
+    try:
+        cat = load_catalogue(list(dirs))
+    except CatalogueError as e:
+        raise _LoadError("catalogue", "validation", [str(p) for p in e.problems]) from e
+    except OSError as e:
+        raise _LoadError("catalogue", "io", [f"{e.filename or dirs}: {e.strerror or e}"]) from e
+    if old is not None and old.catalogue.version == cat.version and old.dirs == dirs:
+        cat, matcher = old.catalogue, old.matcher
+    else:
+        matcher = Matcher.from_catalogue(cat)
+    try:
+        pol = load_policy(policy_path, cat)
+    except PolicyError as e:
+        raise _LoadError("policy", "validation", [str(p) for p in e.problems]) from e
+    except OSError as e:
+        raise _LoadError("policy", "io", [f"{policy_path}: {e.strerror or e}"]) from e
+    return State(cat, matcher, pol, dirs, policy_path)
+
+
+def _catalogue_entries(cat: Catalogue) -> int:
+    return cat.entries
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+# -- the addon ----------------------------------------------------------------------------------
+
+
+class EgressWatch:
+    """mitmproxy addon; see ``docs/operating.md`` for options and behaviour."""
+
+    def __init__(
+        self,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+        store_opener: Callable[[str], EventStore] = open_store,
+    ) -> None:
+        self._registry = registry
+        self._clock = clock
+        self._store_opener = store_opener
+        self.state: State | None = None
+        self.metrics: Metrics | None = None
+        self.writer: EventWriter | None = None
+        self._pending: list[Event] = []  # events produced before the writer starts
+        self._tasks: list[asyncio.Task[None]] = []
+        self._watcher: FileWatcher | None = None
+        self._identity = ClientIdentity("address", None)
+        self._instance = socket.gethostname()
+        self._decrypt = "off"
+        self._dns_block = "nxdomain"
+        self._store_url = ""
+        self._metrics_listen: tuple[str, int] | None = None
+        self.metrics_address: tuple[str, int] | None = None
+        # Per client connection (client.id): apps already counted, and connections to cut off.
+        self._conn_apps: dict[str, dict[str, Verdict]] = {}
+        self._refuse: set[str] = set()
+        self._block_page: dict[str, Verdict] = {}
+        self._users: dict[str, str] = {}
+        self._last_exc_check: datetime | None = None
+        self._last_prune = 0.0
+        self._running = False
+
+    # -- options ----------------------------------------------------------------------------
+
+    def load(self, loader: Any) -> None:
+        add = loader.add_option
+        add(
+            "egresswatch_lists",
+            Sequence[str],
+            [],
+            "Extra catalogue directories, merged after the bundled one (repeatable).",
+        )
+        add("egresswatch_bundled", bool, True, "Load the catalogue shipped with egresswatch.")
+        add(
+            "egresswatch_policy",
+            str,
+            "",
+            "Policy YAML file (actions per regime and app, exceptions, departments). "
+            "Empty: built-in policy that monitors every app.",
+        )
+        add(
+            "egresswatch_data_dir",
+            str,
+            "",
+            "Directory for the default SQLite event store. Empty: the platform default.",
+        )
+        add(
+            "egresswatch_store",
+            str,
+            "",
+            "Event store URL: sqlite:///path/events.db, postgresql://... or memory://. "
+            "Empty: sqlite:///<data dir>/events.db.",
+        )
+        add(
+            "egresswatch_metrics_listen",
+            str,
+            "127.0.0.1:9464",
+            "host:port (or [v6]:port) for the Prometheus /metrics endpoint; empty or off disables.",
+        )
+        add("egresswatch_metrics_certfile", str, "", "TLS certificate for the metrics endpoint.")
+        add("egresswatch_metrics_keyfile", str, "", "TLS key for the metrics endpoint.")
+        add(
+            "egresswatch_decrypt",
+            str,
+            "off",
+            "off: pass every TLS connection through untouched (no CA needed); blocked: intercept "
+            "only connections to blocked apps, to show a block page; all: intercept everything "
+            "mitmproxy can verify.",
+            choices=DECRYPT_CHOICES,
+        )
+        add(
+            "egresswatch_dns_block",
+            str,
+            "nxdomain",
+            "Answer to a blocked DNS query in dns mode.",
+            choices=DNS_BLOCK_CHOICES,
+        )
+        add(
+            "egresswatch_client_identity",
+            str,
+            "address",
+            "How clients are recorded in the event store: address, hash (keyed HMAC) or none.",
+            choices=IDENTITY_CHOICES,
+        )
+        add(
+            "egresswatch_client_key_file",
+            str,
+            "",
+            "Secret key file for egresswatch_client_identity=hash.",
+        )
+        add(
+            "egresswatch_department_label",
+            bool,
+            False,
+            "Add the policy's department as a label on the hit counter.",
+        )
+        add("egresswatch_instance", str, "", "Instance name in events. Empty: the host name.")
+        add("egresswatch_heartbeat", int, 60, "Seconds between heartbeat events.")
+        add("egresswatch_flush_ms", int, 1000, "Milliseconds between event-store flushes.")
+        add("egresswatch_queue_size", int, 10000, "Events queued for the store before dropping.")
+        add(
+            "egresswatch_retention_days",
+            int,
+            90,
+            "Days of raw events kept in the store (daily rollups stay); 0 keeps everything.",
+        )
+        add(
+            "egresswatch_reload_interval",
+            int,
+            2,
+            "Seconds between checks for changed catalogue/policy files; 0: reload on command only.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        o = ctx.options
+        if "egresswatch_decrypt" in updated:
+            self._decrypt = self._choice(
+                "egresswatch_decrypt", o.egresswatch_decrypt, DECRYPT_CHOICES
+            )
+        if "egresswatch_dns_block" in updated:
+            self._dns_block = self._choice(
+                "egresswatch_dns_block", o.egresswatch_dns_block, DNS_BLOCK_CHOICES
+            )
+        for name in (
+            "egresswatch_heartbeat",
+            "egresswatch_flush_ms",
+            "egresswatch_queue_size",
+            "egresswatch_retention_days",
+            "egresswatch_reload_interval",
+        ):
+            if name in updated and getattr(o, name) < 0:
+                raise _options_error(f"{name} must not be negative, got {getattr(o, name)}")
+        if "egresswatch_heartbeat" in updated and o.egresswatch_heartbeat == 0:
+            raise _options_error("egresswatch_heartbeat must be at least 1 second")
+        if "egresswatch_queue_size" in updated and o.egresswatch_queue_size == 0:
+            raise _options_error("egresswatch_queue_size must be at least 1")
+        if updated & {"egresswatch_client_identity", "egresswatch_client_key_file"}:
+            mode = self._choice(
+                "egresswatch_client_identity", o.egresswatch_client_identity, IDENTITY_CHOICES
+            )
+            if mode == "hash" and not o.egresswatch_client_key_file:
+                raise _options_error(
+                    "egresswatch_client_identity=hash needs egresswatch_client_key_file"
+                )
+            try:
+                self._identity = identity_from_options(mode, o.egresswatch_client_key_file or None)
+            except ValueError as e:
+                raise _options_error(f"egresswatch_client_key_file: {e}") from e
+        if "egresswatch_instance" in updated:
+            self._instance = o.egresswatch_instance or socket.gethostname()
+        if updated & {
+            "egresswatch_metrics_listen",
+            "egresswatch_metrics_certfile",
+            "egresswatch_metrics_keyfile",
+        }:
+            try:
+                listen = parse_listen(o.egresswatch_metrics_listen)
+            except ValueError as e:
+                raise _options_error(f"egresswatch_metrics_listen: {e}") from e
+            if bool(o.egresswatch_metrics_certfile) != bool(o.egresswatch_metrics_keyfile):
+                raise _options_error(
+                    "egresswatch_metrics_certfile and egresswatch_metrics_keyfile go together"
+                )
+            if self._running and listen != self._metrics_listen:
+                raise _options_error("egresswatch_metrics_listen cannot change while running")
+            self._metrics_listen = listen
+        if updated & {"egresswatch_store", "egresswatch_data_dir"}:
+            url = o.egresswatch_store or default_store_url(o.egresswatch_data_dir or None)
+            scheme = url.split(":", 1)[0].lower()
+            if scheme not in ("sqlite", "postgresql", "postgres", "memory"):
+                raise _options_error(
+                    f"egresswatch_store {url!r}: unknown scheme (use sqlite://, postgresql:// "
+                    "or memory://)"
+                )
+            if self._running and url != self._store_url:
+                raise _options_error("egresswatch_store cannot change while running")
+            self._store_url = url
+        if self.metrics is None:
+            self.metrics = self._make_metrics(bool(o.egresswatch_department_label))
+            self.metrics.build_info(
+                egresswatch.__version__, mitmproxy_version.VERSION, sys.version.split()[0]
+            )
+        elif "egresswatch_department_label" in updated:
+            raise _options_error("egresswatch_department_label cannot change at runtime")
+        if self.state is None or updated & {
+            "egresswatch_lists",
+            "egresswatch_bundled",
+            "egresswatch_policy",
+        }:
+            dirs, policy_path = self._paths()
+            try:
+                new = _load_state(dirs, policy_path, self.state)
+            except _LoadError as e:
+                self.metrics.reload_failed(e.kind, e.reason)
+                raise _options_error(
+                    f"egresswatch: invalid {e.kind}:\n" + "\n".join(e.problems)
+                ) from e
+            self._install(new, self.state, "load")
+            self._watcher = self._make_watcher(new)
+
+    @staticmethod
+    def _choice(name: str, value: str, choices: Sequence[str]) -> str:
+        if value not in choices:
+            raise _options_error(
+                f"{name}: invalid value {value!r} (choose from {', '.join(choices)})"
+            )
+        return value
+
+    def _make_metrics(self, department_label: bool) -> Metrics:
+        if self._registry is None:
+            self._registry = new_registry()
+        return Metrics(self._registry, department_label=department_label)
+
+    def _paths(self) -> tuple[tuple[Path, ...], Path | None]:
+        o = ctx.options
+        dirs: list[Path] = [bundled_dir()] if o.egresswatch_bundled else []
+        dirs += [Path(d) for d in o.egresswatch_lists]
+        if not dirs:
+            raise _options_error(
+                "egresswatch: no catalogue (egresswatch_bundled is false and egresswatch_lists "
+                "is empty)"
+            )
+        return tuple(dirs), Path(o.egresswatch_policy) if o.egresswatch_policy else None
+
+    @staticmethod
+    def _make_watcher(state: State) -> FileWatcher:
+        files = list(state.catalogue.files)
+        if state.policy_path is not None:
+            files.append(state.policy_path)
+        return FileWatcher(files=files, dirs=state.dirs)
+
+    def _install(self, new: State, old: State | None, why: str, *, force_log: bool = False) -> None:
+        """Swap in ``new`` (atomic: one attribute), update metrics, log and record config events."""
+        self.state = new
+        m = self.metrics
+        now = self._clock()
+        cat_changed = old is None or old.catalogue.version != new.catalogue.version
+        pol_changed = old is None or old.policy.version != new.policy.version
+        if m is not None:
+            m.prepare(new.catalogue.app_regimes(), new.policy.departments)
+            if cat_changed:
+                m.catalogue_loaded(
+                    new.catalogue.version,
+                    new.catalogue.entries_per_app(),
+                    len(new.catalogue.files),
+                    now,
+                )
+            if pol_changed:
+                m.policy_loaded(new.policy.version, new.policy.modes(_utc(now)), now)
+        verb = "loaded" if why == "load" and old is None else "reloaded"
+        if cat_changed or force_log:
+            logger.info(
+                "egresswatch: catalogue %s version=%s (%d entries)",
+                verb,
+                new.catalogue.version[:12],
+                _catalogue_entries(new.catalogue),
+            )
+        if cat_changed:
+            self._emit(self._config_event("catalogue", new, now))
+        if pol_changed or force_log:
+            logger.info("egresswatch: policy %s version=%s", verb, new.policy.version[:12])
+        if pol_changed:
+            self._emit(self._config_event("policy", new, now))
+        self._check_exceptions(now, log_expired=False)
+
+    def _config_event(self, kind: str, state: State, now: float) -> Event:
+        detail: dict[str, object]
+        if kind == "catalogue":
+            detail = {
+                "kind": "catalogue",
+                "version": state.catalogue.version,
+                "files": [str(f) for f in state.catalogue.files],
+                "entries": state.catalogue.entries_per_app(),
+            }
+        else:
+            detail = {"kind": "policy", **state.policy.snapshot(_utc(now))}
+        return self._lifecycle_event(EventKind.CONFIG, now, detail)
+
+    def _lifecycle_event(
+        self, kind: EventKind, now: float, detail: dict[str, object] | None = None
+    ) -> Event:
+        st = self.state
+        return Event(
+            ts=now,
+            kind=kind,
+            instance=self._instance,
+            event_id=new_event_id(),
+            catalogue_version=st.catalogue.version if st else "",
+            policy_version=st.policy.version if st else "",
+            detail=detail,
+        )
+
+    def _emit(self, event: Event) -> None:
+        if self.writer is None:
+            self._pending.append(event)
+        else:
+            self.writer.put(event)
+
+    # -- reload -----------------------------------------------------------------------------
+
+    @command.command("egresswatch.reload")  # type: ignore[untyped-decorator]
+    def reload(self) -> None:
+        """Reload the catalogue and the policy now (the old ones stay if the new are invalid)."""
+        self._reload_sync()
+
+    @command.command("egresswatch.status")  # type: ignore[untyped-decorator]
+    def status(self) -> str:
+        """One line: catalogue and policy versions, entries, queue depth."""
+        st = self.state
+        if st is None:
+            return "egresswatch: not configured"
+        depth = self.writer.queue_depth() if self.writer else len(self._pending)
+        return (
+            f"egresswatch: catalogue {st.catalogue.version[:12]} "
+            f"({_catalogue_entries(st.catalogue)} entries, {len(st.catalogue.apps)} apps), "
+            f"policy {st.policy.version[:12]}, decrypt={self._decrypt}, queue={depth}"
+        )
+
+    def _reload_sync(self) -> bool:
+        old = self.state
+        if old is None:
+            return False
+        try:
+            new = _load_state(old.dirs, old.policy_path, old)
+        except _LoadError as e:
+            self._reject(e)
+            return False
+        self._finish_reload(new, old, force_log=True)
+        return True
+
+    async def reload_async(self) -> bool:
+        """Load off the event loop, then swap on it (used by the periodic check)."""
+        old = self.state
+        if old is None:
+            return False
+        try:
+            new = await asyncio.to_thread(_load_state, old.dirs, old.policy_path, old)
+        except _LoadError as e:
+            self._reject(e)
+            return False
+        if self.state is not old:  # a concurrent reload won; keep its result
+            return False
+        self._finish_reload(new, old)
+        return True
+
+    def _finish_reload(self, new: State, old: State, *, force_log: bool = False) -> None:
+        self._install(new, old, "reload", force_log=force_log)
+        self._watcher = self._make_watcher(new)
+
+    def _reject(self, e: _LoadError) -> None:
+        for p in e.problems:
+            logger.warning("egresswatch: %s reload rejected: %s", e.kind, p)
+        if self.metrics is not None:
+            self.metrics.reload_failed(e.kind, e.reason)
+        if self._watcher is not None:
+            self._watcher.reset()  # do not retry the same broken file every poll
+
+    async def _reload_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                w = self._watcher
+                if w is not None and await asyncio.to_thread(w.changed):
+                    await self.reload_async()
+            except Exception:
+                logger.exception("egresswatch: reload check failed")
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def running(self) -> None:
+        o = ctx.options
+        self._running = True
+        m = self.metrics
+        assert m is not None
+        scheme = self._store_url.split(":", 1)[0].lower()
+        backend = {"postgres": "postgresql"}.get(scheme, scheme)
+        url = self._store_url
+
+        def on_failure(exc: BaseException) -> None:
+            logger.error("egresswatch: event store %s write failed: %s", backend, exc)
+            m.store_failure(backend)
+
+        self.writer = EventWriter(
+            functools.partial(self._store_opener, url),
+            queue_size=o.egresswatch_queue_size,
+            flush_interval=o.egresswatch_flush_ms / 1000,
+            on_written=m.store_written,
+            on_dropped=m.store_dropped,
+            on_failure=on_failure,
+        )
+        m.store_queue(self.writer.queue_depth, o.egresswatch_queue_size)
+        self.writer.start()
+        if self._metrics_listen is not None:
+            host, port = self._metrics_listen
+            try:
+                self.metrics_address = m.serve(
+                    host,
+                    port,
+                    o.egresswatch_metrics_certfile or None,
+                    o.egresswatch_metrics_keyfile or None,
+                )
+                h, p = self.metrics_address
+                shown = f"[{h}]" if ":" in h else h
+                logger.info(
+                    "egresswatch: metrics listening at http%s://%s:%d/metrics",
+                    "s" if o.egresswatch_metrics_certfile else "",
+                    shown,
+                    p,
+                )
+            except OSError as e:
+                logger.error("egresswatch: cannot serve metrics on %s:%d: %s", host, port, e)
+        pending, self._pending = self._pending, []
+        for ev in pending:  # config events of the start-up load come first
+            self.writer.put(ev)
+        st = self.state
+        now = self._clock()
+        self._emit(
+            self._lifecycle_event(
+                EventKind.START,
+                now,
+                {
+                    "egresswatch": egresswatch.__version__,
+                    "mitmproxy": mitmproxy_version.VERSION,
+                    "catalogue_version": st.catalogue.version if st else "",
+                    "policy_version": st.policy.version if st else "",
+                    "client_identity": self._identity.mode,
+                },
+            )
+        )
+        self._prune(now)
+        self._tasks.append(
+            asyncio_utils.create_task(
+                self._heartbeat_loop(float(o.egresswatch_heartbeat)),
+                name="egresswatch heartbeat",
+                keep_ref=True,
+            )
+        )
+        if o.egresswatch_reload_interval > 0:
+            self._tasks.append(
+                asyncio_utils.create_task(
+                    self._reload_loop(float(o.egresswatch_reload_interval)),
+                    name="egresswatch reload",
+                    keep_ref=True,
+                )
+            )
+        logger.info("egresswatch: running (decrypt=%s, store=%s)", self._decrypt, backend)
+
+    async def _heartbeat_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                now = self._clock()
+                self._check_exceptions(now, log_expired=True)
+                self._emit(self._lifecycle_event(EventKind.HEARTBEAT, now))
+                self._prune(now)
+            except Exception:
+                logger.exception("egresswatch: heartbeat failed")
+
+    def _prune(self, now: float) -> None:
+        days = ctx.options.egresswatch_retention_days
+        if days <= 0 or self.writer is None or now - self._last_prune < _DAY:
+            return
+        self._last_prune = now
+        cutoff = now - days * _DAY
+        self.writer.call(
+            lambda store: logger.info(
+                "egresswatch: pruned %d events older than %d days", store.prune(cutoff), days
+            )
+        )
+
+    def _check_exceptions(self, now: float, *, log_expired: bool) -> None:
+        """Log each exception that expired since the last check (once), update the gauges."""
+        st = self.state
+        if st is None:
+            return
+        when = _utc(now)
+        prev, self._last_exc_check = self._last_exc_check, when
+        if log_expired and prev is not None:
+            for exc in st.policy.expired_since(prev, when):
+                logger.warning(
+                    "egresswatch: exception %s expired at %s",
+                    exc.id,
+                    exc.expires.isoformat(timespec="seconds"),
+                )
+        if self.metrics is not None:
+            nxt = st.policy.next_expiry(when)
+            self.metrics.exceptions(
+                len(st.policy.exceptions_in_force(when)),
+                nxt.timestamp() if nxt is not None else None,
+            )
+
+    async def done(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        self._tasks.clear()
+        if self.writer is not None:
+            self.writer.put(self._lifecycle_event(EventKind.STOP, self._clock()))
+            writer = self.writer
+            await asyncio.to_thread(writer.close, 10.0)
+            self.writer = None
+        if self.metrics is not None:
+            self.metrics.close()
+        self._running = False
+
+    # -- matching ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _guard(self, hook: str) -> Iterator[None]:
+        """No input may raise out of a hook: log and count instead."""
+        try:
+            yield
+        except Exception:
+            logger.exception("egresswatch: unexpected error in %s", hook)
+            if self.metrics is not None:
+                try:
+                    self.metrics.hook_error(hook)
+                except Exception:  # pragma: no cover - never let the counter itself raise
+                    pass
+
+    def _observe(
+        self,
+        raw: str | None,
+        signal: Signal,
+        client: Client,
+        user: str | None = None,
+        *,
+        dedupe: bool = True,
+    ) -> Verdict | None:
+        """Match one destination name, decide, count and record. None: not a designated app."""
+        st = self.state
+        m = self.metrics
+        if st is None or m is None or not raw:
+            return None
+        m.inspected(signal)
+        match = st.matcher.match(raw)
+        if match is None:
+            if hostnames.normalise_host(raw) is None:
+                m.invalid_name(signal)
+            return None
+        cid = client.id
+        user = user or self._users.get(cid)
+        seen = self._conn_apps.get(cid) if dedupe else None
+        if seen is not None and match.app in seen:
+            return seen[match.app]
+        peer = client.peername[0] if client.peername else None
+        client_ip = str(peer) if peer is not None else None
+        now = self._clock()
+        decision = st.policy.decide(match, client_ip, user, _utc(now))
+        if decision is None:
+            return None
+        verdict = Verdict(match, decision, new_event_id())
+        if dedupe:
+            self._conn_apps.setdefault(cid, {})[match.app] = verdict
+        m.hit(
+            match.app,
+            decision.regime,
+            decision.action,
+            signal,
+            decision.department,
+            verdict.event_id,
+        )
+        self._emit(
+            Event(
+                ts=now,
+                kind=EventKind.HIT,
+                instance=self._instance,
+                event_id=verdict.event_id,
+                signal=signal,
+                host=match.host,
+                app=match.app,
+                regimes=tuple(match.regimes),
+                action=decision.action,
+                rule=match.rule.domain,
+                exception_id=decision.exception_id,
+                client=self._identity.of(client_ip) if client_ip else None,
+                user=user,
+                department=decision.department,
+                catalogue_version=st.catalogue.version,
+                policy_version=st.policy.version,
+            )
+        )
+        level = logging.INFO if verdict.blocked else logging.DEBUG
+        if logger.isEnabledFor(level):
+            logger.log(
+                level,
+                "egresswatch: %s %s app=%s regime=%s signal=%s event=%s",
+                decision.action,
+                match.host,
+                match.app,
+                decision.regime,
+                signal,
+                verdict.event_id,
+            )
+        return verdict
+
+    def _app_name(self, app: str) -> str:
+        st = self.state
+        a = st.catalogue.apps.get(app) if st else None
+        return a.name if a is not None else app
+
+    def _close_passthrough(self, client: Client, server: Any) -> None:
+        """Cut a pass-through connection before the buffered ClientHello reaches the server.
+
+        Lazy strategy: ``server_connect`` refuses the connection (``_refuse``). Eager: the server
+        is already connected, so close its writer first (nothing can be written after that) and
+        then both connections, through mitmproxy's own connection handler.
+        """
+        self._refuse.add(client.id)
+        try:
+            ps = ctx.master.addons.get("proxyserver")  # type: ignore[no-untyped-call]
+            handler = ps.connections.get(client.id) if ps is not None else None
+        except Exception:
+            handler = None
+        if handler is None:
+            return
+        io = handler.transports.get(server)
+        if io is not None and io.writer is not None:
+            io.writer.close()
+            handler.close_connection(server)
+        if client in handler.transports:
+            handler.close_connection(client)
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def client_disconnected(self, client: Client) -> None:
+        cid = client.id
+        self._conn_apps.pop(cid, None)
+        self._refuse.discard(cid)
+        self._block_page.pop(cid, None)
+        self._users.pop(cid, None)
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        with self._guard("http_connect"):
+            if flow.response is not None or flow.error is not None:
+                return
+            user = self._user_of(flow)
+            if user:
+                self._users[flow.client_conn.id] = user
+            v = self._observe(flow.request.host, Signal.CONNECT, flow.client_conn, user)
+            if v is None or not v.blocked:
+                return
+            if self._decrypt != "off":
+                # Let the tunnel open without an upstream connection (a response set here skips
+                # the eager connect) so that the block page can be served inside it.
+                self._block_page[flow.client_conn.id] = v
+                self._refuse.add(flow.client_conn.id)
+                flow.response = http.Response.make(200, b"")
+                flow.response.reason = "Connection established"
+                return
+            body = (
+                f"egresswatch: {flow.request.host} ({self._app_name(v.match.app)}) is blocked "
+                f"by policy ({v.decision.regime}); event {v.event_id}\n"
+            )
+            flow.response = http.Response.make(
+                403,
+                body.encode(),
+                {
+                    "Content-Type": "text/plain; charset=utf-8",
+                    "X-Egresswatch-Block": connect_block_header(
+                        v.match.app, v.decision.regime, v.event_id
+                    ),
+                    "Connection": "close",
+                },
+            )
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        with self._guard("server_connect"):
+            server, client = data.server, data.client
+            if server.address is None:
+                return
+            name = server.address[0]
+            if isinstance(name, str):
+                why = refusal_reason(name)
+                if why is not None:
+                    server.error = f"egresswatch: refused destination name: {why}"
+                    if self.metrics is not None:
+                        self.metrics.invalid_name(self._mode_signal(client) or Signal.CONNECT)
+                    return
+            if client.id in self._refuse:
+                server.error = "egresswatch: blocked by policy"
+                return
+            signal = self._mode_signal(client)
+            if signal is None:
+                return
+            if signal is Signal.IP and hostnames.parse_ip(str(name)) is None:
+                return
+            v = self._observe(str(name), signal, client)
+            if v is not None and v.blocked:
+                self._refuse.add(client.id)
+                server.error = (
+                    f"egresswatch: {v.match.app} blocked by policy ({v.decision.regime}); "
+                    f"event {v.event_id}"
+                )
+
+    @staticmethod
+    def _mode_signal(client: Client) -> Signal | None:
+        mode = client.proxy_mode.type_name
+        if mode == "socks5":
+            return Signal.SOCKS5
+        if mode in _TRANSPARENT_MODES:
+            return Signal.IP
+        return None  # regular: counted in http_connect / requestheaders; upstream: the proxy
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        with self._guard("tls_clienthello"):
+            client = data.context.client
+            sni = data.client_hello.sni
+            quic = client.transport_protocol == "udp"
+            v = self._observe(sni, Signal.QUIC if quic else Signal.SNI, client)
+            page = self._block_page.get(client.id)
+            blocked = v if v is not None and v.blocked else page
+            verifiable = verifiable_sni(sni)
+            if blocked is not None:
+                if quic or self._decrypt == "off" or not verifiable:
+                    data.ignore_connection = True
+                    self._close_passthrough(client, data.context.server)
+                    return
+                # Intercept to serve the block page; never open the upstream connection.
+                self._block_page[client.id] = blocked
+                self._refuse.add(client.id)
+                return
+            if self._decrypt != "all" or not verifiable:
+                data.ignore_connection = True
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        with self._guard("requestheaders"):
+            if flow.response is not None or flow.error is not None:
+                return
+            req = flow.request
+            if req.method == "CONNECT":
+                return
+            websocket = req.headers.get("upgrade", "").lower() == "websocket"
+            signal = Signal.WEBSOCKET if websocket else Signal.HTTP_HOST
+            cid = flow.client_conn.id
+            # Inside a tunnel already attributed at connection level, count an app once per
+            # connection; plain-HTTP proxy requests count one by one.
+            dedupe = cid in self._conn_apps or cid in self._block_page
+            v = self._observe(
+                req.pretty_host, signal, flow.client_conn, self._user_of(flow), dedupe=dedupe
+            )
+            if v is None or not v.blocked:
+                v = self._block_page.get(cid)
+                if v is None:
+                    return
+            body, ctype = block_page(
+                app=v.match.app,
+                app_name=self._app_name(v.match.app),
+                regime=v.decision.regime,
+                contact=(self.state.policy.contact or "") if self.state else "",
+                event_id=v.event_id,
+                host=req.pretty_host,
+                as_json=prefers_json(req.headers.get("accept", "")),
+            )
+            flow.response = http.Response.make(
+                403,
+                body,
+                {
+                    "Content-Type": ctype,
+                    "Cache-Control": "no-store",
+                    "X-Egresswatch-Block": connect_block_header(
+                        v.match.app, v.decision.regime, v.event_id
+                    ),
+                },
+            )
+
+    def dns_request(self, flow: dns.DNSFlow) -> None:
+        with self._guard("dns_request"):
+            if flow.response is not None or not flow.request.questions:
+                return
+            q = flow.request.questions[0]
+            v = self._observe(q.name, Signal.DNS, flow.client_conn, dedupe=False)
+            if v is None or not v.blocked:
+                return
+            if self._dns_block == "refused":
+                flow.response = flow.request.fail(response_codes.REFUSED)
+            elif self._dns_block == "null":
+                answers: list[dns.ResourceRecord] = []
+                if q.type == dns_types.A:
+                    answers.append(dns.ResourceRecord.A(q.name, IPv4Address("0.0.0.0")))
+                elif q.type == dns_types.AAAA:
+                    answers.append(dns.ResourceRecord.AAAA(q.name, IPv6Address("::")))
+                flow.response = flow.request.succeed(answers)
+            else:
+                flow.response = flow.request.fail(response_codes.NXDOMAIN)
+
+    @staticmethod
+    def _user_of(flow: http.HTTPFlow) -> str | None:
+        auth = flow.metadata.get("proxyauth")
+        if isinstance(auth, tuple | list) and auth and isinstance(auth[0], str):
+            return auth[0]  # never the password (auth[1])
+        return None

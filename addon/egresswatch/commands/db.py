@@ -1,0 +1,160 @@
+"""``egresswatch db verify|migrate|prune|stats``: look after the event store.
+
+``--store URL`` or ``--data-dir DIR`` pick the store (default: ``sqlite:///<data-dir>/events.db``
+with the data dir from ``$EGRESSWATCH_DATA_DIR``, ``$XDG_DATA_HOME/egresswatch`` or
+``~/.local/share/egresswatch``). Other command groups reuse :func:`add_store_arguments` and
+:func:`store_url_from_args`.
+
+Exit codes: 0 fine, 1 verification found problems, 2 the store could not be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from ..store import EventStore
+from ..store import StoreError
+from ..store import default_store_url
+from ..store import open_store
+
+__all__ = ["add_store_arguments", "register", "store_url_from_args"]
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--store",
+        metavar="URL",
+        help="event store URL: sqlite:///path/events.db or postgresql://user@host/db",
+    )
+    group.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="use DIR/events.db (default: $EGRESSWATCH_DATA_DIR, $XDG_DATA_HOME/egresswatch "
+        "or ~/.local/share/egresswatch)",
+    )
+
+
+def store_url_from_args(args: argparse.Namespace) -> str:
+    url: str | None = getattr(args, "store", None)
+    return url if url else default_store_url(getattr(args, "data_dir", None))
+
+
+def _open(args: argparse.Namespace) -> EventStore | None:
+    url = store_url_from_args(args)
+    try:
+        return open_store(url)
+    except (StoreError, ValueError) as e:
+        print(f"egresswatch db: {e}", file=sys.stderr)
+        return None
+
+
+def register(subparsers: Any) -> None:
+    db = subparsers.add_parser("db", help="verify, migrate, prune and size the event store")
+    sub = db.add_subparsers(dest="db_command", metavar="COMMAND")
+    sub.required = True
+
+    verify = sub.add_parser("verify", help="recompute every hash chain; exit 1 naming each problem")
+    add_store_arguments(verify)
+    verify.add_argument("--instance", metavar="ID", help="verify one proxy instance only")
+    verify.set_defaults(func=cmd_verify)
+
+    migrate = sub.add_parser("migrate", help="apply pending schema migrations")
+    add_store_arguments(migrate)
+    migrate.set_defaults(func=cmd_migrate)
+
+    prune = sub.add_parser(
+        "prune", help="delete raw events older than N days (daily rollups are kept)"
+    )
+    add_store_arguments(prune)
+    prune.add_argument("--days", type=int, default=90, metavar="N", help="keep N days (90)")
+    prune.set_defaults(func=cmd_prune)
+
+    stats = sub.add_parser("stats", help="row counts and size of the event store")
+    add_store_arguments(stats)
+    stats.set_defaults(func=cmd_stats)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    store = _open(args)
+    if store is None:
+        return 2
+    try:
+        result = store.verify(args.instance)
+    except StoreError as e:
+        print(f"egresswatch db verify: {e}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    if args.instance and not result.heads:
+        print(
+            f"egresswatch db verify: no instance {args.instance!r} in this store", file=sys.stderr
+        )
+        return 1
+    for head in result.heads:
+        checked = result.per_instance.get(head.instance, 0)
+        print(f"{head.instance}: {checked} events checked, head #{head.seq} {head.chain_hash}")
+    for problem in result.problems:
+        print(f"PROBLEM {problem}")
+    if result.ok:
+        print(f"OK: {result.checked} events checked in {len(result.heads)} chain(s)")
+        return 0
+    print(
+        f"FAILED: {len(result.problems)} problem(s) in {result.checked} events checked",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    store = _open(args)  # migrations are applied at open
+    if store is None:
+        return 2
+    try:
+        version = store.stats().schema_version
+    finally:
+        store.close()
+    print(f"{store.url}: schema version {version} (up to date)")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    if args.days < 1:
+        print("egresswatch db prune: --days must be at least 1", file=sys.stderr)
+        return 2
+    store = _open(args)
+    if store is None:
+        return 2
+    before = time.time() - args.days * 86400
+    try:
+        n = store.prune(before)
+    except StoreError as e:
+        print(f"egresswatch db prune: {e}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(f"pruned {n} events older than {args.days} days (rollups kept)")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    store = _open(args)
+    if store is None:
+        return 2
+    try:
+        st = store.stats()
+        heads = store.chain_heads()
+    finally:
+        store.close()
+    print(f"store: {store.url}")
+    print(f"schema version: {st.schema_version}")
+    for table, n in st.rows.items():
+        print(f"{table}: {n} rows")
+    if st.bytes >= 0:
+        print(f"size: {st.bytes} bytes ({st.bytes / 1e6:.1f} MB)")
+    for h in heads:
+        print(f"instance {h.instance}: head #{h.seq}")
+    return 0

@@ -1,0 +1,159 @@
+"""``egresswatch report``: the monthly compliance report from the event store.
+
+::
+
+    egresswatch report --month 2026-07 --data-dir /var/lib/egresswatch --format html -o july.html
+
+writes ``july.html`` and ``july.html.sha256`` (``sha256sum -c`` format). Without ``-o`` the report
+goes to standard output. The default month is the previous calendar month (UTC), the default store
+the SQLite file of the default data directory.
+
+Exit status: 0 when the report was written (a failed chain verification is in the report and on
+stderr, not in the exit status), 1 when the store or the catalogue cannot be read, 2 on usage
+errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC
+from datetime import datetime
+from pathlib import Path
+
+from ..report import FORMATS
+from ..report import CatalogueLike
+from ..report import build_report
+from ..report import month_bounds
+from ..report import previous_month
+from ..report import render
+from ..report import write_report
+from ..store import StoreError
+from ..store import default_store_url
+from ..store import open_store
+
+__all__ = ["register"]
+
+
+def _month(value: str) -> str:
+    try:
+        month_bounds(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return value
+
+
+def _top(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--top must be a positive integer, not {value!r}")
+    return n
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write the monthly compliance report",
+        description="Write the monthly compliance report for one calendar month (UTC) from the "
+        "event store: coverage, configuration in force, exceptions, findings per app, regime and "
+        "department, top clients and hostnames, daily trend, integrity and method.",
+    )
+    p.add_argument(
+        "--month",
+        type=_month,
+        default=None,
+        help="the month to report, YYYY-MM (default: the previous calendar month, UTC)",
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--store", metavar="URL", help="event store URL (sqlite:///…, postgresql://…)"
+    )
+    where.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="read <DIR>/events.db (default: $EGRESSWATCH_DATA_DIR, $XDG_DATA_HOME/egresswatch "
+        "or ~/.local/share/egresswatch)",
+    )
+    p.add_argument("--format", choices=FORMATS, default="html", help="output format (default html)")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        type=Path,
+        help="write here and a SHA-256 beside it (PATH.sha256); default: standard output",
+    )
+    p.add_argument(
+        "--top", type=_top, default=10, metavar="N", help="rows in the top lists (default 10)"
+    )
+    p.add_argument("--organisation", metavar="NAME", help="organisation named in the report")
+    p.add_argument(
+        "--lists",
+        metavar="DIR",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="operator catalogue directories (after the bundled one) for app names and the "
+        "status of each regime",
+    )
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip recomputing the hash chains (the report then says integrity was not checked)",
+    )
+    p.set_defaults(func=run)
+
+
+def _load_catalogue(dirs: list[str]) -> CatalogueLike:
+    from ..catalogue import bundled_dir
+    from ..catalogue import load_catalogue
+
+    return load_catalogue([bundled_dir(), *(Path(d) for d in dirs)])
+
+
+def run(args: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    month: str = args.month or previous_month(now)
+    try:
+        catalogue = _load_catalogue(args.lists)
+    except (ValueError, OSError) as e:
+        problems = getattr(e, "problems", None)
+        for problem in problems or [e]:
+            print(f"egresswatch report: catalogue: {problem}", file=sys.stderr)
+        return 1
+    url = args.store or default_store_url(args.data_dir)
+    try:
+        store = open_store(url)
+    except (StoreError, ValueError) as e:
+        print(f"egresswatch report: cannot open the event store: {e}", file=sys.stderr)
+        return 1
+    try:
+        report = build_report(
+            store,
+            month,
+            now=now,
+            top_n=args.top,
+            organisation=args.organisation,
+            catalogue=catalogue,
+            verify=not args.no_verify,
+        )
+    except StoreError as e:
+        print(f"egresswatch report: cannot read the event store: {e}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    text = render(report, args.format)
+    if report.integrity.verified and not report.integrity.ok:
+        print(
+            f"egresswatch report: WARNING: chain verification failed "
+            f"({len(report.integrity.problems)} problem(s)); see the integrity section",
+            file=sys.stderr,
+        )
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    digest = write_report(text, args.output)
+    print(f"{args.output}: sha256 {digest}", file=sys.stderr)
+    return 0

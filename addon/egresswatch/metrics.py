@@ -1,0 +1,501 @@
+"""Every Prometheus metric egresswatch exports, defined once, on an injected registry.
+
+This is the only module that imports ``prometheus_client``. Nothing here touches the global
+``REGISTRY`` or flips process-wide switches: the caller passes a ``CollectorRegistry`` and may
+serve it with :meth:`Metrics.serve`.
+
+Label values are bounded by construction: app ids and regime ids from the catalogue, the four
+actions, the eight signals, department names from the policy. Hostnames, client addresses and
+users never become labels; the exemplar ``event_id`` on a hit links a counter to the event-store
+row that holds them.
+
+Counters are collected through a private registry and re-exposed without their ``*_created``
+samples (one extra series per child that nobody queries), so the injected registry stays small
+without calling ``disable_created_metrics()``, which would change every registry in the process.
+
+>>> from prometheus_client import CollectorRegistry
+>>> reg = CollectorRegistry()
+>>> m = Metrics(reg)
+>>> m.prepare({"tiktok": ["far-52-204-27"]})
+>>> reg.get_sample_value("egresswatch_hits_total",
+...     {"app": "tiktok", "regime": "far-52-204-27", "action": "blocked", "signal": "sni"})
+0.0
+>>> m.hit("tiktok", "far-52-204-27", "blocked", "sni", event_id="a1b2")
+>>> reg.get_sample_value("egresswatch_hits_total",
+...     {"app": "tiktok", "regime": "far-52-204-27", "action": "blocked", "signal": "sni"})
+1.0
+>>> m.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter
+from prometheus_client import Gauge
+from prometheus_client import Info
+from prometheus_client import start_http_server
+from prometheus_client.metrics_core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from egresswatch.events import Action
+from egresswatch.events import Signal
+
+__all__ = [
+    "ACTIONS",
+    "BACKENDS",
+    "HOOKS",
+    "new_registry",
+    "KINDS",
+    "MODES",
+    "REASONS",
+    "SIGNALS",
+    "Metrics",
+]
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "egresswatch"
+ACTIONS: tuple[str, ...] = tuple(a.value for a in Action)
+SIGNALS: tuple[str, ...] = tuple(s.value for s in Signal)
+KINDS: tuple[str, ...] = ("catalogue", "policy")
+REASONS: tuple[str, ...] = ("parse", "validation", "io", "other")
+MODES: tuple[str, ...] = ("monitor", "block", "off", "dry_run")
+BACKENDS: tuple[str, ...] = ("sqlite", "postgresql", "memory")
+#: Hook names pre-initialised on ``egresswatch_hook_errors_total`` (the addon's guarded hooks).
+HOOKS: tuple[str, ...] = (
+    "requestheaders",
+    "http_connect",
+    "server_connect",
+    "tls_clienthello",
+    "dns_request",
+    "websocket_start",
+)
+#: Label value for a hit whose client maps to no policy department (department label on).
+OTHER_DEPARTMENT = "other"
+#: Regime label values every app gets besides its own regimes (see ``Policy.decide``).
+EXTRA_REGIMES: tuple[str, ...] = ("app", "default")
+#: Above this many department values the department label is a cardinality risk.
+DEPARTMENT_WARN = 50
+
+
+def new_registry() -> CollectorRegistry:
+    """A fresh registry for one proxy process (never the process-global ``REGISTRY``)."""
+    return CollectorRegistry(auto_describe=True)
+
+
+class _WithoutCreated:
+    """Re-expose a registry's metrics without the ``*_created`` samples of counters."""
+
+    def __init__(self, inner: CollectorRegistry) -> None:
+        self._inner = inner
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._inner.collect():
+            if family.type in ("counter", "histogram", "summary"):
+                family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family
+
+    def describe(self) -> Iterable[Metric]:
+        # Lets a registry with auto_describe detect duplicate names without calling collect().
+        return self.collect()
+
+
+class _OptionalGauge:
+    """An unlabelled gauge whose sample is absent while its value is ``None``.
+
+    Used for the next exception expiry: with no expiring exception there is no timestamp, and an
+    absent series (unlike 0) cannot make ``ExceptionExpiringSoon`` fire.
+    """
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._value: float | None = None
+        self._lock = threading.Lock()
+
+    def set(self, value: float | None) -> None:
+        with self._lock:
+            self._value = value
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(self._name, self._documentation)
+        with self._lock:
+            value = self._value
+        if value is not None:
+            family.add_metric([], value)
+        yield family
+
+    def describe(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(self._name, self._documentation)
+
+
+def _safe(fn: Callable[[], int]) -> Callable[[], float]:
+    """Wrap a scrape-time callback so that a failing callback never breaks the whole scrape."""
+
+    def read() -> float:
+        try:
+            return float(fn())
+        except Exception:
+            logger.warning("queue depth callback failed", exc_info=True)
+            return math.nan
+
+    return read
+
+
+class Metrics:
+    """All egresswatch metrics on one injected registry (see ``docs/metrics.md``).
+
+    Update methods are thread-safe (prometheus_client locks each child), so they may be called
+    from the event loop, the writer thread or a reload task.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, department_label: bool = False) -> None:
+        self._registry = registry
+        self._department_label = department_label
+        self._inner = CollectorRegistry(auto_describe=True)
+        self._lock = threading.Lock()
+        self._hit_keys: set[tuple[str, ...]] = set()
+        self._entry_apps: set[str] = set()
+        self._mode_apps: set[str] = set()
+        self._httpd: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        reg = self._inner
+
+        hit_labels = ["app", "regime", "action", "signal"]
+        if department_label:
+            hit_labels.append("department")
+        self._hits = Counter(
+            "hits",
+            "Hits on designated apps, by app, the regime that set the action, action and signal.",
+            hit_labels,
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._inspected = Counter(
+            "inspected",
+            "Destination names examined, whether or not they matched (the ratio denominator).",
+            ["signal"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._invalid_names = Counter(
+            "invalid_names",
+            "Destination names rejected by normalisation (too long, bad IDNA, ...).",
+            ["signal"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._hook_errors = Counter(
+            "hook_errors",
+            "Unexpected exceptions caught in a mitmproxy hook (traffic was let through).",
+            ["hook"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._catalogue_info = Info(
+            "catalogue",
+            "The loaded catalogue; version is the sha256 of all its files.",
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._catalogue_entries = Gauge(
+            "catalogue_entries",
+            "Domain, list and CIDR entries per app in the loaded catalogue.",
+            ["app"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._catalogue_files = Gauge(
+            "catalogue_files",
+            "Files read to build the loaded catalogue.",
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._reload_ts = Gauge(
+            "reload_last_success_timestamp_seconds",
+            "Unix time of the last successful load of the catalogue or the policy.",
+            ["kind"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._reload_failures = Counter(
+            "reload_failures",
+            "Failed loads of the catalogue or the policy, by bounded reason.",
+            ["kind", "reason"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._reload_ok = Gauge(
+            "reload_last_successful",
+            "1 if the last load attempt of the catalogue or the policy succeeded, else 0.",
+            ["kind"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._policy_info = Info(
+            "policy",
+            "The loaded policy; version is the sha256 of the policy file.",
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._policy_mode = Gauge(
+            "policy_mode",
+            "Policy mode per app: 1 for the mode in force, 0 for the others (a state set).",
+            ["app", "mode"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._exceptions_in_force = Gauge(
+            "exceptions_in_force",
+            "Exceptions in the register that are in force now.",
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._next_expiry = _OptionalGauge(
+            f"{NAMESPACE}_exception_next_expiry_timestamp_seconds",
+            "Unix time at which the next exception in force expires (absent when none expires).",
+        )
+        reg.register(self._next_expiry)
+        self._queue_depth = Gauge(
+            "event_store_queue_depth",
+            "Events waiting in the writer queue, read at scrape time.",
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._queue_capacity = Gauge(
+            "event_store_queue_capacity",
+            "Capacity of the writer queue; events beyond it are dropped and counted.",
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._written = Counter(
+            "event_store_written",
+            "Events committed to the event store.",
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._dropped = Counter(
+            "event_store_dropped",
+            "Events dropped because the writer queue was full or the writer had stopped.",
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._write_failures = Counter(
+            "event_store_write_failures",
+            "Failed event-store write transactions, by backend.",
+            ["backend"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._build_info = Info(
+            "build",
+            "Versions of egresswatch, mitmproxy and Python in this process.",
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+
+        # Pre-initialise every bounded child so that a first event is an increase from 0.
+        for signal in SIGNALS:
+            self._inspected.labels(signal)
+            self._invalid_names.labels(signal)
+        for hook in HOOKS:
+            self._hook_errors.labels(hook)
+        for kind in KINDS:
+            for reason in REASONS:
+                self._reload_failures.labels(kind, reason)
+        for backend in BACKENDS:
+            self._write_failures.labels(backend)
+
+        self._collector: Collector = _WithoutCreated(self._inner)
+        registry.register(self._collector)
+
+    # -- traffic -----------------------------------------------------------------------------
+
+    def prepare(
+        self, app_regimes: Mapping[str, Sequence[str]], departments: Sequence[str] = ()
+    ) -> None:
+        """Create every hit series at 0 and drop those of apps/departments no longer present.
+
+        For each app: its regimes plus ``app`` and ``default`` x every action x every signal
+        (x each department and ``other`` when the department label is on). Call again after each
+        catalogue or policy reload. Series of apps that remain keep their values.
+        """
+        depts: tuple[str, ...] = ()
+        if self._department_label:
+            depts = tuple(dict.fromkeys([*departments, OTHER_DEPARTMENT]))
+            if len(depts) > DEPARTMENT_WARN:
+                logger.warning(
+                    "%d departments on the hit counter: every one multiplies the series count",
+                    len(depts),
+                )
+        wanted: set[tuple[str, ...]] = set()
+        for app, regimes in app_regimes.items():
+            for regime in dict.fromkeys([*regimes, *EXTRA_REGIMES]):
+                for action in ACTIONS:
+                    for signal in SIGNALS:
+                        if self._department_label:
+                            wanted.update((app, regime, action, signal, d) for d in depts)
+                        else:
+                            wanted.add((app, regime, action, signal))
+        with self._lock:
+            for key in self._hit_keys - wanted:
+                app_gone = key[0] not in app_regimes
+                dept_gone = self._department_label and key[4] not in depts
+                if app_gone or dept_gone:
+                    self._hits.remove(*key)
+                    self._hit_keys.discard(key)
+            for key in wanted - self._hit_keys:
+                self._hits.labels(*key)
+            self._hit_keys |= wanted
+
+    def hit(
+        self,
+        app: str,
+        regime: str,
+        action: str,
+        signal: str,
+        department: str | None = None,
+        event_id: str | None = None,
+    ) -> None:
+        """Count one hit; ``event_id`` becomes the exemplar linking to the event-store row."""
+        key: tuple[str, ...] = (app, regime, str(action), str(signal))
+        if self._department_label:
+            key = (*key, department or OTHER_DEPARTMENT)
+        with self._lock:
+            self._hit_keys.add(key)
+        child = self._hits.labels(*key)
+        if event_id:
+            child.inc(exemplar={"event_id": event_id})
+        else:
+            child.inc()
+
+    def inspected(self, signal: str) -> None:
+        """Count one destination name examined (matched or not)."""
+        self._inspected.labels(str(signal)).inc()
+
+    def invalid_name(self, signal: str) -> None:
+        """Count one destination name that normalisation rejected."""
+        self._invalid_names.labels(str(signal)).inc()
+
+    def hook_error(self, hook: str) -> None:
+        """Count one unexpected exception caught in a mitmproxy hook."""
+        self._hook_errors.labels(hook).inc()
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def catalogue_loaded(
+        self, version: str, entries_per_app: Mapping[str, int], files: int, ts: float
+    ) -> None:
+        """Record a successful catalogue load (also resets ``reload_last_successful``)."""
+        self._catalogue_info.info({"version": version})
+        with self._lock:
+            for app in self._entry_apps - set(entries_per_app):
+                self._catalogue_entries.remove(app)
+            for app, n in entries_per_app.items():
+                self._catalogue_entries.labels(app).set(n)
+            self._entry_apps = set(entries_per_app)
+        self._catalogue_files.set(files)
+        self._reload_ts.labels("catalogue").set(ts)
+        self._reload_ok.labels("catalogue").set(1)
+
+    def policy_loaded(self, version: str, modes: Mapping[str, str], ts: float) -> None:
+        """Record a successful policy load; ``modes`` maps app -> monitor|block|off|dry_run."""
+        self._policy_info.info({"version": version})
+        with self._lock:
+            for app in self._mode_apps - set(modes):
+                for mode in MODES:
+                    self._policy_mode.remove(app, mode)
+            for app, current in modes.items():
+                if current not in MODES:
+                    raise ValueError(f"unknown policy mode {current!r} for app {app!r}")
+                for mode in MODES:
+                    self._policy_mode.labels(app, mode).set(1 if mode == current else 0)
+            self._mode_apps = set(modes)
+        self._reload_ts.labels("policy").set(ts)
+        self._reload_ok.labels("policy").set(1)
+
+    def reload_failed(self, kind: str, reason: str) -> None:
+        """Count a failed load; ``reason`` outside parse|validation|io is counted as ``other``."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown reload kind {kind!r}")
+        if reason not in REASONS:
+            reason = "other"
+        self._reload_failures.labels(kind, reason).inc()
+        self._reload_ok.labels(kind).set(0)
+
+    def exceptions(self, in_force: int, next_expiry_ts: float | None) -> None:
+        """Exceptions in force now and the Unix time of the next expiry (None: none expires)."""
+        self._exceptions_in_force.set(in_force)
+        self._next_expiry.set(next_expiry_ts)
+
+    # -- event store -------------------------------------------------------------------------
+
+    def store_written(self, n: int) -> None:
+        self._written.inc(n)
+
+    def store_dropped(self, n: int) -> None:
+        self._dropped.inc(n)
+
+    def store_failure(self, backend: str) -> None:
+        self._write_failures.labels(backend).inc()
+
+    def store_queue(self, depth_fn: Callable[[], int], capacity: int) -> None:
+        """Read the queue depth from ``depth_fn`` at scrape time (NaN if it raises)."""
+        self._queue_depth.set_function(_safe(depth_fn))
+        self._queue_capacity.set(capacity)
+
+    # -- process -----------------------------------------------------------------------------
+
+    def build_info(self, version: str, mitmproxy_version: str, python_version: str) -> None:
+        self._build_info.info(
+            {"version": version, "mitmproxy": mitmproxy_version, "python": python_version}
+        )
+
+    def serve(
+        self,
+        host: str,
+        port: int,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+    ) -> tuple[str, int]:
+        """Serve ``/metrics`` over HTTP (HTTPS when both cert and key are given) in a thread.
+
+        Returns the bound ``(host, port)``; ``port`` 0 picks a free port.
+        """
+        if (certfile is None) != (keyfile is None):
+            raise ValueError("TLS needs both a certificate file and a key file")
+        if self._httpd is not None:
+            raise RuntimeError("metrics server already running")
+        httpd, thread = start_http_server(
+            port, addr=host, registry=self._registry, certfile=certfile, keyfile=keyfile
+        )
+        self._httpd, self._thread = httpd, thread
+        bound = httpd.server_address
+        logger.info(
+            "metrics on %s://%s:%d/metrics", "https" if certfile else "http", host, bound[1]
+        )
+        return str(bound[0]), int(bound[1])
+
+    def close(self) -> None:
+        """Stop the HTTP server (if any) and unregister from the registry. Idempotent."""
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        try:
+            self._registry.unregister(self._collector)
+        except KeyError:
+            pass

@@ -1,0 +1,509 @@
+"""What every backend shares: row encoding, the hash chain, rollup keys and the verifier.
+
+A stored row is a tuple in :data:`COLUMNS` order. The hash chain, per instance::
+
+    leaf  = sha256(0x00 || canonical_json(event fields incl. instance and seq))
+    chain = sha256(prev_chain || leaf)            prev_chain of seq 1 = 32 zero bytes
+
+Canonical JSON: sorted keys, no whitespace, UTF-8 (not ASCII-escaped), ``ts`` as integer
+microseconds, NaN/Infinity refused.
+
+>>> leaf = leaf_hash(encode_payload(
+...     Event(ts=1.5, kind=EventKind.HIT, instance="p1", event_id="e1"), 1))
+>>> len(leaf), chain_hash(GENESIS, leaf) != leaf
+(64, True)
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from datetime import datetime
+from typing import Any
+
+from ..events import Event
+from ..events import EventKind
+from . import ROLLUP_DIMENSIONS
+from . import ChainHead
+from . import InvalidEvent
+from . import RollupRow
+from . import RollupSummary
+from . import VerifyProblem
+from . import VerifyResult
+
+COLUMNS = (
+    "instance",
+    "seq",
+    "event_id",
+    "ts",
+    "kind",
+    "signal",
+    "host",
+    "app",
+    "regimes",
+    "action",
+    "rule",
+    "exception_id",
+    "client",
+    "user",
+    "department",
+    "catalogue_version",
+    "policy_version",
+    "detail",
+    "leaf_hash",
+    "chain_hash",
+)
+# "user" is reserved in PostgreSQL: every SQL text quotes the column names.
+COLUMN_SQL = ", ".join(f'"{c}"' for c in COLUMNS)
+ROLLUP_KEY = ("day", "instance", "app", "regime", "action", "department", "client", "host")
+GENESIS = "0" * 64
+# How far (in seq) the verifier looks for the original position of a row whose leaf does not
+# match its seq, to tell "reordered" from "edited"; and how many such rows it searches at most.
+REORDER_WINDOW = 256
+REORDER_BUDGET = 200
+
+Row = Sequence[Any]
+
+
+def _default(o: object) -> object:
+    if isinstance(o, Mapping):
+        return dict(o)
+    if isinstance(o, (set, frozenset)):
+        raise TypeError("sets have no canonical order")
+    raise TypeError(f"{type(o).__name__} is not JSON-able")
+
+
+# One encoder, built once: json.dumps() with options builds a new JSONEncoder per call, which
+# was a fifth of the write path. Stateless, so sharing it is safe.
+_ENCODER = json.JSONEncoder(
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    allow_nan=False,
+    default=_default,
+)
+
+
+def canonical_json(obj: object) -> str:
+    return _ENCODER.encode(obj)
+
+
+@functools.lru_cache(maxsize=256)
+def _regimes_json(regimes: tuple[str, ...]) -> str:
+    return _ENCODER.encode(list(regimes))
+
+
+def ts_micros(ts: float) -> int:
+    return round(ts * 1_000_000)
+
+
+def day_of(ts: float) -> str:
+    return _day_name(int(ts // 86400))
+
+
+@functools.lru_cache(maxsize=64)
+def _day_name(day: int) -> str:
+    return datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
+
+
+def day_range(start: float, end: float) -> tuple[str, str]:
+    """First and last (inclusive) UTC day overlapping ``[start, end)``."""
+    return day_of(start), day_of(end - 1e-6)
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """An event with its JSON columns rendered once (shared by the leaf and the row)."""
+
+    event: Event
+    regimes: str
+    detail: str | None
+
+
+def encode(events: Sequence[Event]) -> list[Encoded]:
+    """Render the JSON columns of every event first, so a bad event fails before any write."""
+    out = []
+    for i, e in enumerate(events):
+        try:
+            if not isinstance(e, Event):
+                raise TypeError(f"{type(e).__name__} is not an Event")
+            detail = canonical_json(e.detail) if e.detail is not None else None
+            regimes = _regimes_json(tuple(e.regimes))
+            if e.ts != e.ts or e.ts in (float("inf"), float("-inf")):
+                raise ValueError("ts is not finite")
+        except (TypeError, ValueError) as exc:
+            raise InvalidEvent(i, str(exc)) from exc
+        out.append(Encoded(e, regimes, detail))
+    return out
+
+
+def _payload(
+    row_values: Mapping[str, Any], regimes: list[Any], detail: object, seq: int
+) -> dict[str, Any]:
+    return {
+        "instance": row_values["instance"],
+        "seq": seq,
+        "event_id": row_values["event_id"],
+        "ts": ts_micros(row_values["ts"]),
+        "kind": str(row_values["kind"]),
+        "signal": row_values["signal"],
+        "host": row_values["host"],
+        "app": row_values["app"],
+        "regimes": regimes,
+        "action": None if row_values["action"] is None else str(row_values["action"]),
+        "rule": row_values["rule"],
+        "exception_id": row_values["exception_id"],
+        "client": row_values["client"],
+        "user": row_values["user"],
+        "department": row_values["department"],
+        "catalogue_version": row_values["catalogue_version"],
+        "policy_version": row_values["policy_version"],
+        "detail": detail,
+    }
+
+
+def encode_payload(event: Event, seq: int) -> str:
+    """Canonical JSON of one event at ``seq`` (what the leaf hash covers)."""
+    enc = encode([event])[0]
+    return _canonical_of(enc, seq)
+
+
+def _canonical_of(enc: Encoded, seq: int) -> str:
+    e = enc.event
+    # Re-parse the rendered detail so write and verify hash exactly the same JSON values.
+    detail = json.loads(enc.detail) if enc.detail is not None else None
+    # Same keys as _payload(); built inline because this runs once per written event.
+    return _ENCODER.encode(
+        {
+            "instance": e.instance,
+            "seq": seq,
+            "event_id": e.event_id,
+            "ts": round(e.ts * 1_000_000),
+            "kind": str(e.kind),
+            "signal": e.signal,
+            "host": e.host,
+            "app": e.app,
+            "regimes": list(e.regimes),
+            "action": None if e.action is None else str(e.action),
+            "rule": e.rule,
+            "exception_id": e.exception_id,
+            "client": e.client,
+            "user": e.user,
+            "department": e.department,
+            "catalogue_version": e.catalogue_version,
+            "policy_version": e.policy_version,
+            "detail": detail,
+        }
+    )
+
+
+def leaf_hash(canonical: str) -> str:
+    return hashlib.sha256(b"\x00" + canonical.encode("utf-8")).hexdigest()
+
+
+def chain_hash(prev: str, leaf: str) -> str:
+    return hashlib.sha256(bytes.fromhex(prev) + bytes.fromhex(leaf)).hexdigest()
+
+
+def build_rows(
+    encoded: Sequence[Encoded], heads: Mapping[str, tuple[int, str]]
+) -> tuple[list[tuple[Any, ...]], dict[str, tuple[int, str]]]:
+    """Assign seq and hashes; ``heads`` maps instance -> (seq, chain) before this batch."""
+    new_heads = dict(heads)
+    rows = []
+    for enc in encoded:
+        e = enc.event
+        seq, prev = new_heads.get(e.instance, (0, GENESIS))
+        seq += 1
+        leaf = leaf_hash(_canonical_of(enc, seq))
+        chain = chain_hash(prev, leaf)
+        new_heads[e.instance] = (seq, chain)
+        rows.append(
+            (
+                e.instance,
+                seq,
+                e.event_id,
+                float(e.ts),
+                str(e.kind),
+                e.signal,
+                e.host,
+                e.app,
+                enc.regimes,
+                None if e.action is None else str(e.action),
+                e.rule,
+                e.exception_id,
+                e.client,
+                e.user,
+                e.department,
+                e.catalogue_version,
+                e.policy_version,
+                enc.detail,
+                leaf,
+                chain,
+            )
+        )
+    return rows, new_heads
+
+
+RollupKey = tuple[str, str, str, str, str, str, str, str]
+
+
+def rollup_deltas(events: Iterable[Event]) -> dict[RollupKey, list[Any]]:
+    """Aggregate hit events of one batch: key -> [events, first_seen, last_seen]."""
+    out: dict[RollupKey, list[Any]] = {}
+    for e in events:
+        if e.kind != EventKind.HIT:
+            continue
+        key = (
+            day_of(e.ts),
+            e.instance,
+            e.app or "",
+            ",".join(sorted(e.regimes)),
+            str(e.action or ""),
+            e.department or "",
+            e.client or "",
+            e.host or "",
+        )
+        agg = out.get(key)
+        if agg is None:
+            out[key] = [1, e.ts, e.ts]
+        else:
+            agg[0] += 1
+            if e.ts < agg[1]:
+                agg[1] = e.ts
+            if e.ts > agg[2]:
+                agg[2] = e.ts
+    return out
+
+
+def check_dimensions(by: Sequence[str]) -> list[str]:
+    bad = [b for b in by if b not in ROLLUP_DIMENSIONS]
+    if bad or len(set(by)) != len(by):
+        raise ValueError(f"summarise by {list(by)}: use distinct names from {ROLLUP_DIMENSIONS}")
+    return list(by)
+
+
+def summary_sql(by: Sequence[str], mark: str) -> str:
+    cols = ", ".join(check_dimensions(by))
+    select = f"{cols}, " if cols else ""
+    group = f" GROUP BY {cols} ORDER BY {cols}" if cols else ""
+    return (
+        f"SELECT {select}SUM(events), COUNT(DISTINCT NULLIF(client, '')), MIN(first_seen), "
+        f"MAX(last_seen) FROM rollups WHERE day >= {mark} AND day <= {mark}{group}"
+    )
+
+
+def summaries(rows: Iterable[Sequence[Any]], width: int) -> list[RollupSummary]:
+    return [
+        RollupSummary(
+            tuple(r[:width]),
+            int(r[width]),
+            int(r[width + 1]),
+            float(r[width + 2]),
+            float(r[width + 3]),
+        )
+        for r in rows
+        if r[width] is not None
+    ]
+
+
+def rollup_row(values: Sequence[Any]) -> RollupRow:
+    """From ``(day, instance, app, regime, action, department, client, host, events, first, last)``."""
+    day = values[0]
+    return RollupRow(
+        day=day if isinstance(day, str) else day.isoformat(),
+        instance=values[1],
+        app=values[2],
+        regime=values[3],
+        action=values[4],
+        department=values[5],
+        client=values[6],
+        host=values[7],
+        events=int(values[8]),
+        first_seen=float(values[9]),
+        last_seen=float(values[10]),
+    )
+
+
+def row_to_event(row: Row) -> Event:
+    detail = row[17]
+    return Event(
+        ts=float(row[3]),
+        kind=EventKind(row[4]),
+        instance=row[0],
+        event_id=row[2],
+        signal=row[5],
+        host=row[6],
+        app=row[7],
+        regimes=tuple(json.loads(row[8])) if row[8] and row[8] != "[]" else (),
+        action=row[9],
+        rule=row[10],
+        exception_id=row[11],
+        client=row[12],
+        user=row[13],
+        department=row[14],
+        catalogue_version=row[15] or "",
+        policy_version=row[16] or "",
+        detail=json.loads(detail) if detail is not None else None,
+    )
+
+
+def _row_canonical(row: Row, seq: int) -> str:
+    values = dict(zip(COLUMNS, row, strict=True))
+    regimes = json.loads(row[8]) if row[8] else []
+    detail = json.loads(row[17]) if row[17] is not None else None
+    return canonical_json(_payload(values, regimes, detail, seq))
+
+
+class ChainVerifier:
+    """Walk one instance's rows in (seq, insertion) order and name what does not fit.
+
+    Problems (one per row at most, so a single tampering is not reported as a cascade):
+
+    - ``deleted``: a seq gap (or rows missing at the tail, per the recorded chain head)
+    - ``inserted``: a duplicate seq, a row at or before the prune checkpoint, a row whose chain
+      hash does not follow from its predecessor, or rows beyond the recorded chain head
+    - ``reordered``: the row's leaf matches the same content at another seq
+    - ``edited``: the row's content does not match its leaf hash
+    - ``broken``: the recorded chain head disagrees with the last row
+    """
+
+    def __init__(self, instance: str, checkpoint: tuple[int, str] | None) -> None:
+        self.instance = instance
+        self.start_seq, self.prev_chain = checkpoint if checkpoint else (0, GENESIS)
+        self.expected = self.start_seq + 1
+        self.last_seq: int | None = None
+        self.last_chain = self.prev_chain
+        self.prev_clean = True
+        self.checked = 0
+        self.problems: list[VerifyProblem] = []
+        self._budget = REORDER_BUDGET
+
+    def _problem(self, seq: int | None, kind: str, message: str) -> None:
+        self.problems.append(VerifyProblem(self.instance, seq, kind, message))
+
+    def _original_seq(self, row: Row, seq: int) -> int | None:
+        if self._budget <= 0:
+            return None
+        self._budget -= 1
+        for delta in range(1, REORDER_WINDOW + 1):
+            for cand in (seq - delta, seq + delta):
+                if cand > 0 and leaf_hash(_row_canonical(row, cand)) == row[18]:
+                    return cand
+        return None
+
+    def feed(self, row: Row) -> None:
+        seq = int(row[1])
+        self.checked += 1
+        if seq <= self.start_seq:
+            self._problem(
+                seq, "inserted", f"row at or before the prune checkpoint #{self.start_seq}"
+            )
+            self.prev_clean = False
+            return
+        if self.last_seq is not None and seq == self.last_seq:
+            self._problem(seq, "inserted", f"duplicate seq (event_id {row[2]!r})")
+            self.prev_clean = False
+            return
+        clean = True
+        if seq > self.expected:
+            missing = (
+                f"#{self.expected}" if seq == self.expected + 1 else f"#{self.expected}..#{seq - 1}"
+            )
+            self._problem(self.expected, "deleted", f"rows {missing} are missing")
+            clean = False
+        if leaf_hash(_row_canonical(row, seq)) != row[18]:
+            orig = self._original_seq(row, seq)
+            if orig is not None:
+                self._problem(
+                    seq, "reordered", f"holds the event written as #{orig} (event_id {row[2]!r})"
+                )
+            else:
+                self._problem(
+                    seq, "edited", f"content does not match its leaf hash (event_id {row[2]!r})"
+                )
+            clean = False
+        elif clean and self.prev_clean and chain_hash(self.prev_chain, row[18]) != row[19]:
+            self._problem(
+                seq,
+                "inserted",
+                "chain hash does not follow from the previous row "
+                "(a row inserted, or the previous row rewritten with recomputed hashes)",
+            )
+            clean = False
+        self.prev_clean = clean
+        self.prev_chain = row[19]
+        self.last_seq = seq
+        self.last_chain = row[19]
+        self.expected = seq + 1
+
+    def finish(self, head: ChainHead | None) -> ChainHead:
+        """Compare the end of the walk with the recorded head; returns the head to report."""
+        last_seq = self.last_seq if self.last_seq is not None else self.start_seq
+        if head is not None:
+            if head.seq > last_seq:
+                missing = (
+                    f"#{last_seq + 1}"
+                    if head.seq == last_seq + 1
+                    else f"#{last_seq + 1}..#{head.seq}"
+                )
+                self._problem(
+                    last_seq + 1, "deleted", f"rows {missing} are missing at the end of the chain"
+                )
+            elif head.seq < last_seq:
+                self._problem(
+                    head.seq + 1,
+                    "inserted",
+                    f"rows after the recorded chain head #{head.seq} (up to #{last_seq})",
+                )
+            elif head.chain_hash != self.last_chain and not self.problems:
+                self._problem(head.seq, "broken", "recorded chain head does not match the last row")
+            return head
+        return ChainHead(self.instance, last_seq, self.last_chain)
+
+
+def verify_stream(
+    rows: Iterable[Row],
+    heads: Mapping[str, tuple[int, str]],
+    checkpoints: Mapping[str, tuple[int, str]],
+    instance: str | None = None,
+) -> VerifyResult:
+    """Verify rows sorted by (instance, seq, insertion order) against recorded heads/checkpoints."""
+    problems: list[VerifyProblem] = []
+    out_heads: list[ChainHead] = []
+    checked = 0
+    seen: set[str] = set()
+    per_instance: dict[str, int] = {}
+
+    def finish(v: ChainVerifier) -> None:
+        nonlocal checked
+        per_instance[v.instance] = v.checked
+        head = heads.get(v.instance)
+        out_heads.append(v.finish(ChainHead(v.instance, *head) if head is not None else None))
+        problems.extend(v.problems)
+        checked += v.checked
+        seen.add(v.instance)
+
+    current: ChainVerifier | None = None
+    for row in rows:
+        if current is None or row[0] != current.instance:
+            if current is not None:
+                finish(current)
+            current = ChainVerifier(row[0], checkpoints.get(row[0]))
+        current.feed(row)
+    if current is not None:
+        finish(current)
+    # Instances whose rows are all gone (pruned, or deleted behind our back).
+    for name in sorted(set(heads) - seen):
+        if instance is None or name == instance:
+            finish(ChainVerifier(name, checkpoints.get(name)))
+    out_heads.sort(key=lambda h: h.instance)
+    return VerifyResult(
+        not problems, checked, tuple(out_heads), tuple(problems), dict(sorted(per_instance.items()))
+    )

@@ -1,0 +1,156 @@
+"""``MemoryStore``: the event store in a few lists, with the same semantics as SQLite/PostgreSQL.
+
+For unit tests of other modules (the writer, the report, the addon)::
+
+    >>> from egresswatch.events import Event, EventKind
+    >>> s = MemoryStore()
+    >>> s.write([Event(ts=0.0, kind=EventKind.HIT, instance="p1", event_id="e1", app="tiktok")])
+    >>> s.verify().ok, s.chain_heads()[0].seq
+    (True, 1)
+
+Rows are kept as tuples in :data:`~egresswatch.store._codec.COLUMNS` order in ``self.rows`` so
+that tests can tamper with them and check that :meth:`verify` notices.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from collections.abc import Sequence
+from typing import Any
+
+from ..events import Event
+from ..events import EventKind
+from . import ROLLUP_DIMENSIONS
+from . import ChainHead
+from . import RollupRow
+from . import RollupSummary
+from . import StoreStats
+from . import StoreUnavailable
+from . import VerifyResult
+from . import _codec
+from .migrations import MIGRATION_NAMES
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """An in-process store; thread-safe; forgets everything on ``close()``."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self.rows: list[tuple[Any, ...]] = []
+        self.rollup_table: dict[_codec.RollupKey, list[Any]] = {}
+        self.heads: dict[str, tuple[int, str]] = {}
+        self.checkpoints: dict[str, tuple[int, str]] = {}
+        self.writes = 0  # committed transactions (tests look at batching)
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise StoreUnavailable("memory store is closed")
+
+    def write(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        encoded = _codec.encode(events)
+        with self._lock:
+            self._check_open()
+            rows, heads = _codec.build_rows(encoded, self.heads)
+            deltas = _codec.rollup_deltas(events)
+            self.rows.extend(rows)
+            self.heads = heads
+            for key, (n, first, last) in deltas.items():
+                agg = self.rollup_table.get(key)
+                if agg is None:
+                    self.rollup_table[key] = [n, first, last]
+                else:
+                    agg[0] += n
+                    agg[1] = min(agg[1], first)
+                    agg[2] = max(agg[2], last)
+            self.writes += 1
+
+    def rollups(self, start: float, end: float) -> list[RollupRow]:
+        first, last = _codec.day_range(start, end)
+        with self._lock:
+            items = sorted(self.rollup_table.items())
+        return [_codec.rollup_row((*key, *agg)) for key, agg in items if first <= key[0] <= last]
+
+    def summarise(self, start: float, end: float, by: Sequence[str]) -> list[RollupSummary]:
+        dims = _codec.check_dimensions(by)
+        idx = [ROLLUP_DIMENSIONS.index(d) for d in dims]
+        groups: dict[tuple[str, ...], list[Any]] = {}
+        for r in self.rollups(start, end):
+            values = (r.day, r.instance, r.app, r.regime, r.action, r.department, r.client, r.host)
+            key = tuple(values[i] for i in idx)
+            g = groups.get(key)
+            if g is None:
+                groups[key] = g = [0, set(), r.first_seen, r.last_seen]
+            g[0] += r.events
+            if r.client:
+                g[1].add(r.client)
+            g[2] = min(g[2], r.first_seen)
+            g[3] = max(g[3], r.last_seen)
+        return [RollupSummary(k, g[0], len(g[1]), g[2], g[3]) for k, g in sorted(groups.items())]
+
+    def lifecycle(self, start: float, end: float) -> list[Event]:
+        return [e for e in self.iter_events(start, end) if e.kind != EventKind.HIT]
+
+    def iter_events(self, since: float, until: float) -> Iterator[Event]:
+        with self._lock:
+            rows = [r for r in self.rows if since <= r[3] < until]
+        rows.sort(key=lambda r: (r[3], r[0], r[1]))
+        for r in rows:
+            yield _codec.row_to_event(r)
+
+    def verify(self, instance: str | None = None) -> VerifyResult:
+        with self._lock:
+            rows = [r for r in self.rows if instance is None or r[0] == instance]
+            heads = dict(self.heads)
+            checkpoints = dict(self.checkpoints)
+        # Stable sort: rows with the same seq stay in insertion order, as in the databases.
+        rows.sort(key=lambda r: (r[0], r[1]))
+        return _codec.verify_stream(rows, heads, checkpoints, instance)
+
+    def prune(self, before: float) -> int:
+        with self._lock:
+            self._check_open()
+            deleted = 0
+            for name in sorted({r[0] for r in self.rows}):
+                mine = [r for r in self.rows if r[0] == name]
+                later = [r[1] for r in mine if r[3] >= before]
+                cut = (min(later) - 1) if later else max(r[1] for r in mine)
+                gone = [r for r in mine if r[1] <= cut]
+                if not gone:
+                    continue
+                last = max(gone, key=lambda r: r[1])
+                self.checkpoints[name] = (last[1], last[19])
+                ids = {id(r) for r in gone}
+                self.rows = [r for r in self.rows if id(r) not in ids]
+                deleted += len(gone)
+            return deleted
+
+    def chain_heads(self) -> list[ChainHead]:
+        with self._lock:
+            return [ChainHead(k, *v) for k, v in sorted(self.heads.items())]
+
+    def instances(self) -> list[str]:
+        with self._lock:
+            return sorted(self.heads)
+
+    def stats(self) -> StoreStats:
+        with self._lock:
+            return StoreStats(
+                schema_version=len(MIGRATION_NAMES),
+                rows={
+                    "events": len(self.rows),
+                    "rollups": len(self.rollup_table),
+                    "chain_heads": len(self.heads),
+                    "checkpoints": len(self.checkpoints),
+                },
+                bytes=-1,
+            )
+
+    def close(self) -> None:
+        self.closed = True
