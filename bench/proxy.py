@@ -272,7 +272,9 @@ def write_docs(text: str) -> Path:
     section = f"## Proxy\n\n{text}\n"
     old = path.read_text() if path.exists() else "# Benchmarks\n"
     m = re.search(r"^## Proxy\n.*?(?=^## |\Z)", old, flags=re.S | re.M)
-    new = old[: m.start()] + section + "\n" + old[m.end() :] if m else old.rstrip() + "\n\n" + section
+    new = (
+        old[: m.start()] + section + "\n" + old[m.end() :] if m else old.rstrip() + "\n\n" + section
+    )
     path.write_text(new.rstrip() + "\n")
     return path
 
@@ -351,9 +353,7 @@ def main() -> int:
                         res.cpu_ms.setdefault((scenario, name), []).append(cpu)
                         got[name] = ops
                     for name in names:
-                        res.ratios.setdefault((scenario, name), []).append(
-                            got[name] / got["plain"]
-                        )
+                        res.ratios.setdefault((scenario, name), []).append(got[name] / got["plain"])
                     print(
                         f"round {r + 1}/{rounds} {scenario}: "
                         + ", ".join(f"{k} {v:,.0f}/s" for k, v in got.items()),

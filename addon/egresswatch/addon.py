@@ -860,10 +860,12 @@ class EgressWatch:
         if st is None or m is None or not raw:
             return None
         m.inspected(signal)
-        match = st.matcher.match(raw)
+        name = hostnames.normalise_host(raw)
+        if name is None:
+            m.invalid_name(signal)
+            return None
+        match = st.matcher.match_normalised(name)
         if match is None:
-            if hostnames.normalise_host(raw) is None:
-                m.invalid_name(signal)
             return None
         cid = client.id
         user = user or self._users.get(cid)

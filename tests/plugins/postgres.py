@@ -6,7 +6,7 @@ tests run as root (PostgreSQL refuses to run as root). It yields the URL of the 
 ``egresswatch``; ``postgres_url`` gives each test a fresh, empty database of its own.
 
 When the Debian package is missing the fixtures skip, naming what is missing; CI installs it
-(``./dev.sh test``).
+(``./dev.sh test``). When it is installed but the server does not start, the tests fail.
 """
 
 from __future__ import annotations
@@ -106,7 +106,11 @@ def postgres_server() -> Iterator[PostgresServer]:
         out = getattr(e, "stderr", b"") or b""
         logtext = log.read_text(errors="replace") if log.exists() else ""
         shutil.rmtree(tmp, ignore_errors=True)
-        pytest.fail(f"PostgreSQL did not start: {e}\n{out.decode(errors='replace')}\n{logtext}")
+        # The binaries are here, so a server that will not start is a failure, not a skip.
+        pytest.fail(
+            f"PostgreSQL could not start ({e}): {out.decode(errors='replace')[-500:]} "
+            f"{logtext[-500:]}"
+        )
     server = PostgresServer("127.0.0.1", port, "postgres")
     try:
         server.admin("CREATE DATABASE egresswatch")

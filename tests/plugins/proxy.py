@@ -8,7 +8,7 @@
   listens and return a :class:`RunningProxy`. Teardown stops every proxy and fails the test if
   mitmdump logged a traceback or an "Addon error".
 
-Every upstream connection mitmdump opens is rewritten to a loopback upstream by
+Every upstream connection mitmdump opens is sent to a loopback upstream by
 ``tests/support/route_loopback.py`` (or refused), so no test traffic leaves 127.0.0.0/8.
 """
 

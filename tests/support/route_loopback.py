@@ -1,27 +1,34 @@
-"""Test-only mitmproxy addon: keep every upstream connection on loopback.
+"""Test-only mitmproxy addon: every upstream connection mitmdump opens goes to a loopback server.
 
-Load it with ``-s`` AFTER the egresswatch entry script: mitmproxy runs ``-s`` scripts in order, so
-egresswatch has matched (and possibly refused) the real destination name before this addon
-rewrites ``server.address`` (later hooks see the rewritten address).
+mitmproxy opens server connections with ``asyncio.open_connection(*server.address)`` in
+``mitmproxy.proxy.server``; this addon swaps that module's ``asyncio`` for a thin wrapper whose
+``open_connection`` translates the destination. The flow keeps its real destination
+(``server.address`` is untouched), so egresswatch and every hook see what the client asked for,
+and mitmproxy's connection reuse, which compares addresses, still works for keep-alive.
 
 - ``route_loopback`` (JSON ``{"<dest port>": ["127.0.0.1", <port>]}``): a connection to a name or
-  IP on a mapped port goes to that loopback upstream; one on an unmapped port is refused, so no
-  test traffic can leave 127.0.0.0/8. Loopback destinations are left alone.
-- Names that ``socket.getaddrinfo`` cannot even encode (IDNA failures, NUL) are left untouched: they
-  cannot reach the network, and leaving them shows what egresswatch (or mitmproxy) does with them.
-- DNS mode: A/AAAA questions egresswatch did not answer get 127.0.0.1 / ::1; other types an empty
-  answer, so mitmproxy's resolver never asks a real name server.
+  IP on a mapped port goes to that loopback server; any other destination fails with an
+  ``OSError`` (mitmproxy answers 502 / a SOCKS error), so no test traffic leaves 127.0.0.0/8.
+  Loopback destinations are left alone.
+- Names that ``socket.getaddrinfo`` cannot even encode (IDNA failures, NUL) are passed on
+  unchanged: they cannot reach the network, and leaving them shows what mitmproxy does with them.
+- DNS mode: A/AAAA questions that egresswatch did not answer get 127.0.0.1 / ::1, other types an
+  empty answer, so mitmproxy's resolver never asks a real name server. Load this script after the
+  egresswatch entry script (``-s`` scripts run in order) so egresswatch sees the query first.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
+import types
 from typing import Any
 
+from mitmproxy import ctx
 from mitmproxy import dns
-from mitmproxy.proxy import server_hooks
+from mitmproxy.proxy import server as proxy_server
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +44,21 @@ def reaches_network(host: str) -> bool:
     return True
 
 
+class _RoutedAsyncio(types.ModuleType):
+    """``asyncio`` as seen by ``mitmproxy.proxy.server``, with a routing ``open_connection``."""
+
+    def __init__(self, route: RouteLoopback) -> None:
+        super().__init__("asyncio")
+        self._route = route
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    async def open_connection(self, host: Any = None, port: Any = None, **kw: Any) -> Any:
+        target = self._route.translate(host, port)
+        return await asyncio.open_connection(*target, **kw)
+
+
 class RouteLoopback:
     def __init__(self) -> None:
         self.routes: dict[int, tuple[str, int]] = {}
@@ -45,30 +67,30 @@ class RouteLoopback:
         loader.add_option(
             "route_loopback", str, "{}", "JSON map: destination port -> [loopback host, port]."
         )
+        proxy_server.asyncio = _RoutedAsyncio(self)  # type: ignore[attr-defined]
+
+    def done(self) -> None:
+        proxy_server.asyncio = asyncio  # type: ignore[attr-defined]
 
     def configure(self, updated: set[str]) -> None:
         if "route_loopback" in updated:
-            from mitmproxy import ctx
-
             raw = json.loads(ctx.options.route_loopback or "{}")
             self.routes = {int(k): (str(v[0]), int(v[1])) for k, v in raw.items()}
 
-    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
-        if data.server.error or data.server.address is None:
-            return
-        host, port = data.server.address[0], data.server.address[1]
+    def translate(self, host: Any, port: Any) -> tuple[Any, Any]:
+        if not isinstance(host, str):
+            return host, port
         try:
             if ipaddress.ip_address(host).is_loopback:
-                return
+                return host, port
         except ValueError:
             pass
         if not reaches_network(host):
-            return
+            return host, port
         target = self.routes.get(port)
         if target is None:
-            data.server.error = f"route_loopback: no loopback upstream for port {port}"
-            return
-        data.server.address = target
+            raise OSError(f"route_loopback: no loopback upstream for {host}:{port}")
+        return target
 
     def dns_request(self, flow: dns.DNSFlow) -> None:
         if flow.response is not None or flow.error is not None:

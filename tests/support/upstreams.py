@@ -232,7 +232,10 @@ class Upstreams:
             w.close()
         if self._ws_server is not None:
             await self._ws_server.wait_closed()  # type: ignore[attr-defined]
-        await asyncio.sleep(0)
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in others:
+            t.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     def _record_sni(self, sslobj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
         with self._lock:

@@ -13,12 +13,15 @@ can still disable triggers: the hash chain is what detects that.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
 from typing import Any
+from typing import cast
 
 from ..events import Event
 from ..events import EventKind
@@ -59,6 +62,19 @@ ON CONFLICT (instance) DO UPDATE SET seq = excluded.seq, chain_hash = excluded.c
 """
 _SELECT = f"SELECT {_codec.COLUMN_SQL} FROM events"
 _TABLES = ("events", "rollups", "chain_heads", "checkpoints", "schema_migrations")
+
+
+def _store_errors[F: Callable[..., Any]](fn: F) -> F:
+    """Turn driver errors into :class:`StoreError` (callers handle one exception family)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except psycopg.Error as e:
+            raise StoreError(f"{fn.__name__} failed: {e}") from e
+
+    return cast(F, wrapper)
 
 
 class PostgresStore:
@@ -146,6 +162,7 @@ class PostgresStore:
                     raise StoreUnavailable(f"connection lost: {e}") from e
                 raise StoreError(f"write failed: {e}") from e
 
+    @_store_errors
     def rollups(self, start: float, end: float) -> list[RollupRow]:
         first, last = _codec.day_range(start, end)
         with self._lock:
@@ -158,6 +175,7 @@ class PostgresStore:
         # The columns come back as (str, ..., int, float, float): no per-row conversion needed.
         return [RollupRow(*r) for r in rows]
 
+    @_store_errors
     def summarise(self, start: float, end: float, by: Sequence[str]) -> list[RollupSummary]:
         first, last = _codec.day_range(start, end)
         sql = _codec.summary_sql(by, "%s")
@@ -165,6 +183,7 @@ class PostgresStore:
             rows = self._conn.execute(sql, (first, last)).fetchall()
         return _codec.summaries(rows, len(by))
 
+    @_store_errors
     def lifecycle(self, start: float, end: float) -> list[Event]:
         with self._lock:
             rows = self._conn.execute(
@@ -192,6 +211,7 @@ class PostgresStore:
         ):
             yield _codec.row_to_event(r)
 
+    @_store_errors
     def verify(self, instance: str | None = None) -> VerifyResult:
         conn = self._connect()
         try:
@@ -216,6 +236,7 @@ class PostgresStore:
         finally:
             conn.close()
 
+    @_store_errors
     def prune(self, before: float) -> int:
         with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
             cur.execute("SET LOCAL egresswatch.prune = 'on'")
@@ -251,6 +272,7 @@ class PostgresStore:
                 )
             return deleted
 
+    @_store_errors
     def chain_heads(self) -> list[ChainHead]:
         with self._lock:
             rows = self._conn.execute(
@@ -261,6 +283,7 @@ class PostgresStore:
     def instances(self) -> list[str]:
         return [h.instance for h in self.chain_heads()]
 
+    @_store_errors
     def stats(self) -> StoreStats:
         with self._lock:
             c = self._conn

@@ -10,14 +10,17 @@ URLs: ``sqlite:///abs/path/events.db`` (absolute), ``sqlite:relative/events.db``
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from typing import cast
 
 from ..events import Event
 from ..events import EventKind
@@ -70,6 +73,19 @@ def sqlite_path(url: str) -> str:
     if not rest:
         raise ValueError(f"sqlite URL names no file: {url!r}")
     return rest
+
+
+def _store_errors[F: Callable[..., Any]](fn: F) -> F:
+    """Turn driver errors into :class:`StoreError` (callers handle one exception family)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.Error as e:
+            raise StoreError(f"{fn.__name__} failed: {e}") from e
+
+    return cast(F, wrapper)
 
 
 class SQLiteStore:
@@ -176,6 +192,7 @@ class SQLiteStore:
         conn.execute("PRAGMA query_only=1")
         return conn
 
+    @_store_errors
     def rollups(self, start: float, end: float) -> list[RollupRow]:
         first, last = _codec.day_range(start, end)
         with self._lock:
@@ -188,6 +205,7 @@ class SQLiteStore:
         # The columns come back as (str, ..., int, float, float): no per-row conversion needed.
         return [RollupRow(*r) for r in rows]
 
+    @_store_errors
     def summarise(self, start: float, end: float, by: Sequence[str]) -> list[RollupSummary]:
         first, last = _codec.day_range(start, end)
         sql = _codec.summary_sql(by, "?")
@@ -195,6 +213,7 @@ class SQLiteStore:
             rows = self._conn.execute(sql, (first, last)).fetchall()
         return _codec.summaries(rows, len(by))
 
+    @_store_errors
     def lifecycle(self, start: float, end: float) -> list[Event]:
         with self._lock:
             rows = self._conn.execute(
@@ -218,6 +237,7 @@ class SQLiteStore:
         finally:
             conn.close()
 
+    @_store_errors
     def verify(self, instance: str | None = None) -> VerifyResult:
         conn = self._reader()
         try:
@@ -236,6 +256,7 @@ class SQLiteStore:
         finally:
             conn.close()
 
+    @_store_errors
     def prune(self, before: float) -> int:
         with self._lock:
             c = self._conn
@@ -281,6 +302,7 @@ class SQLiteStore:
                 raise
             return deleted
 
+    @_store_errors
     def chain_heads(self) -> list[ChainHead]:
         with self._lock:
             rows = self._conn.execute(
@@ -291,6 +313,7 @@ class SQLiteStore:
     def instances(self) -> list[str]:
         return [h.instance for h in self.chain_heads()]
 
+    @_store_errors
     def stats(self) -> StoreStats:
         with self._lock:
             c = self._conn
