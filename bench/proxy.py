@@ -13,6 +13,8 @@ Configurations (every one routes upstream connections to loopback servers with
 - ``addon``: mitmdump with egresswatch, the bundled catalogue plus a 1,000,000-domain synthetic
   user list (an app file with a ``lists:`` .txt file), monitor mode, SQLite event store and
   the metrics endpoint on;
+- ``addon-memstore``: the same with the in-memory event store (``-hit`` only), to show what the
+  SQLite write path costs per hit;
 - ``block_list``: mitmdump with ``block_list`` holding one ``~d`` filter per domain of the
   bundled catalogue (about 1,200: the same apps' real domains) and ``--ignore-hosts .``.
 
@@ -296,9 +298,9 @@ def main() -> int:
 
     scenarios = {
         "http-miss": ["plain", "hook", "addon", "block_list"],
-        "http-hit": ["plain", "addon"],
+        "http-hit": ["plain", "addon", "addon-memstore"],
         "connect-miss": ["plain", "hook", "addon", "block_list"],
-        "connect-hit": ["plain", "addon"],
+        "connect-hit": ["plain", "addon", "addon-memstore"],
     }
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as t:
         tmp = Path(t)
@@ -325,6 +327,13 @@ def main() -> int:
                     "-s", str(ENTRY),
                     "--set", f"egresswatch_lists={lists}",
                     "--set", f"egresswatch_store=sqlite:///{tmp / 'events.db'}",
+                    "--set", f"egresswatch_data_dir={tmp}",
+                    "--set", "egresswatch_metrics_listen=127.0.0.1:0",
+                ],
+                "addon-memstore": [
+                    "-s", str(ENTRY),
+                    "--set", f"egresswatch_lists={lists}",
+                    "--set", "egresswatch_store=memory://",
                     "--set", f"egresswatch_data_dir={tmp}",
                     "--set", "egresswatch_metrics_listen=127.0.0.1:0",
                 ],

@@ -6,10 +6,13 @@ Measures, in one run:
    batching: everything production does), against a baseline in the same run: raw
    ``executemany`` inserts of the same rows without chain or rollups; prints the ratio;
 2. database bytes per million events (after the write test);
-3. the monthly report's store path over 10M synthetic events: the month's rollups (synthesised
-   directly as the rollup rows 10M hits produce: one row per day x client x host x action) plus
-   a heartbeat per minute per instance, then ``rollups()`` + ``lifecycle()`` + the aggregation a
-   report does (or ``egresswatch.report.build_report`` when that module is present).
+3. full chain verification throughput (events/s) on both backends, over the written events;
+4. the monthly report over 10M synthetic events, timed as the real ``report.build_report`` call:
+   the month's rollups (synthesised directly as the rollup rows 10M hits produce: one row per
+   day x client x host x action), a start event and a heartbeat per minute per instance; then,
+   as in production, one recorded full ``verify()`` (the nightly ``egresswatch db verify``), a
+   few hours of new traffic (hits on the 1st of the next month), and ``build_report`` with its
+   default incremental verification (which recomputes only the rows after the recorded head).
 
 PostgreSQL: ``--pg-url`` or, by default, a throw-away server started from
 ``/usr/lib/postgresql/*/bin`` in a temp dir (as the ``postgres`` user when run as root).
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import glob
 import os
 import pwd
@@ -30,8 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC
 from datetime import datetime
@@ -40,7 +42,6 @@ from typing import Any
 
 from egresswatch.events import Event
 from egresswatch.events import EventKind
-from egresswatch.store import EventStore
 from egresswatch.store import open_store
 from egresswatch.store._codec import COLUMN_SQL
 from egresswatch.store._codec import COLUMNS
@@ -212,7 +213,19 @@ def synthetic_rollups(total_events: int, seed: int = 2) -> Iterator[tuple[Any, .
 
 
 def heartbeats(instances: int = 3) -> list[Event]:
-    return [
+    """A start event (with its client identity mode, as the addon writes) and a heartbeat per
+    minute per instance."""
+    starts = [
+        Event(
+            ts=MONTH_START - 30.0,
+            kind=EventKind.START,
+            instance=f"edge-{i + 1}",
+            event_id=f"start{i}",
+            detail={"egresswatch": "bench", "client_identity": "address"},
+        )
+        for i in range(instances)
+    ]
+    return starts + [
         Event(
             ts=MONTH_START + m * 60.0,
             kind=EventKind.HEARTBEAT,
@@ -251,82 +264,36 @@ def load_month(url: str, total_events: int) -> int:
     return len(rows)
 
 
-def monthly_report_path(url: str) -> dict[str, float]:
-    """Time what a monthly report reads and aggregates, several ways; seconds per way."""
+def monthly_report_path(url: str, new_events: int) -> dict[str, float]:
+    """Time the monthly report as production makes it; seconds per step (and counts, "_"-keyed)."""
+    from egresswatch.report import build_report
+
     end = datetime(2026, 8, 1, tzinfo=UTC).timestamp()
     out: dict[str, float] = {}
     store = open_store(url)
     try:
         t0 = time.perf_counter()
-        total = _aggregate_summaries(store, MONTH_START, end)
-        out["summarise() grouped in SQL + lifecycle()"] = time.perf_counter() - t0
+        full = store.verify()  # recorded, like the nightly `egresswatch db verify`
+        out["full verify() of the raw events (recorded run)"] = time.perf_counter() - t0
+        assert full.ok, full.problems
+        out["_verified"] = full.checked
+        # Traffic since that run: hits in the first hours of August (outside the report month).
+        fresh = synthetic_events(new_events, instance="edge-1", seed=3)
+        fresh = [dataclasses.replace(e, ts=end + i * 0.25) for i, e in enumerate(fresh)]
+        for i in range(0, len(fresh), 5000):
+            store.write(fresh[i : i + 5000])
         t0 = time.perf_counter()
-        total2 = _aggregate(store, MONTH_START, end)
-        out["rollups() + aggregation in Python + lifecycle()"] = time.perf_counter() - t0
-        assert total == total2, (total, total2)
-        try:
-            from egresswatch.report import build_report
-        except ImportError:
-            pass
-        else:
-            t0 = time.perf_counter()
-            # verify=False: the chain check is timed on its own (verify events/s above).
-            build_report(store, "2026-07", now=datetime(2026, 8, 2, tzinfo=UTC), verify=False)
-            out["report.build_report(verify=False), as it reads today"] = time.perf_counter() - t0
+        report = build_report(store, "2026-07", now=datetime(2026, 8, 2, tzinfo=UTC))
+        out["report.build_report() with incremental verify (the default)"] = (
+            time.perf_counter() - t0
+        )
+        assert report.integrity.ok and report.integrity.mode == "incremental"
+        assert report.integrity.checked_now == new_events, report.integrity
+        out["_total"] = sum(t.events for t in report.totals)
+        out["_checked_now"] = report.integrity.checked_now
     finally:
         store.close()
-    out["_total"] = total
     return out
-
-
-def _aggregate_summaries(store: EventStore, start: float, end: float) -> int:
-    """The report's numbers from grouped queries (``EventStore.summarise``)."""
-    totals = store.summarise(start, end, ("app", "action"))
-    store.summarise(start, end, ("app", "regime", "action"))
-    store.summarise(start, end, ("app", "department"))
-    store.summarise(start, end, ("day", "app"))
-    clients = store.summarise(start, end, ("client",))
-    hosts = store.summarise(start, end, ("host",))
-    sorted(clients, key=lambda s: -s.events)[:20]
-    sorted(hosts, key=lambda s: -s.events)[:20]
-    lifecycle = store.lifecycle(start, end)
-    assert lifecycle and totals
-    return sum(s.events for s in totals)
-
-
-def _aggregate(store: EventStore, start: float, end: float) -> int:
-    """What a report computes from rollups (stand-in while report.py is not there)."""
-    totals: dict[tuple[str, str], list[Any]] = {}
-    clients: dict[tuple[str, str], set[str]] = defaultdict(set)
-    per_regime: Counter[tuple[str, str]] = Counter()
-    per_dept: Counter[tuple[str, str]] = Counter()
-    top_clients: Counter[str] = Counter()
-    top_hosts: Counter[str] = Counter()
-    daily: Counter[str] = Counter()
-    total = 0
-    for r in store.rollups(start, end):
-        key = (r.app, r.action)
-        agg = totals.get(key)
-        if agg is None:
-            totals[key] = [r.events, r.first_seen, r.last_seen]
-        else:
-            agg[0] += r.events
-            agg[1] = min(agg[1], r.first_seen)
-            agg[2] = max(agg[2], r.last_seen)
-        clients[key].add(r.client)
-        for regime in r.regime_list:
-            per_regime[(r.app, regime)] += r.events
-        per_dept[(r.app, r.department)] += r.events
-        top_clients[r.client] += r.events
-        top_hosts[r.host] += r.events
-        daily[r.day] += r.events
-        total += r.events
-    lifecycle = store.lifecycle(start, end)
-    beats = Counter(e.instance for e in lifecycle if e.kind == EventKind.HEARTBEAT)
-    top_clients.most_common(20)
-    top_hosts.most_common(20)
-    assert beats and totals
-    return total
 
 
 def _free_port() -> int:
@@ -389,6 +356,13 @@ def _print_month(name: str, times: dict[str, float], rows: int, load: float, n: 
     for what, secs in times.items():
         if not what.startswith("_"):
             print(f"    {secs:7.2f} s  {what}")
+    print(f"             ({times['_verified']:,.0f} rows in the full run; "
+          f"{times['_checked_now']:,.0f} new rows verified by the report)")  # fmt: skip
+
+
+def _print_verify(name: str, rate: float) -> None:
+    print(f"{name} verify: {rate:9,.0f} events/s full chain verification "
+          f"(10M events in {10_000_000 / rate:,.0f} s)")  # fmt: skip
 
 
 def _print_write(name: str, rate: float, base: float, size: int, n: int) -> None:
@@ -407,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     n_write = 30_000 if args.quick else 300_000
     n_month = 1_000_000 if args.quick else 10_000_000
+    # New hits between the nightly full verify and the report: ~3 hours at 10M events a month.
+    n_new = 4_000 if args.quick else 40_000
     print(f"egresswatch store benchmark ({'quick' if args.quick else 'full'}); "
           f"python {sys.version.split()[0]}; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f}")  # fmt: skip
     events = synthetic_events(n_write)
@@ -423,24 +399,30 @@ def main(argv: list[str] | None = None) -> int:
         verify_rate = checked / (time.perf_counter() - t0)
         s.close()
         _print_write("SQLite  ", rate, base, size, n_write)
-        print(f"SQLite   verify: {verify_rate:9,.0f} events/s")
+        _print_verify("SQLite  ", verify_rate)
         murl = f"sqlite://{tmp / 'month.db'}"
         t0 = time.perf_counter()
         rows = load_month(murl, n_month)
         load = time.perf_counter() - t0
-        _print_month("SQLite  ", monthly_report_path(murl), rows, load, n_month)
+        _print_month("SQLite  ", monthly_report_path(murl, n_new), rows, load, n_month)
     with temp_postgres() if not args.pg_url else contextlib.nullcontext(args.pg_url) as pg:
         if pg is not None:
             rate, _ = through_writer(pg + "bench_write", events)
             base = baseline_postgres(pg + "bench_base", events)
             s = open_store(pg + "bench_write")
             size = s.stats().bytes  # type: ignore[attr-defined]
+            t0 = time.perf_counter()
+            checked = s.verify().checked
+            verify_rate = checked / (time.perf_counter() - t0)
             s.close()
             _print_write("Postgres", rate, base, size, n_write)
+            _print_verify("Postgres", verify_rate)
             t0 = time.perf_counter()
             rows = load_month(pg + "bench_month", n_month)
             load = time.perf_counter() - t0
-            _print_month("Postgres", monthly_report_path(pg + "bench_month"), rows, load, n_month)
+            _print_month(
+                "Postgres", monthly_report_path(pg + "bench_month", n_new), rows, load, n_month
+            )
     return 0
 
 

@@ -6,7 +6,6 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-
 from egresswatch.catalogue import CatalogueError
 from egresswatch.catalogue import bundled_dir
 from egresswatch.catalogue import load_catalogue
@@ -57,14 +56,22 @@ def test_load_minimal(write_cat: WriteCat) -> None:
     app = cat.apps["a1"]
     assert app.regimes == ("r1", "r2")
     (rule,) = app.rules
-    assert (rule.domain, rule.match, rule.confidence, rule.tags, rule.line) == ("example.com", "suffix", "high", ("vendor",), 6)
+    assert (rule.domain, rule.match, rule.confidence, rule.tags, rule.line) == (
+        "example.com",
+        "suffix",
+        "high",
+        ("vendor",),
+        6,
+    )
     assert cat.entries_per_app() == {"a1": 1}
     assert len(cat.version) == 64
 
 
 def test_version_changes_with_content(write_cat: WriteCat) -> None:
     v1 = load_catalogue([write_cat({"regimes.yaml": REGIMES, "a1.yaml": APP}, "x")]).version
-    v2 = load_catalogue([write_cat({"regimes.yaml": REGIMES, "a1.yaml": APP + "description: changed\n"}, "y")]).version
+    v2 = load_catalogue(
+        [write_cat({"regimes.yaml": REGIMES, "a1.yaml": APP + "description: changed\n"}, "y")]
+    ).version
     v3 = load_catalogue([write_cat({"regimes.yaml": REGIMES, "a1.yaml": APP}, "z")]).version
     assert v1 != v2 and v1 == v3
 
@@ -89,28 +96,64 @@ def test_normalisation_is_reported(write_cat: WriteCat) -> None:
     app = APP.replace("domain: example.com", "domain: Bücher.Example.")
     cat = load_catalogue([write_cat({"regimes.yaml": REGIMES, "a1.yaml": app})])
     assert cat.apps["a1"].rules[0].domain == "xn--bcher-kva.example"
-    assert [str(n).split("/")[-1] for n in cat.notes] == ["a1.yaml:6: normalised 'Bücher.Example.' to 'xn--bcher-kva.example'"]
+    assert [str(n).split("/")[-1] for n in cat.notes] == [
+        "a1.yaml:6: normalised 'Bücher.Example.' to 'xn--bcher-kva.example'"
+    ]
 
 
 @pytest.mark.parametrize(
     ("app_text", "where", "message"),
     [
-        (APP.replace("domain: example.com", "domain: exa mple.com"), "a1.yaml:6", "not a valid hostname"),
+        (
+            APP.replace("domain: example.com", "domain: exa mple.com"),
+            "a1.yaml:6",
+            "not a valid hostname",
+        ),
         (APP.replace("domain: example.com", "domain: '*.example.com'"), "a1.yaml:6", "wildcards"),
         (APP.replace("    source: unit test\n", ""), "a1.yaml:6", "source is required"),
-        (APP.replace("confidence: high", "confidence: sure"), "a1.yaml:8", "not high, medium or low"),
-        (APP.replace("    tags: [vendor]\n", "    match: regex\n"), "a1.yaml:9", "not suffix or exact"),
+        (
+            APP.replace("confidence: high", "confidence: sure"),
+            "a1.yaml:8",
+            "not high, medium or low",
+        ),
+        (
+            APP.replace("    tags: [vendor]\n", "    match: regex\n"),
+            "a1.yaml:9",
+            "not suffix or exact",
+        ),
         (APP.replace("id: a1", "id: other"), "a1.yaml:1", "must equal the file name"),
-        (APP.replace("regimes: [r1, r2]", "regimes: [r1, nope]"), "a1.yaml:1", "regime 'nope' is not defined"),
+        (
+            APP.replace("regimes: [r1, r2]", "regimes: [r1, nope]"),
+            "a1.yaml:1",
+            "regime 'nope' is not defined",
+        ),
         (APP + "colour: blue\n", "a1.yaml:10", "unknown key 'colour'"),
         (APP + "domains2: [\n", "a1.yaml:11", "YAML syntax error"),
-        (APP + "cidrs:\n  - cidr: 10.0.0.1/8\n    source: t\n    confidence: low\n", "a1.yaml:11", "not a network"),
-        (APP + "cidrs:\n  - cidr: 0.0.0.0/0\n    source: t\n    confidence: low\n", "a1.yaml:11", "too broad"),
-        (APP + "lists:\n  - file: missing.txt\n    source: t\n    confidence: low\n", "a1.yaml:11", "not found"),
-        (APP.replace("    tags: [vendor]\n", "    shared_with: [ghost]\n"), "a1.yaml:6", "unknown app 'ghost'"),
+        (
+            APP + "cidrs:\n  - cidr: 10.0.0.1/8\n    source: t\n    confidence: low\n",
+            "a1.yaml:11",
+            "not a network",
+        ),
+        (
+            APP + "cidrs:\n  - cidr: 0.0.0.0/0\n    source: t\n    confidence: low\n",
+            "a1.yaml:11",
+            "too broad",
+        ),
+        (
+            APP + "lists:\n  - file: missing.txt\n    source: t\n    confidence: low\n",
+            "a1.yaml:11",
+            "not found",
+        ),
+        (
+            APP.replace("    tags: [vendor]\n", "    shared_with: [ghost]\n"),
+            "a1.yaml:6",
+            "unknown app 'ghost'",
+        ),
     ],
 )
-def test_errors_name_file_and_line(write_cat: WriteCat, app_text: str, where: str, message: str) -> None:
+def test_errors_name_file_and_line(
+    write_cat: WriteCat, app_text: str, where: str, message: str
+) -> None:
     with pytest.raises(CatalogueError) as info:
         load_catalogue([write_cat({"regimes.yaml": REGIMES, "a1.yaml": app_text})])
     lines = [str(p) for p in info.value.problems]
@@ -125,8 +168,17 @@ def test_all_problems_are_collected(write_cat: WriteCat) -> None:
 
 
 def test_bulk_list_lines_and_errors(write_cat: WriteCat) -> None:
-    app = APP + "lists:\n  - file: big.txt\n    source: bulk source\n    confidence: low\n    match: exact\n"
-    d = write_cat({"regimes.yaml": REGIMES, "a1.yaml": app, "big.txt": "# header\nzz.example\n\naa.example  # note\n"})
+    app = (
+        APP
+        + "lists:\n  - file: big.txt\n    source: bulk source\n    confidence: low\n    match: exact\n"
+    )
+    d = write_cat(
+        {
+            "regimes.yaml": REGIMES,
+            "a1.yaml": app,
+            "big.txt": "# header\nzz.example\n\naa.example  # note\n",
+        }
+    )
     cat = load_catalogue([d])
     (bulk,) = cat.apps["a1"].lists
     assert bulk.names == ["zz.example", "aa.example"]
@@ -139,7 +191,12 @@ def test_bulk_list_lines_and_errors(write_cat: WriteCat) -> None:
 
 def test_user_dir_extends_and_conflicts(write_cat: WriteCat) -> None:
     base = write_cat({"regimes.yaml": REGIMES, "a1.yaml": APP}, "base")
-    ext = write_cat({"more.yaml": "extends: a1\ndomains:\n  - domain: extra.example\n    source: ours\n    confidence: medium\n"}, "ext")
+    ext = write_cat(
+        {
+            "more.yaml": "extends: a1\ndomains:\n  - domain: extra.example\n    source: ours\n    confidence: medium\n"
+        },
+        "ext",
+    )
     cat = load_catalogue([base, ext])
     assert [r.domain for r in cat.apps["a1"].rules] == ["example.com", "extra.example"]
     dup = write_cat({"a1.yaml": APP}, "dup")
@@ -151,7 +208,9 @@ def test_user_dir_extends_and_conflicts(write_cat: WriteCat) -> None:
 
 
 def test_regime_listing_unknown_app(write_cat: WriteCat) -> None:
-    with pytest.raises(CatalogueError, match=r"regimes.yaml:2: regime r1: app 'a1' is not in the catalogue"):
+    with pytest.raises(
+        CatalogueError, match=r"regimes.yaml:2: regime r1: app 'a1' is not in the catalogue"
+    ):
         load_catalogue([write_cat({"regimes.yaml": REGIMES})])
 
 

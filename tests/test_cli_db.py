@@ -13,6 +13,7 @@ from egresswatch.cli import main
 from egresswatch.events import Event
 from egresswatch.store import EventStore
 from egresswatch.store import open_store
+from egresswatch.store.migrations import MIGRATION_NAMES
 
 from tests.plugins.store import Tamper
 
@@ -91,7 +92,7 @@ def test_migrate_stats_and_prune(
     sql_store_url: str, make_event: MakeEvent, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rc, out, _ = run(capsys, "db", "migrate", "--store", sql_store_url)
-    assert rc == 0 and "schema version 1 (up to date)" in out
+    assert rc == 0 and f"schema version {len(MIGRATION_NAMES)} (up to date)" in out
     s = open_store(sql_store_url)
     now = time.time()
     s.write([make_event(ts=now - 100 * 86400 + i) for i in range(3)])
@@ -109,6 +110,8 @@ def test_migrate_stats_and_prune(
     assert "events: 2 rows" in out and "rollups: 2 rows" in out
     rc, out, _ = run(capsys, "db", "verify", "--store", sql_store_url)
     assert rc == 0 and "proxy-1: 2 events checked, head #5" in out
+    rc, out, _ = run(capsys, "db", "stats", "--store", sql_store_url)
+    assert "lifecycle_archive: 0 rows" in out and "verifications: 1 rows" in out
 
 
 def test_unusable_store_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -132,3 +135,52 @@ def test_console_script_runs_verify(tmp_path: Path, make_event: MakeEvent) -> No
     )
     assert proc.returncode == 0, proc.stderr
     assert "OK: 1 events checked" in proc.stdout
+
+
+def test_verify_is_full_by_default_and_incremental_on_request(
+    filled: EventStore, make_event: MakeEvent, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, out, _ = run(capsys, "db", "verify", "--store", filled.url)
+    assert rc == 0 and "edge-a: rows 1..6 verified full (run #" in out
+    filled.write([make_event(instance="edge-a") for _ in range(2)])
+    rc, out, _ = run(capsys, "db", "verify", "--store", filled.url, "--incremental")
+    first_a = filled.verifications("edge-a")[0].id
+    assert rc == 0 and "OK: 2 events checked in 2 chain(s)" in out
+    assert f"edge-a: rows 7..8 verified incremental, continuing run #{first_a}" in out
+    # The default (and --full-verify) recompute everything again.
+    rc, out, _ = run(capsys, "db", "verify", "--store", filled.url, "--full-verify")
+    assert rc == 0 and "OK: 12 events checked" in out and "edge-a: rows 1..8 verified full" in out
+    with pytest.raises(SystemExit) as usage:
+        main(["db", "verify", "--store", filled.url, "--full-verify", "--incremental"])
+    assert usage.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_nightly_systemd_unit_runs_a_full_verify_this_cli_accepts(
+    tmp_path: Path, make_event: MakeEvent, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """deploy/systemd/egresswatch-verify.service: its command line, run against a real store."""
+    import configparser
+    import shlex
+
+    deploy = Path(__file__).resolve().parent.parent / "deploy" / "systemd"
+    parser = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string((deploy / "egresswatch-verify.service").read_text())
+    service = parser["Service"]
+    assert service["Type"] == "oneshot" and service["StateDirectory"] == "egresswatch"
+    argv = shlex.split(service["ExecStart"])
+    assert argv[0].endswith("/egresswatch") and argv[1:4] == ["db", "verify", "--full-verify"]
+    timer = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",))
+    timer.read_string((deploy / "egresswatch-verify.timer").read_text())
+    assert (
+        timer["Timer"]["OnCalendar"] == "*-*-* 01:15:00" and timer["Timer"]["Persistent"] == "true"
+    )
+    s = open_store(f"sqlite://{tmp_path / 'events.db'}")
+    try:
+        s.write([make_event() for _ in range(3)])
+    finally:
+        s.close()
+    args = argv[1:]
+    args[args.index("--data-dir") + 1] = str(tmp_path)
+    rc, out, _ = run(capsys, *args)
+    assert rc == 0 and "proxy-1: rows 1..3 verified full (run #1)" in out

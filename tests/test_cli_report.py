@@ -221,3 +221,56 @@ def test_runs_as_a_module(july_db: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["totals"] == JULY_TOTALS
+
+
+def test_report_verifies_incrementally_after_a_full_run_and_says_so(
+    tmp_path: Path, july: list[Event], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite://{tmp_path / 'events.db'}"
+    store = open_store(url)
+    try:
+        store.write(july[:20_000])
+    finally:
+        store.close()
+    assert main(["db", "verify", "--store", url]) == 0  # e.g. the nightly full run
+    store = open_store(url)
+    try:
+        store.write(july[20_000:])
+        full_runs = {r.instance: r for r in store.verifications()}
+        heads = {h.instance: h for h in store.chain_heads()}
+    finally:
+        store.close()
+    capsys.readouterr()
+    argv = ["report", "--month", "2026-07", "--store", url, "--format", "json"]
+    assert main(argv) == 0
+    integ = json.loads(capsys.readouterr().out)["integrity"]
+    assert integ["ok"] and integ["mode"] == "incremental"
+    assert integ["checked"] == len(july) and integ["checked_now"] == len(july) - 20_000
+    earlier = [v for v in integ["provenance"] if not v["this_report"]]
+    now = [v for v in integ["provenance"] if v["this_report"]]
+    assert [
+        (v["instance"], v["from_seq"], v["to_seq"], v["mode"], v["run_id"]) for v in earlier
+    ] == [(name, 1, run.to_seq, "full", run.id) for name, run in sorted(full_runs.items())]
+    assert [(v["instance"], v["from_seq"], v["to_seq"], v["mode"]) for v in now] == [
+        (name, full_runs[name].to_seq + 1, heads[name].seq, "incremental") for name in sorted(heads)
+    ]
+    # The Markdown says which rows were verified when (this report builds on the one above), and
+    # the chain head, per instance.
+    assert main([*argv[:-1], "md"]) == 0
+    md = capsys.readouterr().out
+    a, head = full_runs["proxy-a"], heads["proxy-a"]
+    md = md.replace("\\#", "#")  # Markdown escapes "#"
+    line = next(x for x in md.splitlines() if x.startswith("- proxy-a: rows 1.."))
+    assert line.startswith(f"- proxy-a: rows 1..{a.to_seq} verified in full at 2")
+    assert f"(run #{a.id}); rows {a.to_seq + 1}..{head.seq} verified incrementally at " in line
+    assert f"; no rows after #{head.seq} (checked incrementally now, run #" in line
+    assert line.endswith(f"; chain head #{head.seq} {head.chain_hash}")
+    assert "(incremental: 0 recomputed for this report" in md
+    # --full-verify recomputes every row.
+    assert main([*argv, "--full-verify"]) == 0
+    integ = json.loads(capsys.readouterr().out)["integrity"]
+    assert integ["mode"] == "full" and integ["checked_now"] == len(july)
+    assert {v["mode"] for v in integ["provenance"]} == {"full"}
+    with pytest.raises(SystemExit) as usage:
+        main([*argv, "--full-verify", "--no-verify"])
+    assert usage.value.code == 2 and "not allowed with" in capsys.readouterr().err

@@ -3,7 +3,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from egresswatch.hostnames import is_ip_literal
 from egresswatch.hostnames import is_strict_hostname
 from egresswatch.hostnames import normalise_host
@@ -83,7 +82,12 @@ def test_longest_valid_name() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "ip"),
-    [("10.0.0.1", "10.0.0.1"), ("[fe80::1%eth0]:80", "fe80::1"), ("x.example", None), ("1.2.3", None)],
+    [
+        ("10.0.0.1", "10.0.0.1"),
+        ("[fe80::1%eth0]:80", "fe80::1"),
+        ("x.example", None),
+        ("1.2.3", None),
+    ],
 )
 def test_parse_ip(raw: str, ip: str | None) -> None:
     parsed = parse_ip(raw)

@@ -4,15 +4,14 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import settings
-from hypothesis import strategies as st
-
 from egresswatch.catalogue import CarveOut
 from egresswatch.catalogue import CidrRule
 from egresswatch.catalogue import DomainRule
 from egresswatch.catalogue import load_catalogue
 from egresswatch.matcher import Matcher
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 
 def rule(domain: str, app: str, match: str = "suffix", line: int = 1) -> DomainRule:
@@ -90,7 +89,12 @@ def test_shared_name_names_all_apps_and_their_regimes(matcher: Matcher) -> None:
 def test_match_explains_rule(matcher: Matcher) -> None:
     m = matcher.match("Pay.Weixin.QQ.com.")
     assert m is not None
-    assert (m.host, m.rule.domain, m.rule.match, m.regimes) == ("pay.weixin.qq.com", "pay.weixin.qq.com", "suffix", ("r1", "r2"))
+    assert (m.host, m.rule.domain, m.rule.match, m.regimes) == (
+        "pay.weixin.qq.com",
+        "pay.weixin.qq.com",
+        "suffix",
+        ("r1", "r2"),
+    )
     ip = matcher.match("203.0.113.7")
     assert ip is not None and ip.rule.domain == "203.0.113.0/24" and ip.rule.match == "cidr"
 
@@ -110,7 +114,12 @@ def test_bulk_list(tmp_path: Path) -> None:
     m = Matcher.from_catalogue(load_catalogue([tmp_path]))
     hit = m.match("www.d777.example")
     assert hit is not None
-    assert (hit.app, hit.rule.domain, hit.rule.line, hit.rule.file) == ("big", "d777.example", 778, str(tmp_path / "big.txt"))
+    assert (hit.app, hit.rule.domain, hit.rule.line, hit.rule.file) == (
+        "big",
+        "d777.example",
+        778,
+        str(tmp_path / "big.txt"),
+    )
     assert m.match("d1000.example") is None
 
 
@@ -126,7 +135,9 @@ def covers(domain: str, host: str) -> bool:
     return host == domain or host.endswith("." + domain)
 
 
-def reference(rules: list[DomainRule], carves: list[CarveOut], host: str) -> tuple[str, tuple[str, ...], str] | None:
+def reference(
+    rules: list[DomainRule], carves: list[CarveOut], host: str
+) -> tuple[str, tuple[str, ...], str] | None:
     exact = [r for r in rules if r.match == "exact" and r.domain == host]
     if exact:
         apps = tuple(sorted({r.app for r in exact}))
@@ -136,7 +147,10 @@ def reference(rules: list[DomainRule], carves: list[CarveOut], host: str) -> tup
         for r in rules
         if r.match == "suffix"
         and covers(r.domain, host)
-        and not any(c.app == r.app and covers(c.domain, host) and len(c.domain) >= len(r.domain) for c in carves)
+        and not any(
+            c.app == r.app and covers(c.domain, host) and len(c.domain) >= len(r.domain)
+            for c in carves
+        )
     ]
     if not candidates:
         return None
@@ -152,10 +166,14 @@ def reference(rules: list[DomainRule], carves: list[CarveOut], host: str) -> tup
     st.lists(st.tuples(names, APPS), max_size=3),
     st.lists(hosts, min_size=1, max_size=10),
 )
-def test_agrees_with_naive_reference(specs: list[tuple[str, str, str]], carve_specs: list[tuple[str, str]], probe: list[str]) -> None:
+def test_agrees_with_naive_reference(
+    specs: list[tuple[str, str, str]], carve_specs: list[tuple[str, str]], probe: list[str]
+) -> None:
     rules = [rule(d, a, k) for d, a, k in specs]
     carves = [carve(d, a) for d, a in carve_specs]
     m = Matcher.from_entries([*rules, *carves])
     for host in probe + [d for d, _, _ in specs]:
         got = m.match(host)
-        assert (None if got is None else (got.app, got.apps, got.rule.domain)) == reference(rules, carves, host), host
+        assert (None if got is None else (got.app, got.apps, got.rule.domain)) == reference(
+            rules, carves, host
+        ), host

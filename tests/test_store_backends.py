@@ -12,6 +12,7 @@ from datetime import datetime
 import pytest
 from egresswatch.events import Event
 from egresswatch.events import EventKind
+from egresswatch.store import EACH_REGIME
 from egresswatch.store import EventStore
 from egresswatch.store import InvalidEvent
 from egresswatch.store import SchemaTooNew
@@ -308,3 +309,142 @@ def test_summarise_groups_in_the_database(store: EventStore, make_event: MakeEve
     assert sum(r.events for r in store.rollups(start, end)) == total.events
     with pytest.raises(ValueError, match="distinct names"):
         store.summarise(start, end, ("app; DROP TABLE events",))
+
+
+def test_summarise_each_regime_counts_distinct_clients_over_the_month(
+    store: EventStore, make_event: MakeEvent
+) -> None:
+    """A client seen on two days and under two regime lists counts once, in every grouping."""
+    d1, d2 = _ts("2026-07-01T08:00:00"), _ts("2026-07-02T08:00:00")
+    store.write(
+        [
+            make_event(ts=d1, client="a", regimes=("r1",)),
+            make_event(ts=d2, client="a", regimes=("r1", "r2")),
+            make_event(ts=d2 + 1, client="b", regimes=("r2", "r1")),
+            make_event(ts=d2 + 2, client="c", regimes=(), app="wechat"),
+        ]
+    )
+    start, end = _ts("2026-07-01"), _ts("2026-08-01")
+    got = store.summarise(start, end, ("app", EACH_REGIME))
+    assert [(s.key, s.events, s.distinct_clients) for s in got] == [
+        (("tiktok", "r1"), 3, 2),
+        (("tiktok", "r2"), 2, 2),
+        (("wechat", ""), 1, 1),
+    ]
+    assert (got[0].first_seen, got[0].last_seen) == (d1, d2 + 1)
+    by_list = store.summarise(start, end, ("app", "regime"))
+    assert [(s.key, s.events) for s in by_list] == [
+        (("tiktok", "r1"), 1),
+        (("tiktok", "r1,r2"), 2),
+        (("wechat", ""), 1),
+    ]
+    (tiktok, _) = store.summarise(start, end, ("app",))
+    assert (tiktok.events, tiktok.distinct_clients) == (3, 2)  # not 1 + 2 from the lists
+    with pytest.raises(ValueError):
+        store.summarise(start, end, ("regime", EACH_REGIME))
+
+
+def test_summarise_top_orders_by_events_then_key_and_names_apps(
+    store: EventStore, make_event: MakeEvent
+) -> None:
+    t = _ts("2026-07-03T08:00:00")
+    events = [make_event(ts=t, client="b", host="h1") for _ in range(3)]
+    events += [make_event(ts=t + 1, client="B", host="h2", app="wechat") for _ in range(3)]
+    events += [make_event(ts=t + 2, client="b", host="h2", app="wechat")]
+    events += [make_event(ts=t + 3, client="", host="") for _ in range(9)]
+    events += [make_event(ts=t + 4, client="a", host="h3")]
+    store.write(events)
+    start, end = _ts("2026-07-01"), _ts("2026-08-01")
+    top = store.summarise(start, end, ("client",), top=2)
+    # Empty keys never rank; ties are broken in code-point order ("B" < "b") on every backend.
+    assert [(s.key, s.events, s.apps) for s in top] == [
+        (("b",), 4, ("tiktok", "wechat")),
+        (("B",), 3, ("wechat",)),
+    ]
+    assert (top[0].first_seen, top[0].last_seen) == (t, t + 2)
+    hosts = store.summarise(start, end, ("host",), top=5)
+    assert [(s.key[0], s.events, s.apps) for s in hosts] == [
+        ("h2", 4, ("wechat",)),
+        ("h1", 3, ("tiktok",)),
+        ("h3", 1, ("tiktok",)),
+    ]
+    with pytest.raises(ValueError, match="one dimension"):
+        store.summarise(start, end, ("client", "host"), top=3)
+    # The same figures without the distinct-client count (0), and with it under top.
+    cheap = store.summarise(start, end, ("client",), top=2, clients=False)
+    assert [(s.key, s.events, s.distinct_clients, s.apps) for s in cheap] == [
+        (("b",), 4, 0, ("tiktok", "wechat")),
+        (("B",), 3, 0, ("wechat",)),
+    ]
+    assert [s.distinct_clients for s in top] == [1, 1]
+    assert [(s.key, s.distinct_clients) for s in store.summarise(start, end, ("host",), top=1)] == [
+        (("h2",), 2)
+    ]
+    by_app = store.summarise(start, end, ("app",), clients=False)
+    assert [(s.key, s.events, s.distinct_clients) for s in by_app] == [
+        (("tiktok",), 13, 0),
+        (("wechat",), 4, 0),
+    ]
+
+
+def test_prune_archives_lifecycle_rows(store: EventStore, make_event: MakeEvent) -> None:
+    base = _ts("2026-03-10")
+    store.write(
+        [
+            make_event(ts=base, kind=EventKind.START, detail={"client_identity": "hash"}),
+            make_event(ts=base + 1),
+            make_event(ts=base + 60, kind=EventKind.HEARTBEAT),
+            make_event(ts=base + 61, kind=EventKind.CONFIG, detail={"kind": "policy"}),
+            make_event(ts=base + 90, kind=EventKind.STOP),
+            make_event(ts=base + 86400 * 200, kind=EventKind.HEARTBEAT),
+        ]
+    )
+    before = store.lifecycle(0, 2e9)
+    assert store.prune(base + 86400) == 5
+    assert list(store.iter_events(0, base + 86400)) == []  # the raw rows are gone ...
+    after = store.lifecycle(0, 2e9)
+    assert after == before  # ... and lifecycle() reads them from the archive, every field
+    assert [e.kind for e in store.lifecycle(base + 30, base + 100)] == [
+        "heartbeat",
+        "config",
+        "stop",
+    ]
+    assert store.verify().ok
+    assert store.stats().rows["lifecycle_archive"] == 4  # type: ignore[attr-defined]
+    # A second prune archives only what it deletes.
+    assert store.prune(2e9) == 1
+    assert store.lifecycle(0, 2e9) == before
+
+
+def test_lifecycle_archive_is_append_only(sql_store: EventStore, make_event: MakeEvent) -> None:
+    sql_store.write([make_event(ts=1.0, kind=EventKind.START)])
+    sql_store.prune(2.0)
+    for sql in ("UPDATE lifecycle_archive SET host = 'x'", "DELETE FROM lifecycle_archive"):
+        with pytest.raises(Exception, match="append-only"):
+            _raw_sql(sql_store, sql)
+
+
+def test_a_version_1_database_is_migrated(tmp_path: object, make_event: MakeEvent) -> None:
+    """A store written before verifications and the lifecycle archive existed opens, keeps its
+    chain and gains both tables."""
+    from egresswatch.store import migrations
+    from egresswatch.store.sqlite import _statements
+
+    path = f"{tmp_path}/old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+        "applied_at REAL NOT NULL)"
+    )
+    for statement in _statements(migrations.SQLITE[0]):
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_migrations VALUES (1, 'v1', 0)")
+    conn.close()
+    s = open_store(f"sqlite://{path}")
+    try:
+        s.write([make_event(), make_event(kind=EventKind.HEARTBEAT)])
+        assert s.stats().schema_version == len(migrations.SQLITE) == 3  # type: ignore[attr-defined]
+        assert s.verify().ok and len(s.verifications()) == 1
+        assert s.prune(2e9) == 2 and len(s.lifecycle(0, 2e9)) == 1
+    finally:
+        s.close()

@@ -174,3 +174,146 @@ def test_chain_is_defined_by_the_documented_formula(
     leaf = hashlib.sha256(b"\x00" + canonical.encode()).digest()
     chain = hashlib.sha256(bytes(32) + leaf).hexdigest()
     assert store.chain_heads()[0].chain_hash == chain
+
+
+# -- the verifier's fast path ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"host": "ünïcode.example", "user": 'quote" back\\slash', "client": "tab\there\u2028"},
+        {"detail": {"z": [1, 2.5, None], "a": {"ü": "\x00"}}, "regimes": ()},
+        {"app": None, "action": None, "department": None, "exception_id": "X1", "ts": 0.1234567},
+        {"regimes": ("b", "a"), "signal": None, "rule": None, "ts": 1e9 + 0.000001},
+    ],
+)
+def test_fast_canonical_equals_the_documented_form(
+    store: EventStore, tamper: Tamper, make_event: MakeEvent, changes: dict[str, object]
+) -> None:
+    store.write([make_event(**changes)])
+    row = tamper.row("proxy-1", 1)
+    assert _codec._fast_canonical(row, 1) == _codec._row_canonical(row, 1)
+    assert _codec.row_leaf(row, 1) == row[18]
+    assert store.verify().ok
+
+
+def test_unreadable_column_is_an_edit_not_a_crash(filled: EventStore, tamper: Tamper) -> None:
+    tamper.edit("p1", 3, "regimes", "[not json")
+    tamper.edit("p1", 4, "detail", "{")
+    assert kinds(filled.verify()) == [("p1", 3, "edited"), ("p1", 4, "edited")]
+
+
+# -- recorded and incremental verification ------------------------------------------------------
+
+
+def test_runs_are_recorded(filled: EventStore) -> None:
+    result = filled.verify()
+    assert result.mode == "full" and result.history == ()
+    runs = filled.verifications()
+    assert [(r.instance, r.mode, r.from_seq, r.to_seq, r.ok, r.checked) for r in runs] == [
+        ("p1", "full", 1, 10, True, 10),
+        ("p2", "full", 1, 10, True, 10),
+    ]
+    assert runs == list(result.runs) and all(r.id is not None for r in runs)
+    heads = {h.instance: h.chain_hash for h in filled.chain_heads()}
+    assert all(r.chain_hash == heads[r.instance] and r.base_id is None for r in runs)
+    assert all(r.started_at <= r.finished_at for r in runs)
+    filled.verify(record=False)
+    assert len(filled.verifications()) == 2
+    assert [r.instance for r in filled.verifications("p2")] == ["p2"]
+
+
+def test_incremental_checks_only_new_rows_and_their_continuity(
+    filled: EventStore, make_event: MakeEvent
+) -> None:
+    full = filled.verify()
+    filled.write([make_event(instance="p1") for _ in range(3)])
+    inc = filled.verify(full=False)
+    assert inc.ok and inc.mode == "incremental"
+    assert inc.checked == 3 and inc.per_instance == {"p1": 3, "p2": 0}
+    p1 = next(r for r in inc.runs if r.instance == "p1")
+    assert (p1.mode, p1.from_seq, p1.to_seq, p1.base_id) == ("incremental", 11, 13, full.runs[0].id)
+    assert [h.id for h in inc.history] == [r.id for r in full.runs]
+    assert inc.covered("p1") == (1, 13) and inc.covered("p2") == (1, 10)
+    # A chain of incremental runs keeps its history back to the full run.
+    filled.write([make_event(instance="p1")])
+    again = filled.verify(full=False)
+    assert again.checked == 1
+    assert [(h.instance, h.mode, h.from_seq, h.to_seq) for h in again.history] == [
+        ("p1", "full", 1, 10),
+        ("p1", "incremental", 11, 13),
+        ("p2", "full", 1, 10),
+        ("p2", "incremental", 11, 10),
+    ]
+    # Without any earlier run, incremental verifies in full.
+    assert filled.verify(full=False).checked == 0
+
+
+def test_first_incremental_run_is_a_full_one(filled: EventStore) -> None:
+    result = filled.verify(full=False)
+    assert result.checked == 20 and {r.mode for r in result.runs} == {"full"}
+
+
+def test_edit_before_the_verified_head_waits_for_the_next_full_run(
+    filled: EventStore, tamper: Tamper, make_event: MakeEvent
+) -> None:
+    """The documented trade-off of incremental verification, and how a full run closes it."""
+    filled.verify()
+    tamper.edit("p1", 5, "host", "innocent.example")
+    filled.write([make_event(instance="p1")])
+    assert filled.verify(full=False).ok  # rows 1..10 are not recomputed
+    assert kinds(filled.verify()) == [("p1", 5, "edited")]
+    # After a failed run there is no trusted head: incremental verifies in full again.
+    again = filled.verify(full=False)
+    assert kinds(again) == [("p1", 5, "edited")]
+    assert next(r for r in again.runs if r.instance == "p1").mode == "full"
+
+
+def test_incremental_catches_new_rows_that_do_not_continue_the_chain(
+    filled: EventStore, tamper: Tamper, make_event: MakeEvent
+) -> None:
+    filled.verify()
+    filled.write([make_event(instance="p2") for _ in range(2)])
+    tamper.edit("p2", 12, "client", "10.6.6.6")
+    assert kinds(filled.verify(full=False)) == [("p2", 12, "edited")]
+
+
+def test_incremental_checks_the_verified_head_row(
+    filled: EventStore, tamper: Tamper, make_event: MakeEvent
+) -> None:
+    filled.verify()
+    # The head row's chain hash rewritten (a rewrite of the verified part with new hashes).
+    tamper.edit("p1", 10, "chain_hash", "f" * 64)
+    filled.write([make_event(instance="p2")])
+    result = filled.verify(full=False)
+    assert kinds(result) == [("p1", 10, "edited")]
+    assert "run a full verify" in result.problems[0].message
+
+
+def test_incremental_catches_truncation_below_the_verified_head(
+    filled: EventStore, tamper: Tamper
+) -> None:
+    """The recorded run remembers a head: rows cut from the tail and the head rewound to match
+    (invisible to a full run on its own) show up against it."""
+    filled.verify()
+    tamper.delete("p2", 10)
+    tamper.delete("p2", 9)
+    tamper.set_head("p2", 8, tamper.row("p2", 8)[19])
+    result = filled.verify(full=False)
+    assert kinds(result) == [("p2", 9, "deleted")]
+    assert "#9..#10 verified by run" in result.problems[0].message
+
+
+def test_incremental_after_prune_past_the_verified_head(
+    store: EventStore, make_event: MakeEvent
+) -> None:
+    store.write([make_event(ts=100.0 + i) for i in range(5)])
+    store.verify()
+    store.write([make_event(ts=1000.0 + i) for i in range(5)])
+    store.prune(1002.0)  # past the verified head #5
+    result = store.verify(full=False)
+    assert result.ok and result.checked == 3
+    (run,) = result.runs
+    assert (run.mode, run.from_seq, run.to_seq) == ("full", 8, 10)

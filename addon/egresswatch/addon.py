@@ -32,9 +32,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from collections.abc import Iterator
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
@@ -313,6 +311,31 @@ def _utc(ts: float) -> datetime:
 # -- the addon ----------------------------------------------------------------------------------
 
 
+class _Guard:
+    __slots__ = ("addon", "hook")
+
+    def __init__(self, addon: EgressWatch, hook: str) -> None:
+        self.addon = addon
+        self.hook = hook
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        if exc_type is None or not issubclass(exc_type, Exception):
+            return False
+        logger.error("egresswatch: unexpected error in %s", self.hook, exc_info=(exc_type, exc, tb))  # type: ignore[arg-type]
+        metrics = self.addon.metrics
+        if metrics is not None:
+            try:
+                metrics.hook_error(self.hook)
+            except Exception:  # pragma: no cover - never let the counter itself raise
+                pass
+        return True
+
+
 class EgressWatch:
     """mitmproxy addon; see ``docs/operating.md`` for options and behaviour."""
 
@@ -344,6 +367,7 @@ class EgressWatch:
         self._refuse: set[str] = set()
         self._block_page: dict[str, Verdict] = {}
         self._users: dict[str, str] = {}
+        self._guards: dict[str, _Guard] = {}
         self._last_exc_check: datetime | None = None
         self._last_prune = 0.0
         self._running = False
@@ -832,18 +856,13 @@ class EgressWatch:
 
     # -- matching ---------------------------------------------------------------------------
 
-    @contextmanager
-    def _guard(self, hook: str) -> Iterator[None]:
-        """No input may raise out of a hook: log and count instead."""
-        try:
-            yield
-        except Exception:
-            logger.exception("egresswatch: unexpected error in %s", hook)
-            if self.metrics is not None:
-                try:
-                    self.metrics.hook_error(hook)
-                except Exception:  # pragma: no cover - never let the counter itself raise
-                    pass
+    def _guard(self, hook: str) -> _Guard:
+        """No input may raise out of a hook: log and count instead (a reused context manager:
+        hooks run for every connection, so this must cost next to nothing)."""
+        guard = self._guards.get(hook)
+        if guard is None:
+            guard = self._guards[hook] = _Guard(self, hook)
+        return guard
 
     def _observe(
         self,
@@ -909,10 +928,11 @@ class EgressWatch:
                 policy_version=st.policy.version,
             )
         )
-        level = logging.INFO if verdict.blocked else logging.DEBUG
-        if logger.isEnabledFor(level):
-            logger.log(
-                level,
+        # Blocks are logged; monitored hits are not (mitmdump enables DEBUG on the root logger,
+        # so even a filtered-out record would cost a record and a dispatch per hit): the event
+        # store and the metrics hold them.
+        if verdict.blocked:
+            logger.info(
                 "egresswatch: %s %s app=%s regime=%s signal=%s event=%s",
                 decision.action,
                 match.host,

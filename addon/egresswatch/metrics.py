@@ -188,6 +188,8 @@ class Metrics:
             namespace=NAMESPACE,
             registry=reg,
         )
+        # Children bound once per signal: inspected() runs for every name the proxy sees.
+        self._inspected_children: dict[str, Counter] = {}
         self._invalid_names = Counter(
             "invalid_names",
             "Destination names rejected by normalisation (too long, bad IDNA, ...).",
@@ -381,7 +383,10 @@ class Metrics:
 
     def inspected(self, signal: str) -> None:
         """Count one destination name examined (matched or not)."""
-        self._inspected.labels(str(signal)).inc()
+        child = self._inspected_children.get(signal)
+        if child is None:
+            child = self._inspected_children[signal] = self._inspected.labels(str(signal))
+        child.inc()
 
     def invalid_name(self, signal: str) -> None:
         """Count one destination name that normalisation rejected."""

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
+from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC
 from datetime import date
@@ -40,8 +42,9 @@ from typing import Protocol
 from . import __version__
 from .events import Event
 from .events import EventKind
+from .store import EACH_REGIME
 from .store import EventStore
-from .store import RollupRow
+from .store import RollupSummary
 from .store import VerifyResult
 
 __all__ = [
@@ -63,6 +66,7 @@ __all__ = [
     "RegimeRow",
     "TopRow",
     "Total",
+    "VerifiedRange",
     "build_report",
     "month_bounds",
     "previous_month",
@@ -79,6 +83,9 @@ logger = logging.getLogger(__name__)
 
 #: Heartbeat silence longer than this is a coverage gap (the addon beats once a minute).
 GAP_THRESHOLD_SECONDS = 150.0
+
+#: Grouped queries of one report in flight at once (each on its own database connection).
+_QUERY_THREADS = 3
 
 #: How far back to look for the configuration that was already in force when the month began.
 _LOOKBACK_DAYS = (1, 7, 35, 100, 400)
@@ -302,12 +309,50 @@ class ChainHeadInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class VerifiedRange:
+    """Rows ``from_seq..to_seq`` of ``instance`` were verified by run ``run_id`` at ``at``:
+    ``mode`` ``"full"`` (from the first row or the prune checkpoint) or ``"incremental"``
+    (continuing from the run before); ``now`` when by the run this report made."""
+
+    instance: str
+    from_seq: int
+    to_seq: int
+    mode: str
+    run_id: int | None
+    at: float
+    now: bool
+
+    def describe(self) -> str:
+        how = "in full" if self.mode == "full" else "incrementally"
+        run = f"run #{self.run_id}" if self.run_id is not None else "run not recorded"
+        when = "now" if self.now else f"at {iso(self.at)}"
+        if self.to_seq < self.from_seq:
+            return f"no rows after #{self.to_seq} (checked {how} {when}, {run})"
+        return f"rows {self.from_seq}..{self.to_seq} verified {how} {when} ({run})"
+
+
+@dataclass(frozen=True, slots=True)
 class Integrity:
     verified: bool  # False when verification was skipped
     ok: bool
+    # Rows read by this verification and the earlier runs it builds on (all of the chain's rows
+    # since the first row or the prune checkpoint, when nothing was tampered with).
     checked: int
     heads: tuple[ChainHeadInfo, ...]
     problems: tuple[str, ...]
+    mode: str = ""  # "full" | "incremental" ("" when not verified)
+    checked_now: int = 0  # rows recomputed while building this report
+    provenance: tuple[VerifiedRange, ...] = ()  # per instance, oldest first
+
+    def provenance_lines(self) -> tuple[str, ...]:
+        """One line per instance: which rows were verified when, and the chain head."""
+        out = []
+        for h in self.heads:
+            parts = [r.describe() for r in self.provenance if r.instance == h.instance]
+            out.append(
+                f"{h.instance}: {'; '.join(parts) or 'no rows'}; chain head #{h.seq} {h.chain_hash}"
+            )
+        return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,8 +401,9 @@ class MonthlyReport:
             return ""
         return (
             "No start, stop, heartbeat or config rows were found for this period (raw events "
-            "pruned, or written by an older version): coverage and configuration cannot be "
-            "reported; the findings come from the daily rollups and are complete."
+            "pruned by a version without the lifecycle archive, or never written): coverage and "
+            "configuration cannot be reported; the findings come from the daily rollups and are "
+            "complete."
         )
 
 
@@ -407,9 +453,17 @@ def build_report(
     organisation: str | None = None,
     catalogue: CatalogueLike | None = None,
     verify: bool = True,
+    full_verify: bool = False,
     gap_threshold: float = GAP_THRESHOLD_SECONDS,
 ) -> MonthlyReport:
-    """Build the report for ``month`` (``YYYY-MM``) from rollups, lifecycle rows and verify()."""
+    """Build the report for ``month`` (``YYYY-MM``) from grouped rollups, lifecycle rows and
+    verify().
+
+    Every table is grouped in the database (``store.summarise``), so the report reads a few
+    hundred rows whatever the month's volume. Verification is incremental by default (rows after
+    the last successful run's head, continuity checked from its chain hash; the report says which
+    rows were verified when); ``full_verify=True`` recomputes every chain from the start.
+    """
     if top_n < 1:
         raise ValueError("top_n must be at least 1")
     start_dt, end_dt = month_bounds(month)
@@ -417,13 +471,15 @@ def build_report(
     now_ts = now.timestamp()
     cutoff = min(end, max(start, now_ts))  # coverage and expiries are judged up to here
 
-    rollups = store.rollups(start, end)
-    lifecycle = store.lifecycle(start - gap_threshold, end + gap_threshold)
+    # The grouped scans run side by side (the databases work without Python's lock), and beside
+    # reading the lifecycle rows.
+    with ThreadPoolExecutor(max_workers=_QUERY_THREADS, thread_name_prefix="report") as pool:
+        pending = _start_findings(pool, store, start, end, top_n)
+        lifecycle = store.lifecycle(start - gap_threshold, end + gap_threshold)
+        findings = _findings(pending, store, start, end)
     in_period = [e for e in lifecycle if start <= e.ts < end]
 
-    instances = sorted(
-        {e.instance for e in in_period} | {r.instance for r in rollups},
-    )
+    instances = sorted({e.instance for e in in_period} | set(findings.instances))
     per_instance: defaultdict[str, list[Event]] = defaultdict(list)
     for e in lifecycle:
         per_instance[e.instance].append(e)
@@ -433,7 +489,7 @@ def build_report(
     config_events = _config_events(store, lifecycle, start, end, instances)
     catalogues, policies, exceptions = _configuration(config_events, in_period, start, end, cutoff)
 
-    totals, by_regime, by_department, top_clients, top_hosts, daily = _findings(rollups, top_n)
+    totals, by_regime = findings.totals, findings.by_regime
     days = tuple(
         (start_dt + timedelta(days=i)).date().isoformat() for i in range((end_dt - start_dt).days)
     )
@@ -453,21 +509,23 @@ def build_report(
         egresswatch_version=__version__,
         store=_redact_url(getattr(store, "url", "")),
         instances=tuple(instances),
-        client_identity=_client_identity(in_period, rollups),
+        client_identity=_client_identity(
+            in_period, bool(totals), lambda: store.summarise(start, end, ("client",))
+        ),
         coverage=coverage,
         catalogues=catalogues,
         policies=policies,
         exceptions=exceptions,
         totals=totals,
         by_regime=by_regime,
-        by_department=by_department,
-        top_clients=top_clients,
-        top_hosts=top_hosts,
-        daily=daily,
+        by_department=findings.by_department,
+        top_clients=findings.top_clients,
+        top_hosts=findings.top_hosts,
+        daily=findings.daily,
         days=days,
         apps=tuple((a, names[a]) for a in app_ids),
         regimes=regimes,
-        integrity=_integrity(store.verify() if verify else None),
+        integrity=_integrity(store.verify(full=full_verify) if verify else None),
         top_n=top_n,
         lifecycle_rows=len(in_period),
     )
@@ -500,7 +558,9 @@ def _regime_info(catalogue: CatalogueLike | None, rid: str, on: date) -> RegimeI
     )
 
 
-def _client_identity(lifecycle: Iterable[Event], rows: Sequence[RollupRow]) -> str:
+def _client_identity(
+    lifecycle: Iterable[Event], any_hits: bool, clients_of: Callable[[], list[RollupSummary]]
+) -> str:
     modes = set()
     for e in lifecycle:
         if e.kind == EventKind.START and e.detail is not None:
@@ -511,9 +571,10 @@ def _client_identity(lifecycle: Iterable[Event], rows: Sequence[RollupRow]) -> s
         return modes.pop()
     if modes:
         return "mixed"
-    clients = {r.client for r in rows if r.client}
-    if not rows:
+    if not any_hits:
         return "unknown"
+    # Only when no start event says: one grouped query for the month's client identities.
+    clients = {str(c.key[0]) for c in clients_of() if c.key[0]}
     if not clients:
         return "none"
     if all(c.startswith("h:") for c in clients):
@@ -817,119 +878,139 @@ def _configuration(
     return tuple(catalogues), tuple(policies), tuple(exceptions)
 
 
-class _Agg:
-    """Running totals for one group: events, distinct clients, apps, first and last seen."""
-
-    __slots__ = ("events", "clients", "first", "last", "apps")
-
-    def __init__(self) -> None:
-        self.events = 0
-        self.clients: set[str] = set()
-        self.apps: set[str] = set()
-        self.first = float("inf")
-        self.last = float("-inf")
-
-    def add(self, events: int, first: float, last: float, client: str, app: str) -> None:
-        self.events += events
-        if client:
-            self.clients.add(client)
-        self.apps.add(app)
-        if first < self.first:
-            self.first = first
-        if last > self.last:
-            self.last = last
+@dataclass(frozen=True, slots=True)
+class _Findings:
+    totals: tuple[Total, ...]
+    by_regime: tuple[RegimeRow, ...]
+    by_department: tuple[DepartmentRow, ...]
+    top_clients: tuple[TopRow, ...]
+    top_hosts: tuple[TopRow, ...]
+    daily: tuple[DailyRow, ...]
+    instances: tuple[str, ...]
 
 
-def _fold(
-    rows: Iterable[RollupRow], key: Callable[[RollupRow], tuple[str, ...]]
-) -> dict[tuple[str, ...], list[float]]:
-    """Sum rows per ``key`` into ``[events, first_seen, last_seen]`` in one tight pass."""
-    out: dict[tuple[str, ...], list[float]] = {}
-    get = out.get
-    for r in rows:
-        k = key(r)
-        a = get(k)
-        if a is None:
-            out[k] = [r.events, r.first_seen, r.last_seen]
-        else:
-            a[0] += r.events
-            if r.first_seen < a[1]:
-                a[1] = r.first_seen
-            if r.last_seen > a[2]:
-                a[2] = r.last_seen
-    return out
+def _start_findings(
+    pool: ThreadPoolExecutor, store: EventStore, start: float, end: float, top_n: int
+) -> dict[str, Future[list[RollupSummary]]]:
+    """Submit the grouped queries every report needs."""
+    # name: (by, top, count distinct clients)
+    queries: dict[str, tuple[tuple[str, ...], int | None, bool]] = {
+        # (app, regime list, action): the totals and the per-regime table at once, when every
+        # (app, action) was seen under one regime list this month (the usual case).
+        "lists": (("app", "regime", "action"), None, True),
+        "departments": (("app", "department", "action"), None, True),
+        "daily": (("day", "instance", "app"), None, False),
+        "clients": (("client",), top_n, False),
+        "hosts": (("host",), top_n, False),
+    }
+    return {
+        name: pool.submit(store.summarise, start, end, by, top=top, clients=clients)
+        for name, (by, top, clients) in queries.items()
+    }
 
 
 def _findings(
-    rows: Sequence[RollupRow], top_n: int
-) -> tuple[
-    tuple[Total, ...],
-    tuple[RegimeRow, ...],
-    tuple[DepartmentRow, ...],
-    tuple[TopRow, ...],
-    tuple[TopRow, ...],
-    tuple[DailyRow, ...],
-]:
-    # Rollups are per day and instance; fold those away first (three passes over the rows, each
-    # one dict update per row), then group the much smaller result every way the report needs.
-    by_client = _fold(rows, lambda r: (r.app, r.regime, r.action, r.department, r.client))
-    by_host = _fold(rows, lambda r: (r.host, r.app))
-    by_day = _fold(rows, lambda r: (r.day, r.app))
+    pending: Mapping[str, Future[list[RollupSummary]]],
+    store: EventStore,
+    start: float,
+    end: float,
+) -> _Findings:
+    """Every findings table from queries grouped in the database (a few hundred rows in all).
 
-    totals: defaultdict[tuple[str, str], _Agg] = defaultdict(_Agg)
-    regimes: defaultdict[tuple[str, str, str], _Agg] = defaultdict(_Agg)
-    departments: defaultdict[tuple[str, str, str], _Agg] = defaultdict(_Agg)
-    clients: defaultdict[str, _Agg] = defaultdict(_Agg)
-    hosts: defaultdict[str, _Agg] = defaultdict(_Agg)
-    for (app, regime, action, dept, client), (n, first, last) in by_client.items():
-        events = int(n)
-        totals[(app, action)].add(events, first, last, client, app)
-        departments[(app, dept, action)].add(events, first, last, client, app)
-        # The rollup key joins an app's regimes (``"a,b"``): a per-regime table counts such a hit
-        # under each of its regimes, the totals above count it once.
-        for one in regime.split(",") if regime else ("",):
-            regimes[(app, one, action)].add(events, first, last, client, app)
-        if client:
-            clients[client].add(events, first, last, client, app)
-    for (host, app), (n, first, last) in by_host.items():
-        if host:
-            hosts[host].add(int(n), first, last, "", app)
+    Distinct clients are counted by the database over the month's rollup rows of each group,
+    never by adding daily (or per-regime-list) figures.
+    """
+    by_list = pending["lists"].result()
+    lists: defaultdict[tuple[str, str], list[RollupSummary]] = defaultdict(list)
+    for s in by_list:
+        lists[(s.key[0], s.key[2])].append(s)
 
-    def top(groups: Mapping[str, _Agg]) -> tuple[TopRow, ...]:
-        ranked = sorted(groups.items(), key=lambda kv: (-kv[1].events, kv[0]))[:top_n]
-        return tuple(TopRow(k, a.events, tuple(sorted(a.apps)), a.first, a.last) for k, a in ranked)
+    def split(regime: str) -> list[str]:
+        return regime.split(",") if regime else [""]
 
-    return (
-        tuple(
-            Total(app, action, a.events, len(a.clients), a.first, a.last)
-            for (app, action), a in sorted(totals.items())
-        ),
-        tuple(
-            RegimeRow(app, regime, action, a.events, len(a.clients), a.first, a.last)
-            for (app, regime, action), a in sorted(regimes.items())
-        ),
-        tuple(
-            DepartmentRow(app, dept, action, a.events, len(a.clients))
-            for (app, dept, action), a in sorted(departments.items())
-        ),
-        top(clients),
-        top(hosts),
-        tuple(DailyRow(day, app, int(v[0])) for (day, app), v in sorted(by_day.items())),
+    simple = all(
+        len(v) == 1 and len(set(split(v[0].key[1]))) == len(split(v[0].key[1]))
+        for v in lists.values()
+    )
+    if simple:
+        totals = [
+            Total(app, action, s.events, s.distinct_clients, s.first_seen, s.last_seen)
+            for (app, action), (s,) in lists.items()
+        ]
+        regimes = [
+            RegimeRow(app, one, action, s.events, s.distinct_clients, s.first_seen, s.last_seen)
+            for (app, action), (s,) in lists.items()
+            for one in split(s.key[1])
+        ]
+    else:
+        # An app changed regimes during the month: a client seen under both lists must count
+        # once, so group by app and action, and by each single regime, in the database.
+        totals = [
+            Total(s.key[0], s.key[1], s.events, s.distinct_clients, s.first_seen, s.last_seen)
+            for s in store.summarise(start, end, ("app", "action"))
+        ]
+        regimes = [
+            RegimeRow(
+                s.key[0],
+                s.key[1],
+                s.key[2],
+                s.events,
+                s.distinct_clients,
+                s.first_seen,
+                s.last_seen,
+            )
+            for s in store.summarise(start, end, ("app", EACH_REGIME, "action"))
+        ]
+    departments = [
+        DepartmentRow(s.key[0], s.key[1], s.key[2], s.events, s.distinct_clients)
+        for s in pending["departments"].result()
+    ]
+    daily: defaultdict[tuple[str, str], int] = defaultdict(int)
+    instances: set[str] = set()
+    for s in pending["daily"].result():
+        daily[(s.key[0], s.key[2])] += s.events
+        instances.add(s.key[1])
+
+    def top(name: str) -> tuple[TopRow, ...]:
+        return tuple(
+            TopRow(str(s.key[0]), s.events, s.apps, s.first_seen, s.last_seen)
+            for s in pending[name].result()
+        )
+
+    return _Findings(
+        totals=tuple(sorted(totals, key=lambda t: (t.app, t.action))),
+        by_regime=tuple(sorted(regimes, key=lambda r: (r.app, r.regime, r.action))),
+        by_department=tuple(sorted(departments, key=lambda d: (d.app, d.department, d.action))),
+        top_clients=top("clients"),
+        top_hosts=top("hosts"),
+        daily=tuple(DailyRow(day, app, n) for (day, app), n in sorted(daily.items())),
+        instances=tuple(sorted(instances)),
     )
 
 
 def _integrity(result: VerifyResult | None) -> Integrity:
     if result is None:
         return Integrity(verified=False, ok=False, checked=0, heads=(), problems=())
+    ranges = [
+        VerifiedRange(r.instance, r.from_seq, r.to_seq, r.mode, r.id, r.finished_at, False)
+        for r in result.history
+    ]
+    ranges += [
+        VerifiedRange(r.instance, r.from_seq, r.to_seq, r.mode, r.id, r.finished_at, True)
+        for r in result.runs
+    ]
     return Integrity(
         verified=True,
         ok=result.ok,
-        checked=result.checked,
+        checked=result.checked + sum(r.checked for r in result.history),
         heads=tuple(
             ChainHeadInfo(h.instance, h.seq, h.chain_hash)
             for h in sorted(result.heads, key=lambda h: h.instance)
         ),
         problems=tuple(str(p) for p in result.problems),
+        mode=result.mode,
+        checked_now=result.checked,
+        provenance=tuple(sorted(ranges, key=lambda r: (r.instance, r.from_seq, not r.now))),
     )
 
 
@@ -1118,6 +1199,20 @@ def report_to_dict(report: MonthlyReport) -> dict[str, object]:
                 for h in report.integrity.heads
             ],
             "problems": list(report.integrity.problems),
+            "mode": report.integrity.mode,
+            "checked_now": report.integrity.checked_now,
+            "provenance": [
+                {
+                    "instance": v.instance,
+                    "from_seq": v.from_seq,
+                    "to_seq": v.to_seq,
+                    "mode": v.mode,
+                    "run_id": v.run_id,
+                    "verified_at": iso(v.at),
+                    "this_report": v.now,
+                }
+                for v in report.integrity.provenance
+            ],
         },
         "method": {
             "blind_spots": [{"name": n, "text": t} for n, t in BLIND_SPOTS],
@@ -1250,6 +1345,14 @@ def render_csv(report: MonthlyReport) -> str:
     row("integrity", "verified", integ.verified)
     row("integrity", "ok", integ.ok)
     row("integrity", "checked", integ.checked)
+    row("integrity", "mode", integ.mode)
+    row("integrity", "checked_now", integ.checked_now)
+    for v in integ.provenance:
+        row("integrity_provenance", "rows", f"{v.from_seq}..{v.to_seq}", instance=v.instance,
+            key=f"run {v.run_id}" if v.run_id is not None else "run not recorded")  # fmt: skip
+        row("integrity_provenance", "mode", v.mode, instance=v.instance, key=f"run {v.run_id}")
+        row("integrity_provenance", "verified_at", "now" if v.now else iso(v.at),
+            instance=v.instance, key=f"run {v.run_id}")  # fmt: skip
     for h in integ.heads:
         row("chain_head", "seq", h.seq, instance=h.instance)
         row("chain_head", "chain_hash", h.chain_hash, instance=h.instance)
@@ -1424,7 +1527,9 @@ def render_markdown(report: MonthlyReport) -> str:
         [(x.id, x.title, x.status, x.revoked or "", x.citation) for x in r.regimes],
     )
     L += ["", "## Integrity", ""]
-    L += [f"- Verification: {_integrity_line(r.integrity)}", ""]
+    L += [f"- Verification: {_integrity_line(r.integrity)}"]
+    L += [f"- {_md(line)}" for line in r.integrity.provenance_lines()]
+    L += [""]
     L += _md_table(
         ["instance", "seq", "chain head (SHA-256)"],
         [(h.instance, h.seq, h.chain_hash) for h in r.integrity.heads],
@@ -1461,9 +1566,17 @@ def _exception_status(x: ExceptionRecord) -> str:
 def _integrity_line(i: Integrity) -> str:
     if not i.verified:
         return "not run"
+    how = (
+        f" ({i.mode}: {i.checked_now} recomputed for this report, the rest by the earlier runs "
+        "named below)"
+        if i.mode == "incremental"
+        else " (full)"
+        if i.mode
+        else ""
+    )
     if i.ok:
-        return f"OK: {i.checked} events checked, every hash chain intact"
-    return f"FAILED: {len(i.problems)} problem(s) in {i.checked} events checked"
+        return f"OK: {i.checked} events checked{how}, every hash chain intact"
+    return f"FAILED: {len(i.problems)} problem(s) in {i.checked} events checked{how}"
 
 
 def _daily_matrix(r: MonthlyReport) -> dict[str, list[int]]:
@@ -1802,6 +1915,13 @@ def render_html(report: MonthlyReport) -> str:
     integrity_class = "ok" if r.integrity.ok else "fail"
     integrity = (
         f'<p class="verdict {integrity_class}">{_e(_integrity_line(r.integrity))}</p>'
+        + (
+            '<ul class="provenance">'
+            + "".join(f"<li>{_e(line)}</li>" for line in r.integrity.provenance_lines())
+            + "</ul>"
+            if r.integrity.provenance
+            else ""
+        )
         + heads
         + (f'<ul class="problems">{problems}</ul>' if problems else "")
     )

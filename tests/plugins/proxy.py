@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from signal import SIGHUP
+from signal import SIGINT
 from typing import Any
 
 import pytest
@@ -96,10 +97,11 @@ class RunningProxy:
         self._returncode = self.proc.wait(timeout=timeout)
         return self._returncode
 
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 20) -> int:
-        """Send ``sig`` (default SIGINT: a graceful shutdown) and wait; SIGKILL after ``timeout``."""
+    def stop(self, signal: int = SIGINT, timeout: float = 20) -> int:
+        """Send ``signal`` (default SIGINT: a graceful shutdown) and wait; SIGKILL after
+        ``timeout`` (then re-raises ``subprocess.TimeoutExpired``)."""
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            self.proc.send_signal(signal)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -149,7 +151,7 @@ class RunningProxy:
         """Run the ``egresswatch.reload`` command (via SIGHUP and ``tests/support/sighup_reload``);
         return the log lines it produced (ends with an accepted or rejected reload line)."""
         start = self.log_size()
-        self.proc.send_signal(signal.SIGHUP)
+        self.proc.send_signal(SIGHUP)
         self.wait_for_log(
             r"egresswatch: (catalogue|policy) reload(ed| rejected)|sighup_reload: .* failed",
             timeout,

@@ -184,6 +184,16 @@ class Tamper:
         values.update(changes)
         self.insert(tuple(values[c] for c in COLUMNS))
 
+    def set_head(self, instance: str, seq: int, chain_hash: str) -> None:
+        """Rewrite the recorded chain head (to hide rows cut from the tail)."""
+        if self._is_memory():
+            self._memory.heads[instance] = (seq, chain_hash)
+            return
+        self._sql(
+            "UPDATE chain_heads SET seq = ?, chain_hash = ? WHERE instance = ?",
+            (seq, chain_hash, instance),
+        )
+
     def swap(self, instance: str, a: int, b: int) -> None:
         """Exchange the positions of two events (their seq), keeping everything else."""
         if self._is_memory():

@@ -60,6 +60,21 @@ def register(subparsers: Any) -> None:
     verify = sub.add_parser("verify", help="recompute every hash chain; exit 1 naming each problem")
     add_store_arguments(verify)
     verify.add_argument("--instance", metavar="ID", help="verify one proxy instance only")
+    how = verify.add_mutually_exclusive_group()
+    how.add_argument(
+        "--full-verify",
+        dest="full",
+        action="store_true",
+        default=True,
+        help="recompute every row from the start or the prune checkpoint (the default)",
+    )
+    how.add_argument(
+        "--incremental",
+        dest="full",
+        action="store_false",
+        help="only rows after the last successful verification run's head (continuity checked "
+        "from its chain hash); edits to rows verified earlier wait for the next full run",
+    )
     verify.set_defaults(func=cmd_verify)
 
     migrate = sub.add_parser("migrate", help="apply pending schema migrations")
@@ -83,7 +98,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if store is None:
         return 2
     try:
-        result = store.verify(args.instance)
+        result = store.verify(args.instance, full=args.full)
     except StoreError as e:
         print(f"egresswatch db verify: {e}", file=sys.stderr)
         return 2
@@ -97,6 +112,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for head in result.heads:
         checked = result.per_instance.get(head.instance, 0)
         print(f"{head.instance}: {checked} events checked, head #{head.seq} {head.chain_hash}")
+    for run in result.runs:
+        rid = f"run #{run.id}" if run.id is not None else "run not recorded (read-only store?)"
+        base = f", continuing run #{run.base_id}" if run.base_id is not None else ""
+        print(
+            f"{run.instance}: rows {run.from_seq}..{run.to_seq} verified {run.mode}{base} ({rid})"
+        )
     for problem in result.problems:
         print(f"PROBLEM {problem}")
     if result.ok:

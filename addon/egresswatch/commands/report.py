@@ -98,10 +98,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="operator catalogue directories (after the bundled one) for app names and the "
         "status of each regime",
     )
-    p.add_argument(
+    check = p.add_mutually_exclusive_group()
+    check.add_argument(
         "--no-verify",
         action="store_true",
         help="skip recomputing the hash chains (the report then says integrity was not checked)",
+    )
+    check.add_argument(
+        "--full-verify",
+        action="store_true",
+        help="recompute every hash chain from the start (default: incremental, from the last "
+        "successful verification run's head; the report says which rows were verified when)",
     )
     p.set_defaults(func=run)
 
@@ -138,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
             organisation=args.organisation,
             catalogue=catalogue,
             verify=not args.no_verify,
+            full_verify=args.full_verify,
         )
     except StoreError as e:
         print(f"egresswatch report: cannot read the event store: {e}", file=sys.stderr)

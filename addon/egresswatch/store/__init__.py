@@ -34,6 +34,7 @@ from ..events import Event
 
 __all__ = [
     "ChainHead",
+    "EACH_REGIME",
     "EventStore",
     "InvalidEvent",
     "ROLLUP_DIMENSIONS",
@@ -43,6 +44,7 @@ __all__ = [
     "StoreError",
     "StoreStats",
     "StoreUnavailable",
+    "VerificationRun",
     "VerifyProblem",
     "VerifyResult",
     "default_data_dir",
@@ -107,6 +109,9 @@ class RollupRow:
 
 
 ROLLUP_DIMENSIONS = ("day", "instance", "app", "regime", "action", "department", "client", "host")
+#: ``summarise`` may also group by each single regime of a row's ``regime`` list: a row under
+#: ``"a,b"`` counts once under ``a`` and once under ``b`` (``""`` when the app has none).
+EACH_REGIME = "each_regime"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +119,10 @@ class RollupSummary:
     """Rollups grouped in the database (``EventStore.summarise``): one row per ``key``.
 
     ``key`` holds the values of the ``by`` dimensions, in that order. ``distinct_clients`` counts
-    non-empty client identities. For a month of 10M events the raw rollups run to about a million
-    rows; grouping them in SQL keeps a report's reads to a few thousand.
+    non-empty client identities, distinct over the whole group (counted in SQL over the rollup
+    rows, never by adding daily figures). ``apps`` (the distinct apps of the group, sorted) is
+    filled only by a ``top=N`` query. For a month of 10M events the raw rollups run to about a
+    million rows; grouping them in SQL keeps a report's reads to a few hundred.
     """
 
     key: tuple[str, ...]
@@ -123,6 +130,7 @@ class RollupSummary:
     distinct_clients: int
     first_seen: float
     last_seen: float
+    apps: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +162,56 @@ class VerifyProblem:
 
 
 @dataclass(frozen=True, slots=True)
+class VerificationRun:
+    """One instance's part of one verification run, as recorded in the ``verifications`` table.
+
+    Rows ``from_seq..to_seq`` of ``instance`` were recomputed (``checked`` rows read) and the
+    chain ended at ``to_seq`` with ``chain_hash``. ``mode`` is ``"full"`` (from the first row, or
+    from the prune checkpoint) or ``"incremental"`` (continuing from run ``base_id``, whose head
+    it checked continuity from). ``id`` is ``None`` when the run could not be recorded (e.g. a
+    read-only database).
+    """
+
+    id: int | None
+    instance: str
+    mode: str  # "full" | "incremental"
+    from_seq: int
+    to_seq: int
+    chain_hash: str
+    ok: bool
+    problems: int
+    checked: int
+    base_id: int | None
+    started_at: float
+    finished_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyResult:
+    """What :meth:`EventStore.verify` found.
+
+    ``checked`` counts the rows read by this run (an incremental run reads only rows after the
+    last verified head). ``runs`` holds this run's record per instance; ``history`` the earlier
+    successful runs an incremental run builds on, per instance oldest first (back to the full
+    run that started the chain of runs), so that a report can say which rows were verified when.
+    """
+
     ok: bool
     checked: int
     heads: tuple[ChainHead, ...]
     problems: tuple[VerifyProblem, ...] = field(default_factory=tuple)
     per_instance: dict[str, int] = field(default_factory=dict)  # instance -> rows checked
+    mode: str = "full"  # what was asked for: "full" | "incremental"
+    runs: tuple[VerificationRun, ...] = field(default_factory=tuple)
+    history: tuple[VerificationRun, ...] = field(default_factory=tuple)
+
+    def covered(self, instance: str) -> tuple[int, int] | None:
+        """The seq range of ``instance`` verified by this run and the runs it builds on."""
+        run = next((r for r in self.runs if r.instance == instance), None)
+        if run is None:
+            return None
+        earlier = [h.from_seq for h in self.history if h.instance == instance]
+        return (min([run.from_seq, *earlier]), run.to_seq)
 
 
 class EventStore(Protocol):
@@ -172,25 +224,56 @@ class EventStore(Protocol):
         """Daily rollups for days in [start, end)."""
 
     def lifecycle(self, start: float, end: float) -> list[Event]:
-        """Non-hit events (start, stop, heartbeat, config) in [start, end), oldest first."""
+        """Non-hit events (start, stop, heartbeat, config) in [start, end), oldest first,
+        including those that :meth:`prune` moved to the lifecycle archive."""
 
     def iter_events(self, since: float, until: float) -> Iterator[Event]:
         """All events in [since, until), oldest first, streamed."""
 
-    def verify(self, instance: str | None = None) -> VerifyResult:
-        """Recompute every hash chain and name what was edited, deleted, inserted or reordered."""
+    def verify(
+        self, instance: str | None = None, *, full: bool = True, record: bool = True
+    ) -> VerifyResult:
+        """Recompute the hash chains and name what was edited, deleted, inserted or reordered.
+
+        ``full=True`` recomputes every row (from the prune checkpoint, if any).
+        ``full=False`` is incremental: per instance it starts after the head of the latest
+        verification run when that run was successful (checking that the row at that head still
+        carries the chain hash it verified, and that the chain continues from it), else it
+        verifies in full. Edits to rows verified earlier are caught by the next full run.
+        ``record=True`` stores the run in the ``verifications`` table.
+        """
+
+    def verifications(self, instance: str | None = None) -> list[VerificationRun]:
+        """Recorded verification runs (one row per instance per run), oldest first."""
 
     def prune(self, before: float) -> int:
         """Delete raw events older than ``before`` (rollups stay); returns rows deleted.
 
         Per instance only a gap-free prefix of the chain is deleted (up to the first event at or
         after ``before``), and a checkpoint (last pruned seq, its chain hash) is recorded so that
-        :meth:`verify` starts from it.
+        :meth:`verify` starts from it. Non-hit rows (start, stop, heartbeat, config) are copied
+        to the ``lifecycle_archive`` table in the same transaction, so coverage and configuration
+        can still be reported.
         """
 
-    def summarise(self, start: float, end: float, by: Sequence[str]) -> list[RollupSummary]:
-        """Rollups for days in [start, end) grouped by ``by`` (names from ROLLUP_DIMENSIONS),
-        ordered by key. ``by=()`` gives one grand total (or nothing when there are no rows)."""
+    def summarise(
+        self,
+        start: float,
+        end: float,
+        by: Sequence[str],
+        *,
+        top: int | None = None,
+        clients: bool = True,
+    ) -> list[RollupSummary]:
+        """Rollups for days in [start, end) grouped by ``by`` (names from ROLLUP_DIMENSIONS or
+        :data:`EACH_REGIME`), ordered by key (code-point order). ``by=()`` gives one grand total
+        (or nothing when there are no rows).
+
+        ``top=N`` (one dimension only): the N groups with the most events whose key is not empty,
+        most events first (ties by key), each with its distinct ``apps``. ``clients=False`` skips
+        counting distinct clients (``distinct_clients`` is then 0): much cheaper where the
+        figure is not needed.
+        """
 
     def chain_heads(self) -> list[ChainHead]:
         """The last written seq and chain hash of every instance."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -29,11 +30,13 @@ from typing import Any
 
 from ..events import Event
 from ..events import EventKind
+from . import EACH_REGIME
 from . import ROLLUP_DIMENSIONS
 from . import ChainHead
 from . import InvalidEvent
 from . import RollupRow
 from . import RollupSummary
+from . import VerificationRun
 from . import VerifyProblem
 from . import VerifyResult
 
@@ -61,6 +64,26 @@ COLUMNS = (
 )
 # "user" is reserved in PostgreSQL: every SQL text quotes the column names.
 COLUMN_SQL = ", ".join(f'"{c}"' for c in COLUMNS)
+# lifecycle_archive: the event columns without the leaf hash (seq and chain_hash for reference).
+ARCHIVE_COLUMNS = tuple(c for c in COLUMNS if c != "leaf_hash")
+ARCHIVE_COLUMN_SQL = ", ".join(f'"{c}"' for c in ARCHIVE_COLUMNS)
+# Archived rows read back in COLUMNS order (leaf_hash as ''), so row_to_event() reads both.
+ARCHIVE_AS_EVENTS_SQL = ", ".join("''" if c == "leaf_hash" else f'"{c}"' for c in COLUMNS)
+VERIFICATION_COLUMNS = (
+    "id",
+    "instance",
+    "mode",
+    "from_seq",
+    "to_seq",
+    "chain_hash",
+    "ok",
+    "problems",
+    "checked",
+    "base_id",
+    "started_at",
+    "finished_at",
+)
+VERIFICATION_SQL = ", ".join(VERIFICATION_COLUMNS)
 ROLLUP_KEY = ("day", "instance", "app", "regime", "action", "department", "client", "host")
 GENESIS = "0" * 64
 # How far (in seq) the verifier looks for the original position of a row whose leaf does not
@@ -283,34 +306,112 @@ def rollup_deltas(events: Iterable[Event]) -> dict[RollupKey, list[Any]]:
 
 
 def check_dimensions(by: Sequence[str]) -> list[str]:
-    bad = [b for b in by if b not in ROLLUP_DIMENSIONS]
-    if bad or len(set(by)) != len(by):
-        raise ValueError(f"summarise by {list(by)}: use distinct names from {ROLLUP_DIMENSIONS}")
+    allowed = (*ROLLUP_DIMENSIONS, EACH_REGIME)
+    bad = [b for b in by if b not in allowed]
+    if bad or len(set(by)) != len(by) or (EACH_REGIME in by and "regime" in by):
+        raise ValueError(f"summarise by {list(by)}: use distinct names from {allowed}")
     return list(by)
 
 
-def summary_sql(by: Sequence[str], mark: str) -> str:
-    cols = ", ".join(check_dimensions(by))
-    select = f"{cols}, " if cols else ""
-    group = f" GROUP BY {cols} ORDER BY {cols}" if cols else ""
-    return (
-        f"SELECT {select}SUM(events), COUNT(DISTINCT NULLIF(client, '')), MIN(first_seen), "
-        f"MAX(last_seen) FROM rollups WHERE day >= {mark} AND day <= {mark}{group}"
+# Each regime of a row on its own: SQLite through json_each over the list made JSON, PostgreSQL
+# through unnest(string_to_array()). A row without regimes counts once under "".
+_SPLIT_SQLITE = (
+    "json_each(CASE WHEN regime = '' THEN '[\"\"]' ELSE '[\"' || "
+    "replace(replace(replace(regime, '\\', '\\\\'), '\"', '\\\"'), ',', '\",\"') "
+    "|| '\"]' END) AS each_regime"
+)
+_SPLIT_POSTGRES = (
+    "unnest(CASE WHEN regime = '' THEN ARRAY[''] ELSE string_to_array(regime, ',') END) "
+    "AS each_regime(value)"
+)
+
+
+def summary_sql(by: Sequence[str], mark: str, top: int | None = None, clients: bool = True) -> str:
+    """The grouped query; ``mark`` is the driver's placeholder (``?`` SQLite, ``%s`` psycopg).
+
+    Keys are ordered in code-point order on both backends (``COLLATE "C"`` on PostgreSQL), as
+    Python sorts them, so a ``top`` cut at a tie picks the same rows everywhere. ``clients=False``
+    skips the distinct-client count (0 in the result), the dearest part of a grouping.
+
+    PostgreSQL groups in two hashed steps: first by the keys and the client (and the app, for
+    ``top``), then by the keys, where counting clients is counting rows. That avoids sorting the
+    month's million rollup rows for ``COUNT(DISTINCT)``, which takes about twice as long.
+    """
+    dims = check_dimensions(by)
+    if top is not None and (len(dims) != 1 or top < 1):
+        raise ValueError("summarise(top=N) takes one dimension and N >= 1")
+    pg = mark != "?"
+    cols = [("each_regime.value" if d == EACH_REGIME else d) for d in dims]
+    source = "rollups"
+    if EACH_REGIME in dims:
+        source += f" CROSS JOIN LATERAL {_SPLIT_POSTGRES}" if pg else f", {_SPLIT_SQLITE}"
+    where = f"day >= {mark} AND day <= {mark}"
+    if top is not None:
+        where += f" AND {cols[0]} <> ''"
+    if not pg:
+        distinct = "COUNT(DISTINCT NULLIF(client, ''))" if clients else "0"
+        select = "".join(f"{c}, " for c in cols)
+        apps = ", group_concat(DISTINCT app)" if top is not None else ""
+        aggregates = f"SUM(events), {distinct}, MIN(first_seen), MAX(last_seen){apps}"
+        sql = f"SELECT {select}{aggregates} FROM {source} WHERE {where}"
+        if top is not None:
+            return f"{sql} GROUP BY {cols[0]} ORDER BY SUM(events) DESC, {cols[0]} LIMIT {int(top)}"
+        if cols:
+            sql += f" GROUP BY {', '.join(cols)} ORDER BY {', '.join(cols)}"
+        return sql
+    keys = [f"k{i}" for i in range(len(cols))]
+    inner_cols = [f"{c} AS {k}" for c, k in zip(cols, keys, strict=True)]
+    inner_group = list(cols)
+    if clients:
+        inner_cols.append("client AS cl")
+        inner_group.append("client")
+    if top is not None:
+        inner_cols.append("app AS ap")
+        inner_group.append("app")
+    inner = (
+        f"SELECT {''.join(c + ', ' for c in inner_cols)}SUM(events) AS ev, "
+        f"MIN(first_seen) AS f, MAX(last_seen) AS l FROM {source} WHERE {where}"
+        + (f" GROUP BY {', '.join(inner_group)}" if inner_group else "")
     )
+    if not clients:
+        distinct = "0"
+    elif top is not None:  # several inner rows per client (one per app)
+        distinct = "COUNT(DISTINCT NULLIF(cl, ''))"
+    else:  # one inner row per (keys, client)
+        distinct = "COUNT(NULLIF(cl, ''))"
+    apps = ", string_agg(DISTINCT ap, ',')" if top is not None else ""
+    select = "".join(f"{k}, " for k in keys)
+    sql = f"SELECT {select}SUM(ev), {distinct}, MIN(f), MAX(l){apps} FROM ({inner}) AS g"
+    collated = [f'{k} COLLATE "C"' for k in keys]
+    if top is not None:
+        return f"{sql} GROUP BY {keys[0]} ORDER BY SUM(ev) DESC, {collated[0]} LIMIT {int(top)}"
+    if keys:
+        sql += f" GROUP BY {', '.join(keys)} ORDER BY {', '.join(collated)}"
+    return sql
 
 
-def summaries(rows: Iterable[Sequence[Any]], width: int) -> list[RollupSummary]:
-    return [
-        RollupSummary(
-            tuple(r[:width]),
-            int(r[width]),
-            int(r[width + 1]),
-            float(r[width + 2]),
-            float(r[width + 3]),
+def summaries(
+    rows: Iterable[Sequence[Any]], width: int, top: int | None = None
+) -> list[RollupSummary]:
+    out = []
+    for r in rows:
+        if r[width] is None:
+            continue
+        apps: tuple[str, ...] = ()
+        if top is not None:
+            # App ids are [a-z0-9-]+: a comma never occurs in one.
+            apps = tuple(sorted(set((r[width + 4] or "").split(","))))
+        out.append(
+            RollupSummary(
+                tuple(r[:width]),
+                int(r[width]),
+                int(r[width + 1]),
+                float(r[width + 2]),
+                float(r[width + 3]),
+                apps,
+            )
         )
-        for r in rows
-        if r[width] is not None
-    ]
+    return out
 
 
 def rollup_row(values: Sequence[Any]) -> RollupRow:
@@ -361,6 +462,52 @@ def _row_canonical(row: Row, seq: int) -> str:
     return canonical_json(_payload(values, regimes, detail, seq))
 
 
+_esc = json.encoder.encode_basestring  # the C implementation when available (as the encoder's)
+
+
+@functools.lru_cache(maxsize=1024)
+def _regimes_canonical(text: str) -> str:
+    # A handful of distinct regime lists in a whole store: parse and re-render each once.
+    return canonical_json(json.loads(text))
+
+
+def _fast_canonical(row: Row, seq: int) -> str:
+    """:func:`_row_canonical` without a dict, a sort and an encoder pass per row (the verifier's
+    hot path; equal output for every row whose text columns are ``str`` or ``None``; keys in
+    sorted order, as the canonical form wants)."""
+    (inst, _, eid, ts, kind, signal, host, app, regimes, action, rule, exc, client, user, dept,
+     cat, pol, detail) = row[:18]  # fmt: skip
+    n = "null"
+    e = _esc
+    return (
+        f'{{"action":{n if action is None else e(action)},"app":{n if app is None else e(app)},'
+        f'"catalogue_version":{n if cat is None else e(cat)},'
+        f'"client":{n if client is None else e(client)},'
+        f'"department":{n if dept is None else e(dept)},'
+        f'"detail":{n if detail is None else canonical_json(json.loads(detail))},'
+        f'"event_id":{n if eid is None else e(eid)},"exception_id":{n if exc is None else e(exc)},'
+        f'"host":{n if host is None else e(host)},"instance":{n if inst is None else e(inst)},'
+        f'"kind":{e(kind)},"policy_version":{n if pol is None else e(pol)},'
+        f'"regimes":{_regimes_canonical(regimes) if regimes else "[]"},'
+        f'"rule":{n if rule is None else e(rule)},"seq":{int(seq)},'
+        f'"signal":{n if signal is None else e(signal)},"ts":{round(ts * 1_000_000)},'
+        f'"user":{n if user is None else e(user)}}}'
+    )
+
+
+def row_leaf(row: Row, seq: int) -> str | None:
+    """The leaf hash ``row`` would have at ``seq``; ``None`` when its columns cannot be read
+    (not JSON where JSON belongs, a number where text belongs): such a row is edited."""
+    try:
+        try:
+            text = _fast_canonical(row, seq)
+        except TypeError:
+            text = _row_canonical(row, seq)  # odd column types: the general encoder
+    except (TypeError, ValueError, KeyError):
+        return None
+    return hashlib.sha256(b"\x00" + text.encode("utf-8")).hexdigest()
+
+
 class ChainVerifier:
     """Walk one instance's rows in (seq, insertion) order and name what does not fit.
 
@@ -394,7 +541,7 @@ class ChainVerifier:
         self._budget -= 1
         for delta in range(1, REORDER_WINDOW + 1):
             for cand in (seq - delta, seq + delta):
-                if cand > 0 and leaf_hash(_row_canonical(row, cand)) == row[18]:
+                if cand > 0 and row_leaf(row, cand) == row[18]:
                     return cand
         return None
 
@@ -418,7 +565,7 @@ class ChainVerifier:
             )
             self._problem(self.expected, "deleted", f"rows {missing} are missing")
             clean = False
-        if leaf_hash(_row_canonical(row, seq)) != row[18]:
+        if row_leaf(row, seq) != row[18]:
             orig = self._original_seq(row, seq)
             if orig is not None:
                 self._problem(
@@ -429,7 +576,11 @@ class ChainVerifier:
                     seq, "edited", f"content does not match its leaf hash (event_id {row[2]!r})"
                 )
             clean = False
-        elif clean and self.prev_clean and chain_hash(self.prev_chain, row[18]) != row[19]:
+        elif (
+            clean
+            and self.prev_clean
+            and hashlib.sha256(bytes.fromhex(self.prev_chain + row[18])).hexdigest() != row[19]
+        ):
             self._problem(
                 seq,
                 "inserted",
@@ -468,24 +619,95 @@ class ChainVerifier:
         return ChainHead(self.instance, last_seq, self.last_chain)
 
 
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Where one instance's verification starts: after ``seq`` whose chain hash is ``chain``."""
+
+    seq: int
+    chain: str
+    mode: str  # "full" | "incremental"
+    base: VerificationRun | None = None
+
+
+def plan(
+    heads: Mapping[str, tuple[int, str]],
+    checkpoints: Mapping[str, tuple[int, str]],
+    latest: Mapping[str, VerificationRun],
+    full: bool,
+) -> dict[str, Start]:
+    """Per instance: continue after the latest run when it succeeded and is not behind the prune
+    checkpoint (incremental), else start from the checkpoint or the first row (full)."""
+    out = {}
+    for inst in heads:
+        cp_seq, cp_chain = checkpoints.get(inst, (0, GENESIS))
+        base = None if full else latest.get(inst)
+        if base is not None and base.ok and base.to_seq > cp_seq:
+            out[inst] = Start(base.to_seq, base.chain_hash, "incremental", base)
+        else:
+            out[inst] = Start(cp_seq, cp_chain, "full")
+    return out
+
+
 def verify_stream(
     rows: Iterable[Row],
     heads: Mapping[str, tuple[int, str]],
     checkpoints: Mapping[str, tuple[int, str]],
     instance: str | None = None,
+    starts: Mapping[str, Start] | None = None,
+    anchors: Mapping[str, Sequence[str]] | None = None,
 ) -> VerifyResult:
-    """Verify rows sorted by (instance, seq, insertion order) against recorded heads/checkpoints."""
+    """Verify rows sorted by (instance, seq, insertion order) against recorded heads/checkpoints.
+
+    With ``starts`` (from :func:`plan`), an incremental instance's rows are only those after its
+    start, ``anchors[instance]`` holds the chain hashes of the rows now stored at the start seq
+    (exactly one, equal to the verified head, or the rows verified earlier were changed).
+    """
     problems: list[VerifyProblem] = []
     out_heads: list[ChainHead] = []
     checked = 0
     seen: set[str] = set()
     per_instance: dict[str, int] = {}
+    starts = starts or {}
+    anchors = anchors or {}
+
+    def begin(name: str) -> ChainVerifier:
+        st = starts.get(name)
+        if st is None:
+            return ChainVerifier(name, checkpoints.get(name))
+        v = ChainVerifier(name, (st.seq, st.chain))
+        head = heads.get(name)
+        if st.base is not None and (head is None or head[0] >= st.seq):
+            base = st.base
+            found = list(anchors.get(name, ()))
+            what = f"verified by run #{base.id}"
+            if not found:
+                v._problem(base.to_seq, "deleted", f"row #{base.to_seq} ({what}) is missing")
+            elif len(found) > 1:
+                v._problem(base.to_seq, "inserted", f"duplicate seq #{base.to_seq} ({what})")
+            elif found[0] != base.chain_hash:
+                v._problem(
+                    base.to_seq,
+                    "edited",
+                    f"row #{base.to_seq} no longer carries the chain hash {what} "
+                    "(rows verified earlier were rewritten: run a full verify)",
+                )
+        return v
 
     def finish(v: ChainVerifier) -> None:
         nonlocal checked
         per_instance[v.instance] = v.checked
         head = heads.get(v.instance)
-        out_heads.append(v.finish(ChainHead(v.instance, *head) if head is not None else None))
+        st = starts.get(v.instance)
+        if st is not None and st.base is not None and head is not None and head[0] < st.seq:
+            v._problem(
+                head[0] + 1,
+                "deleted",
+                f"rows #{head[0] + 1}..#{st.seq} verified by run #{st.base.id} are gone: the "
+                f"recorded chain head #{head[0]} is behind them (tail truncated)",
+            )
+            out_heads.append(ChainHead(v.instance, *head))
+        else:
+            out_heads.append(v.finish(ChainHead(v.instance, *head) if head is not None else None))
         problems.extend(v.problems)
         checked += v.checked
         seen.add(v.instance)
@@ -495,15 +717,97 @@ def verify_stream(
         if current is None or row[0] != current.instance:
             if current is not None:
                 finish(current)
-            current = ChainVerifier(row[0], checkpoints.get(row[0]))
+            current = begin(row[0])
         current.feed(row)
     if current is not None:
         finish(current)
-    # Instances whose rows are all gone (pruned, or deleted behind our back).
+    # Instances whose rows are all gone (pruned, or deleted behind our back), or with no rows
+    # after the last verified head.
     for name in sorted(set(heads) - seen):
         if instance is None or name == instance:
-            finish(ChainVerifier(name, checkpoints.get(name)))
+            finish(begin(name))
     out_heads.sort(key=lambda h: h.instance)
     return VerifyResult(
         not problems, checked, tuple(out_heads), tuple(problems), dict(sorted(per_instance.items()))
+    )
+
+
+def run_records(
+    result: VerifyResult,
+    starts: Mapping[str, Start],
+    started_at: float,
+    finished_at: float,
+) -> list[VerificationRun]:
+    """This run's rows for the ``verifications`` table (ids not yet assigned)."""
+    out = []
+    for head in result.heads:
+        st = starts.get(head.instance, Start(0, GENESIS, "full"))
+        n_problems = sum(1 for p in result.problems if p.instance == head.instance)
+        out.append(
+            VerificationRun(
+                id=None,
+                instance=head.instance,
+                mode=st.mode,
+                from_seq=st.seq + 1,
+                to_seq=head.seq,
+                chain_hash=head.chain_hash,
+                ok=n_problems == 0,
+                problems=n_problems,
+                checked=result.per_instance.get(head.instance, 0),
+                base_id=st.base.id if st.base is not None else None,
+                started_at=started_at,
+                finished_at=finished_at,
+            )
+        )
+    return out
+
+
+def history(
+    starts: Mapping[str, Start], lookup: Callable[[int], VerificationRun | None]
+) -> tuple[VerificationRun, ...]:
+    """The earlier runs each incremental instance builds on, oldest first, back to a full run."""
+    out: list[VerificationRun] = []
+    for name in sorted(starts):
+        chain: list[VerificationRun] = []
+        run = starts[name].base
+        while run is not None and len(chain) < 1000:
+            chain.append(run)
+            run = lookup(run.base_id) if run.mode == "incremental" and run.base_id else None
+        out.extend(reversed(chain))
+    return tuple(out)
+
+
+def verification_run(row: Sequence[Any]) -> VerificationRun:
+    """From a ``verifications`` row in :data:`VERIFICATION_COLUMNS` order."""
+    return VerificationRun(
+        id=int(row[0]),
+        instance=row[1],
+        mode=row[2],
+        from_seq=int(row[3]),
+        to_seq=int(row[4]),
+        chain_hash=row[5],
+        ok=bool(row[6]),
+        problems=int(row[7]),
+        checked=int(row[8]),
+        base_id=None if row[9] is None else int(row[9]),
+        started_at=float(row[10]),
+        finished_at=float(row[11]),
+    )
+
+
+def with_runs(
+    result: VerifyResult,
+    mode: str,
+    runs: Sequence[VerificationRun],
+    earlier: tuple[VerificationRun, ...],
+) -> VerifyResult:
+    return VerifyResult(
+        result.ok,
+        result.checked,
+        result.heads,
+        result.problems,
+        result.per_instance,
+        mode,
+        tuple(runs),
+        earlier,
     )

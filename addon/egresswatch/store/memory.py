@@ -14,19 +14,23 @@ that tests can tamper with them and check that :meth:`verify` notices.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 from collections.abc import Iterator
 from collections.abc import Sequence
 from typing import Any
 
 from ..events import Event
 from ..events import EventKind
+from . import EACH_REGIME
 from . import ROLLUP_DIMENSIONS
 from . import ChainHead
 from . import RollupRow
 from . import RollupSummary
 from . import StoreStats
 from . import StoreUnavailable
+from . import VerificationRun
 from . import VerifyResult
 from . import _codec
 from .migrations import MIGRATION_NAMES
@@ -43,6 +47,8 @@ class MemoryStore:
         self.rollup_table: dict[_codec.RollupKey, list[Any]] = {}
         self.heads: dict[str, tuple[int, str]] = {}
         self.checkpoints: dict[str, tuple[int, str]] = {}
+        self.archive: list[tuple[Any, ...]] = []  # lifecycle rows kept through prune (COLUMNS)
+        self.runs: list[VerificationRun] = []  # the verifications table
         self.writes = 0  # committed transactions (tests look at batching)
         self._lock = threading.Lock()
         self.closed = False
@@ -77,25 +83,58 @@ class MemoryStore:
             items = sorted(self.rollup_table.items())
         return [_codec.rollup_row((*key, *agg)) for key, agg in items if first <= key[0] <= last]
 
-    def summarise(self, start: float, end: float, by: Sequence[str]) -> list[RollupSummary]:
+    def summarise(
+        self,
+        start: float,
+        end: float,
+        by: Sequence[str],
+        *,
+        top: int | None = None,
+        clients: bool = True,
+    ) -> list[RollupSummary]:
         dims = _codec.check_dimensions(by)
-        idx = [ROLLUP_DIMENSIONS.index(d) for d in dims]
+        if top is not None and (len(dims) != 1 or top < 1):
+            raise ValueError("summarise(top=N) takes one dimension and N >= 1")
         groups: dict[tuple[str, ...], list[Any]] = {}
         for r in self.rollups(start, end):
-            values = (r.day, r.instance, r.app, r.regime, r.action, r.department, r.client, r.host)
-            key = tuple(values[i] for i in idx)
-            g = groups.get(key)
-            if g is None:
-                groups[key] = g = [0, set(), r.first_seen, r.last_seen]
-            g[0] += r.events
-            if r.client:
-                g[1].add(r.client)
-            g[2] = min(g[2], r.first_seen)
-            g[3] = max(g[3], r.last_seen)
-        return [RollupSummary(k, g[0], len(g[1]), g[2], g[3]) for k, g in sorted(groups.items())]
+            values = dict(zip(ROLLUP_DIMENSIONS, (r.day, r.instance, r.app, r.regime, r.action,
+                                                  r.department, r.client, r.host), strict=True))  # fmt: skip
+            splits = r.regime.split(",") if r.regime else [""]
+            for one in splits if EACH_REGIME in dims else [""]:
+                values[EACH_REGIME] = one
+                key = tuple(values[d] for d in dims)
+                if top is not None and not key[0]:
+                    continue
+                g = groups.get(key)
+                if g is None:
+                    groups[key] = g = [0, set(), r.first_seen, r.last_seen, set()]
+                g[0] += r.events
+                if r.client:
+                    g[1].add(r.client)
+                g[2] = min(g[2], r.first_seen)
+                g[3] = max(g[3], r.last_seen)
+                g[4].add(r.app)
+        items = sorted(groups.items())
+        if top is not None:
+            items = sorted(items, key=lambda kv: -kv[1][0])[:top]
+        return [
+            RollupSummary(
+                k,
+                g[0],
+                len(g[1]) if clients else 0,
+                g[2],
+                g[3],
+                tuple(sorted(g[4])) if top is not None else (),
+            )
+            for k, g in items
+        ]
 
     def lifecycle(self, start: float, end: float) -> list[Event]:
-        return [e for e in self.iter_events(start, end) if e.kind != EventKind.HIT]
+        with self._lock:
+            rows = [r for r in self.archive if start <= r[3] < end]
+            rows += [r for r in self.rows if start <= r[3] < end and r[4] != EventKind.HIT.value]
+        rows.sort(key=lambda r: (r[3], r[0], r[1]))
+        return [_codec.row_to_event(r) for r in rows]
 
     def iter_events(self, since: float, until: float) -> Iterator[Event]:
         with self._lock:
@@ -104,14 +143,49 @@ class MemoryStore:
         for r in rows:
             yield _codec.row_to_event(r)
 
-    def verify(self, instance: str | None = None) -> VerifyResult:
+    def verify(
+        self, instance: str | None = None, *, full: bool = True, record: bool = True
+    ) -> VerifyResult:
+        started = time.time()
         with self._lock:
-            rows = [r for r in self.rows if instance is None or r[0] == instance]
-            heads = dict(self.heads)
+            heads = {k: v for k, v in self.heads.items() if instance is None or k == instance}
             checkpoints = dict(self.checkpoints)
+            latest = {r.instance: r for r in self.runs}
+            starts = _codec.plan(heads, checkpoints, latest, full)
+            rows = [
+                r
+                for r in self.rows
+                if (instance is None or r[0] == instance)
+                and (r[0] not in starts or starts[r[0]].base is None or r[1] > starts[r[0]].seq)
+            ]
+            anchors = {
+                name: [r[19] for r in self.rows if r[0] == name and r[1] == st.seq]
+                for name, st in starts.items()
+                if st.base is not None
+            }
         # Stable sort: rows with the same seq stay in insertion order, as in the databases.
         rows.sort(key=lambda r: (r[0], r[1]))
-        return _codec.verify_stream(rows, heads, checkpoints, instance)
+        result = _codec.verify_stream(rows, heads, checkpoints, instance, starts, anchors)
+        runs = _codec.run_records(result, starts, started, time.time())
+        if record:
+            with self._lock:
+                recorded = []
+                for run in runs:
+                    run = dataclasses.replace(run, id=len(self.runs) + 1)
+                    self.runs.append(run)
+                    recorded.append(run)
+                runs = recorded
+        by_id = {r.id: r for r in self.runs}
+        return _codec.with_runs(
+            result,
+            "full" if full else "incremental",
+            runs,
+            _codec.history(starts, by_id.get),
+        )
+
+    def verifications(self, instance: str | None = None) -> list[VerificationRun]:
+        with self._lock:
+            return [r for r in self.runs if instance is None or r.instance == instance]
 
     def prune(self, before: float) -> int:
         with self._lock:
@@ -126,6 +200,7 @@ class MemoryStore:
                     continue
                 last = max(gone, key=lambda r: r[1])
                 self.checkpoints[name] = (last[1], last[19])
+                self.archive += [r for r in gone if r[4] != EventKind.HIT.value]
                 ids = {id(r) for r in gone}
                 self.rows = [r for r in self.rows if id(r) not in ids]
                 deleted += len(gone)
@@ -148,6 +223,8 @@ class MemoryStore:
                     "rollups": len(self.rollup_table),
                     "chain_heads": len(self.heads),
                     "checkpoints": len(self.checkpoints),
+                    "verifications": len(self.runs),
+                    "lifecycle_archive": len(self.archive),
                 },
                 bytes=-1,
             )

@@ -143,7 +143,91 @@ CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
     FOR EACH STATEMENT EXECUTE FUNCTION egresswatch_events_append_only();
 """
 
-MIGRATION_NAMES: tuple[str, ...] = ("events, rollups, chain heads, checkpoints, append-only",)
-SQLITE: tuple[str, ...] = (_SQLITE_1,)
-POSTGRES: tuple[str, ...] = (_POSTGRES_1,)
+# 2: one row per instance per verification run, so a later run can continue from a verified head.
+_VERIFICATIONS = """
+CREATE TABLE verifications (
+    id {id_type} PRIMARY KEY,
+    instance TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    from_seq {int_type} NOT NULL,
+    to_seq {int_type} NOT NULL,
+    chain_hash TEXT NOT NULL,
+    ok BOOLEAN NOT NULL,
+    problems INTEGER NOT NULL,
+    checked {int_type} NOT NULL,
+    base_id {int_type},
+    started_at {real_type} NOT NULL,
+    finished_at {real_type} NOT NULL
+);
+CREATE INDEX verifications_instance ON verifications (instance, id);
+"""
+_SQLITE_2 = _VERIFICATIONS.format(id_type="INTEGER", int_type="INTEGER", real_type="REAL")
+_POSTGRES_2 = _VERIFICATIONS.format(
+    id_type="BIGSERIAL", int_type="BIGINT", real_type="DOUBLE PRECISION"
+)
+
+# 3: non-hit rows that prune() removes are kept here (coverage and configuration outlive the raw
+# events). Same columns as events without the leaf hash; seq and chain_hash kept for reference.
+_ARCHIVE = """
+CREATE TABLE lifecycle_archive (
+    instance TEXT NOT NULL,
+    seq {int_type} NOT NULL,
+    event_id TEXT NOT NULL,
+    ts {real_type} NOT NULL,
+    kind TEXT NOT NULL,
+    signal TEXT,
+    host TEXT,
+    app TEXT,
+    regimes TEXT NOT NULL DEFAULT '[]',
+    action TEXT,
+    rule TEXT,
+    exception_id TEXT,
+    client TEXT,
+    "user" TEXT,
+    department TEXT,
+    catalogue_version TEXT NOT NULL DEFAULT '',
+    policy_version TEXT NOT NULL DEFAULT '',
+    detail TEXT,
+    chain_hash TEXT NOT NULL,
+    archived_at {real_type} NOT NULL
+);
+-- Not UNIQUE: a duplicate someone slipped into events must not make prune fail.
+CREATE INDEX lifecycle_archive_instance_seq ON lifecycle_archive (instance, seq);
+CREATE INDEX lifecycle_archive_ts ON lifecycle_archive (ts);
+"""
+_SQLITE_3 = (
+    _ARCHIVE.format(int_type="INTEGER", real_type="REAL")
+    + """
+CREATE TRIGGER lifecycle_archive_no_update BEFORE UPDATE ON lifecycle_archive
+BEGIN
+    SELECT RAISE(ABORT, 'egresswatch lifecycle_archive is append-only');
+END;
+CREATE TRIGGER lifecycle_archive_no_delete BEFORE DELETE ON lifecycle_archive
+BEGIN
+    SELECT RAISE(ABORT, 'egresswatch lifecycle_archive is append-only');
+END;
+"""
+)
+_POSTGRES_3 = (
+    _ARCHIVE.format(int_type="BIGINT", real_type="DOUBLE PRECISION")
+    + """
+CREATE FUNCTION egresswatch_archive_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'egresswatch lifecycle_archive is append-only (%)', TG_OP;
+END
+$$;
+CREATE TRIGGER lifecycle_archive_append_only BEFORE UPDATE OR DELETE ON lifecycle_archive
+    FOR EACH ROW EXECUTE FUNCTION egresswatch_archive_append_only();
+CREATE TRIGGER lifecycle_archive_no_truncate BEFORE TRUNCATE ON lifecycle_archive
+    FOR EACH STATEMENT EXECUTE FUNCTION egresswatch_archive_append_only();
+"""
+)
+
+MIGRATION_NAMES: tuple[str, ...] = (
+    "events, rollups, chain heads, checkpoints, append-only",
+    "verifications (recorded verification runs)",
+    "lifecycle_archive (non-hit rows kept through prune)",
+)
+SQLITE: tuple[str, ...] = (_SQLITE_1, _SQLITE_2, _SQLITE_3)
+POSTGRES: tuple[str, ...] = (_POSTGRES_1, _POSTGRES_2, _POSTGRES_3)
 assert len(SQLITE) == len(POSTGRES) == len(MIGRATION_NAMES)

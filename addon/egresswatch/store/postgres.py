@@ -13,6 +13,7 @@ can still disable triggers: the hash chain is what detects that.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -24,7 +25,6 @@ from typing import Any
 from typing import cast
 
 from ..events import Event
-from ..events import EventKind
 from . import ChainHead
 from . import RollupRow
 from . import RollupSummary
@@ -32,6 +32,7 @@ from . import SchemaTooNew
 from . import StoreError
 from . import StoreStats
 from . import StoreUnavailable
+from . import VerificationRun
 from . import VerifyResult
 from . import _codec
 from . import migrations
@@ -61,7 +62,33 @@ INSERT INTO chain_heads (instance, seq, chain_hash) VALUES (%s, %s, %s)
 ON CONFLICT (instance) DO UPDATE SET seq = excluded.seq, chain_hash = excluded.chain_hash
 """
 _SELECT = f"SELECT {_codec.COLUMN_SQL} FROM events"
-_TABLES = ("events", "rollups", "chain_heads", "checkpoints", "schema_migrations")
+_TABLES = (
+    "events",
+    "rollups",
+    "chain_heads",
+    "checkpoints",
+    "schema_migrations",
+    "verifications",
+    "lifecycle_archive",
+)
+_LIFECYCLE = (
+    f"SELECT {_codec.COLUMN_SQL} FROM events WHERE ts >= %s AND ts < %s AND kind <> 'hit' "
+    f"UNION ALL SELECT {_codec.ARCHIVE_AS_EVENTS_SQL} FROM lifecycle_archive "
+    "WHERE ts >= %s AND ts < %s ORDER BY 4, 1, 2"
+)
+_ARCHIVE = (
+    f"INSERT INTO lifecycle_archive ({_codec.ARCHIVE_COLUMN_SQL}, archived_at) "
+    f"SELECT {_codec.ARCHIVE_COLUMN_SQL}, %s FROM events "
+    "WHERE instance = %s AND seq <= %s AND kind <> 'hit'"
+)
+_RECORD_COLUMNS = _codec.VERIFICATION_COLUMNS[1:]  # id from the sequence
+_RECORD = (
+    f"INSERT INTO verifications ({', '.join(_RECORD_COLUMNS)}) "
+    f"VALUES ({', '.join(['%s'] * len(_RECORD_COLUMNS))}) RETURNING id"
+)
+_RUNS = f"SELECT {_codec.VERIFICATION_SQL} FROM verifications"
+# Grouping a month of rollups sorts about a million rows: give those sorts memory, per query.
+_REPORT_WORK_MEM = "128MB"
 
 
 def _store_errors[F: Callable[..., Any]](fn: F) -> F:
@@ -176,20 +203,31 @@ class PostgresStore:
         return [RollupRow(*r) for r in rows]
 
     @_store_errors
-    def summarise(self, start: float, end: float, by: Sequence[str]) -> list[RollupSummary]:
+    def summarise(
+        self,
+        start: float,
+        end: float,
+        by: Sequence[str],
+        *,
+        top: int | None = None,
+        clients: bool = True,
+    ) -> list[RollupSummary]:
         first, last = _codec.day_range(start, end)
-        sql = _codec.summary_sql(by, "%s")
-        with self._lock:
-            rows = self._conn.execute(sql, (first, last)).fetchall()
-        return _codec.summaries(rows, len(by))
+        sql = _codec.summary_sql(by, "%s", top, clients)
+        # A connection of its own, so a report's grouped scans run side by side.
+        conn = self._connect()
+        try:
+            with conn.transaction():
+                conn.execute(f"SET LOCAL work_mem = '{_REPORT_WORK_MEM}'")
+                rows = conn.execute(sql, (first, last)).fetchall()
+        finally:
+            conn.close()
+        return _codec.summaries(rows, len(by), top)
 
     @_store_errors
     def lifecycle(self, start: float, end: float) -> list[Event]:
         with self._lock:
-            rows = self._conn.execute(
-                f"{_SELECT} WHERE ts >= %s AND ts < %s AND kind <> %s ORDER BY ts, instance, seq",
-                (start, end, EventKind.HIT.value),
-            ).fetchall()
+            rows = self._conn.execute(_LIFECYCLE, (start, end, start, end)).fetchall()
         return [_codec.row_to_event(r) for r in rows]
 
     def _stream(self, sql: str, params: Sequence[Any], snapshot: bool = False) -> Iterator[Any]:
@@ -212,29 +250,99 @@ class PostgresStore:
             yield _codec.row_to_event(r)
 
     @_store_errors
-    def verify(self, instance: str | None = None) -> VerifyResult:
+    def verify(
+        self, instance: str | None = None, *, full: bool = True, record: bool = True
+    ) -> VerifyResult:
+        started = time.time()
         conn = self._connect()
         try:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            with conn.transaction():  # one snapshot for heads, checkpoints and rows
+            with conn.transaction():  # one snapshot for heads, checkpoints, runs and rows
                 heads = {
                     r[0]: (int(r[1]), r[2])
                     for r in conn.execute("SELECT instance, seq, chain_hash FROM chain_heads")
                 }
+                if instance is not None:
+                    heads = {k: v for k, v in heads.items() if k == instance}
                 cps = {
                     r[0]: (int(r[1]), r[2])
                     for r in conn.execute("SELECT instance, seq, chain_hash FROM checkpoints")
                 }
+                latest = {}
+                if not full:
+                    latest = {
+                        r[1]: _codec.verification_run(r)
+                        for r in conn.execute(
+                            f"{_RUNS} WHERE id IN "
+                            "(SELECT MAX(id) FROM verifications GROUP BY instance)"
+                        )
+                    }
+                starts = _codec.plan(heads, cps, latest, full)
+                anchors: dict[str, list[str]] = {}
+                for name, st in starts.items():
+                    if st.base is not None:
+                        anchors[name] = [
+                            r[0]
+                            for r in conn.execute(
+                                "SELECT chain_hash FROM events WHERE instance = %s AND seq = %s",
+                                (name, st.seq),
+                            )
+                        ]
                 with conn.cursor(name="egresswatch_verify") as cur:
                     cur.itersize = 5000
-                    if instance is None:
+                    if full and instance is None:
                         cur.execute(f"{_SELECT} ORDER BY instance, seq, id")
-                    else:
-                        heads = {k: v for k, v in heads.items() if k == instance}
+                    elif full:
                         cur.execute(f"{_SELECT} WHERE instance = %s ORDER BY seq, id", (instance,))
-                    return _codec.verify_stream(cur, heads, cps, instance)
+                    else:
+                        # Per instance, rows after the verified head (or all of them).
+                        lower = {
+                            n: (st.seq if st.base is not None else -1) for n, st in starts.items()
+                        }
+                        names = sorted(lower)
+                        cur.execute(
+                            f"{_SELECT} JOIN unnest(%s::text[], %s::bigint[]) AS s(i, lo) "
+                            "ON instance = s.i AND seq > s.lo ORDER BY instance, seq, id",
+                            (names, [lower[n] for n in names]),
+                        )
+                    result = _codec.verify_stream(cur, heads, cps, instance, starts, anchors)
+
+                def lookup(run_id: int) -> VerificationRun | None:
+                    row = conn.execute(f"{_RUNS} WHERE id = %s", (run_id,)).fetchone()
+                    return None if row is None else _codec.verification_run(row)
+
+                earlier = _codec.history(starts, lookup)
         finally:
             conn.close()
+        runs = _codec.run_records(result, starts, started, time.time())
+        if record:
+            runs = self._record(runs)
+        return _codec.with_runs(result, "full" if full else "incremental", runs, earlier)
+
+    def _record(self, runs: list[VerificationRun]) -> list[VerificationRun]:
+        """Store this run; a store we cannot write to (read-only role) keeps ids ``None``."""
+        out = []
+        try:
+            with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
+                for run in runs:
+                    cur.execute(_RECORD, dataclasses.astuple(run)[1:])
+                    (run_id,) = cur.fetchone()
+                    out.append(dataclasses.replace(run, id=int(run_id)))
+        except psycopg.Error as e:
+            logger.warning("%s: could not record the verification run: %s", _redact(self.url), e)
+            return runs
+        return out
+
+    @_store_errors
+    def verifications(self, instance: str | None = None) -> list[VerificationRun]:
+        with self._lock:
+            if instance is None:
+                rows = self._conn.execute(f"{_RUNS} ORDER BY id").fetchall()
+            else:
+                rows = self._conn.execute(
+                    f"{_RUNS} WHERE instance = %s ORDER BY id", (instance,)
+                ).fetchall()
+        return [_codec.verification_run(r) for r in rows]
 
     @_store_errors
     def prune(self, before: float) -> int:
@@ -261,6 +369,8 @@ class PostgresStore:
                 ).fetchone()
                 if last is None:
                     continue
+                # Coverage and configuration outlive the raw events (same transaction).
+                cur.execute(_ARCHIVE, (time.time(), inst, cut))
                 cur.execute("DELETE FROM events WHERE instance = %s AND seq <= %s", (inst, cut))
                 deleted += cur.rowcount
                 cur.execute(
@@ -289,7 +399,8 @@ class PostgresStore:
             c = self._conn
             rows = {
                 t: int(c.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
-                for t in ("events", "rollups", "chain_heads", "checkpoints")
+                for t in _TABLES
+                if t != "schema_migrations"
             }
             (size,) = c.execute(
                 "SELECT " + " + ".join(f"pg_total_relation_size('{t}')" for t in _TABLES)

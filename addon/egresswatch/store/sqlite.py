@@ -10,6 +10,7 @@ URLs: ``sqlite:///abs/path/events.db`` (absolute), ``sqlite:relative/events.db``
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import sqlite3
@@ -23,7 +24,6 @@ from typing import Any
 from typing import cast
 
 from ..events import Event
-from ..events import EventKind
 from . import ChainHead
 from . import RollupRow
 from . import RollupSummary
@@ -31,6 +31,7 @@ from . import SchemaTooNew
 from . import StoreError
 from . import StoreStats
 from . import StoreUnavailable
+from . import VerificationRun
 from . import VerifyResult
 from . import _codec
 from . import migrations
@@ -56,6 +57,20 @@ INSERT INTO chain_heads (instance, seq, chain_hash) VALUES (?, ?, ?)
 ON CONFLICT (instance) DO UPDATE SET seq = excluded.seq, chain_hash = excluded.chain_hash
 """
 _SELECT = f"SELECT {_codec.COLUMN_SQL} FROM events"
+_LIFECYCLE = (
+    f"SELECT {_codec.COLUMN_SQL} FROM events WHERE ts >= ? AND ts < ? AND kind != 'hit' "
+    f"UNION ALL SELECT {_codec.ARCHIVE_AS_EVENTS_SQL} FROM lifecycle_archive "
+    "WHERE ts >= ? AND ts < ? ORDER BY 4, 1, 2"
+)
+_ARCHIVE = (
+    f"INSERT INTO lifecycle_archive ({_codec.ARCHIVE_COLUMN_SQL}, archived_at) "
+    f"SELECT {_codec.ARCHIVE_COLUMN_SQL}, ? FROM events "
+    "WHERE instance = ? AND seq <= ? AND kind != 'hit'"
+)
+_RECORD = (
+    f"INSERT INTO verifications ({_codec.VERIFICATION_SQL}) "
+    f"VALUES ({', '.join('?' * len(_codec.VERIFICATION_COLUMNS))})"
+)
 
 
 def sqlite_path(url: str) -> str:
@@ -206,20 +221,32 @@ class SQLiteStore:
         return [RollupRow(*r) for r in rows]
 
     @_store_errors
-    def summarise(self, start: float, end: float, by: Sequence[str]) -> list[RollupSummary]:
+    def summarise(
+        self,
+        start: float,
+        end: float,
+        by: Sequence[str],
+        *,
+        top: int | None = None,
+        clients: bool = True,
+    ) -> list[RollupSummary]:
         first, last = _codec.day_range(start, end)
-        sql = _codec.summary_sql(by, "?")
-        with self._lock:
-            rows = self._conn.execute(sql, (first, last)).fetchall()
-        return _codec.summaries(rows, len(by))
+        sql = _codec.summary_sql(by, "?", top, clients)
+        # A reader connection of its own: a report's grouped scans never hold up the writer.
+        conn = self._reader()
+        try:
+            rows = conn.execute(sql, (first, last)).fetchall()
+        finally:
+            conn.close()
+        return _codec.summaries(rows, len(by), top)
 
     @_store_errors
     def lifecycle(self, start: float, end: float) -> list[Event]:
-        with self._lock:
-            rows = self._conn.execute(
-                f"{_SELECT} WHERE ts >= ? AND ts < ? AND kind != ? ORDER BY ts, instance, seq",
-                (start, end, EventKind.HIT.value),
-            ).fetchall()
+        conn = self._reader()
+        try:
+            rows = conn.execute(_LIFECYCLE, (start, end, start, end)).fetchall()
+        finally:
+            conn.close()
         return [_codec.row_to_event(r) for r in rows]
 
     def iter_events(self, since: float, until: float) -> Iterator[Event]:
@@ -238,23 +265,84 @@ class SQLiteStore:
             conn.close()
 
     @_store_errors
-    def verify(self, instance: str | None = None) -> VerifyResult:
+    def verify(
+        self, instance: str | None = None, *, full: bool = True, record: bool = True
+    ) -> VerifyResult:
+        started = time.time()
         conn = self._reader()
         try:
-            conn.execute("BEGIN")  # one snapshot for heads, checkpoints and rows
+            conn.execute("BEGIN")  # one snapshot for heads, checkpoints, runs and rows
             heads = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT * FROM chain_heads")}
+            if instance is not None:
+                heads = {k: v for k, v in heads.items() if k == instance}
             cps = {
                 r[0]: (r[1], r[2])
                 for r in conn.execute("SELECT instance, seq, chain_hash FROM checkpoints")
             }
-            if instance is None:
-                cur = conn.execute(f"{_SELECT} ORDER BY instance, seq, id")
+            latest = {} if full else _latest_runs(conn)
+            starts = _codec.plan(heads, cps, latest, full)
+            anchors: dict[str, list[str]] = {}
+            rows: Iterator[Any]
+            if full and instance is None:
+                rows = _fetch_all(conn.execute(f"{_SELECT} ORDER BY instance, seq, id"))
+            elif full:
+                rows = _fetch_all(
+                    conn.execute(f"{_SELECT} WHERE instance = ? ORDER BY seq, id", (instance,))
+                )
             else:
-                cur = conn.execute(f"{_SELECT} WHERE instance = ? ORDER BY seq, id", (instance,))
-                heads = {k: v for k, v in heads.items() if k == instance}
-            return _codec.verify_stream(_fetch_all(cur), heads, cps, instance)
+                for name, st in starts.items():
+                    if st.base is not None:
+                        anchors[name] = [
+                            r[0]
+                            for r in conn.execute(
+                                "SELECT chain_hash FROM events WHERE instance = ? AND seq = ?",
+                                (name, st.seq),
+                            )
+                        ]
+                rows = _incremental_rows(conn, starts)
+            result = _codec.verify_stream(rows, heads, cps, instance, starts, anchors)
+            earlier = _codec.history(starts, lambda i: _run_by_id(conn, i))
         finally:
             conn.close()
+        runs = _codec.run_records(result, starts, started, time.time())
+        if record:
+            runs = self._record(runs)
+        return _codec.with_runs(result, "full" if full else "incremental", runs, earlier)
+
+    def _record(self, runs: list[VerificationRun]) -> list[VerificationRun]:
+        """Store this run; a store we cannot write to (read-only file) keeps ids ``None``."""
+        out = []
+        try:
+            with self._lock:
+                c = self._conn
+                c.execute("BEGIN IMMEDIATE")
+                try:
+                    for run in runs:
+                        values = dataclasses.astuple(run)
+                        cur = c.execute(_RECORD, values)
+                        out.append(dataclasses.replace(run, id=cur.lastrowid))
+                    c.execute("COMMIT")
+                except BaseException:
+                    if c.in_transaction:
+                        c.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as e:
+            logger.warning("%s: could not record the verification run: %s", self.path, e)
+            return runs
+        return out
+
+    @_store_errors
+    def verifications(self, instance: str | None = None) -> list[VerificationRun]:
+        conn = self._reader()
+        try:
+            sql = f"SELECT {_codec.VERIFICATION_SQL} FROM verifications"
+            if instance is None:
+                rows = conn.execute(f"{sql} ORDER BY id").fetchall()
+            else:
+                rows = conn.execute(f"{sql} WHERE instance = ? ORDER BY id", (instance,)).fetchall()
+        finally:
+            conn.close()
+        return [_codec.verification_run(r) for r in rows]
 
     @_store_errors
     def prune(self, before: float) -> int:
@@ -283,6 +371,8 @@ class SQLiteStore:
                     ).fetchone()
                     if last is None:
                         continue
+                    # Coverage and configuration outlive the raw events (same transaction).
+                    c.execute(_ARCHIVE, (time.time(), inst, cut))
                     cur = c.execute(
                         "DELETE FROM events WHERE instance = ? AND seq <= ?", (inst, cut)
                     )
@@ -319,7 +409,14 @@ class SQLiteStore:
             c = self._conn
             rows = {
                 t: c.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                for t in ("events", "rollups", "chain_heads", "checkpoints")
+                for t in (
+                    "events",
+                    "rollups",
+                    "chain_heads",
+                    "checkpoints",
+                    "verifications",
+                    "lifecycle_archive",
+                )
             }
             (pages,) = c.execute("PRAGMA page_count").fetchone()
             (size,) = c.execute("PRAGMA page_size").fetchone()
@@ -337,6 +434,35 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _latest_runs(conn: sqlite3.Connection) -> dict[str, VerificationRun]:
+    """The latest recorded run of every instance."""
+    rows = conn.execute(
+        f"SELECT {_codec.VERIFICATION_SQL} FROM verifications WHERE id IN "
+        "(SELECT MAX(id) FROM verifications GROUP BY instance)"
+    ).fetchall()
+    return {r[1]: _codec.verification_run(r) for r in rows}
+
+
+def _run_by_id(conn: sqlite3.Connection, run_id: int) -> VerificationRun | None:
+    row = conn.execute(
+        f"SELECT {_codec.VERIFICATION_SQL} FROM verifications WHERE id = ?", (run_id,)
+    ).fetchone()
+    return None if row is None else _codec.verification_run(row)
+
+
+def _incremental_rows(conn: sqlite3.Connection, starts: dict[str, _codec.Start]) -> Iterator[Any]:
+    """Per instance in name order: rows after the verified head (all rows for a full start)."""
+    for name in sorted(starts):
+        st = starts[name]
+        if st.base is None:
+            cur = conn.execute(f"{_SELECT} WHERE instance = ? ORDER BY seq, id", (name,))
+        else:
+            cur = conn.execute(
+                f"{_SELECT} WHERE instance = ? AND seq > ? ORDER BY seq, id", (name, st.seq)
+            )
+        yield from _fetch_all(cur)
 
 
 def _fetch_all(cur: sqlite3.Cursor) -> Iterator[Any]:
