@@ -8,6 +8,7 @@ from egresswatch.catalogue import CarveOut
 from egresswatch.catalogue import CidrRule
 from egresswatch.catalogue import DomainRule
 from egresswatch.catalogue import load_catalogue
+from egresswatch.hostnames import normalise_host
 from egresswatch.matcher import Matcher
 from hypothesis import given
 from hypothesis import settings
@@ -22,7 +23,7 @@ def carve(domain: str, app: str) -> CarveOut:
     return CarveOut(domain, app, "test", "not this app", "t.yaml", 1)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")  # immutable: one per module
 def matcher() -> Matcher:
     return Matcher.from_entries(
         [
@@ -70,6 +71,13 @@ def matcher() -> Matcher:
         ("198.51.100.1", None),
         ("", None),
         ("a..qq.com", None),
+        (".qq.com", None),
+        ("..qq.com", None),
+        ("a b.qq.com", None),
+        ("a\x00.qq.com", None),
+        ("-.qq.com", "qq"),  # edge hyphens are matched (seen in the wild), like normalise_host
+        ("x" * 64 + ".qq.com", None),  # an over-long label
+        ("QQ.COM", "qq"),
         ("x" * 300 + ".qq.com", None),
     ],
 )
@@ -160,7 +168,7 @@ def reference(
     return apps[0], apps, best[0].domain
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(
     st.lists(st.tuples(names, APPS, st.sampled_from(["suffix", "exact"])), max_size=12),
     st.lists(st.tuples(names, APPS), max_size=3),
@@ -177,3 +185,40 @@ def test_agrees_with_naive_reference(
         assert (None if got is None else (got.app, got.apps, got.rule.domain)) == reference(
             rules, carves, host
         ), host
+
+
+RAW_ALPHABET = st.sampled_from(
+    [
+        "a",
+        "b",
+        "qq",
+        "com",
+        "tenpay",
+        "weixin",
+        "pay",
+        ".",
+        "-",
+        "_",
+        " ",
+        "Q",
+        "\x00",
+        ":",
+        "[",
+        "]",
+        "1",
+        "ü",
+        "xn--",
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(RAW_ALPHABET, max_size=12).map("".join))
+def test_fast_path_agrees_with_the_careful_path(matcher: Matcher, raw: str) -> None:
+    # match() takes a shortcut for plain ASCII names; it must decide exactly as normalising first.
+    name = normalise_host(raw)
+    expected = None if name is None else matcher.match_normalised(name)
+    got = matcher.match(raw)
+    assert (got and (got.host, got.app, got.rule.domain)) == (
+        expected and (expected.host, expected.app, expected.rule.domain)
+    )

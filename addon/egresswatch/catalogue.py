@@ -166,8 +166,9 @@ class BulkList:
             return 0
 
     def rule(self, name: str, line: int) -> DomainRule:
-        """The :class:`DomainRule` view of one name of this list."""
-        return DomainRule(
+        """The :class:`DomainRule` view of one name of this list (built on every hit: plain
+        ``tuple.__new__`` skips the NamedTuple's Python-level constructor)."""
+        fields = (
             name,
             self.match,
             self.app,
@@ -178,7 +179,9 @@ class BulkList:
             (),
             self.file,
             line,
+            "",
         )
+        return _new_tuple(DomainRule, fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +254,9 @@ class Catalogue:
         return tuple(
             r for r in app.regimes if r in self.regimes and self.regimes[r].status(on) == "in_force"
         )
+
+
+_new_tuple = tuple.__new__
 
 
 def bundled_dir() -> Path:

@@ -26,6 +26,7 @@ __all__ = [
     "MAX_LABELS",
     "MAX_NAME_LENGTH",
     "is_ip_literal",
+    "is_matchable",
     "is_strict_hostname",
     "normalise_host",
     "parse_ip",
@@ -164,6 +165,19 @@ def _normalise_slow(raw: str | bytes | None) -> str | None:
     if h[-1] in _DIGITS:
         return _numeric(h)
     return h
+
+
+def is_matchable(name: str, end: int | None = None) -> bool:
+    """True for a lower-case ASCII name (no port, no trailing dot) that matching accepts.
+
+    With ``end``, only ``name[:end]`` is checked: the labels left of a suffix already known to
+    be valid, which starts at ``end + 1``. A negative ``end`` means the name is that suffix.
+    """
+    if len(name) > MAX_NAME_LENGTH:
+        return False
+    if end is None:
+        return _FAST_RE.fullmatch(name) is not None
+    return end < 0 or (end > 0 and _FAST_RE.fullmatch(name, 0, end) is not None)
 
 
 def is_strict_hostname(name: str) -> bool:

@@ -33,6 +33,7 @@ from .catalogue import CarveOut
 from .catalogue import Catalogue
 from .catalogue import CidrRule
 from .catalogue import DomainRule
+from .hostnames import is_matchable
 from .hostnames import normalise_host
 from .hostnames import parse_ip
 
@@ -72,7 +73,17 @@ def _add(table: dict[str, _Value], key: str, entry: _Entry) -> None:
 class Matcher:
     """Immutable once built; safe to share between the event loop and threads."""
 
-    __slots__ = ("_bulk", "_cidrs", "_exact", "_prefixes", "_regimes", "_suffix", "entries")
+    __slots__ = (
+        "_bulk",
+        "_bulk_heads",
+        "_cidrs",
+        "_exact",
+        "_interior",
+        "_prefixes",
+        "_regimes",
+        "_suffix",
+        "entries",
+    )
 
     def __init__(
         self,
@@ -81,10 +92,18 @@ class Matcher:
         bulk: list[BulkList],
         cidrs: dict[tuple[int, int], dict[int, CidrRule]],
         regimes: dict[str, tuple[str, ...]],
+        interior: frozenset[str] = frozenset(),
     ) -> None:
         self._exact = exact
         self._suffix = suffix
+        # Rules (or carve-outs) that have longer rules or carve-outs under them: only past these
+        # can the walk find anything longer than a rule it has found.
+        self._interior = interior
         self._bulk = bulk
+        # Per bulk list, the DomainRule fields between the name and the line number.
+        self._bulk_heads = [
+            (b.match, b.app, b.source, b.confidence, b.tags, "", (), b.file) for b in bulk
+        ]
         self._cidrs = cidrs
         # Longest prefix first, per IP version.
         self._prefixes = {
@@ -133,28 +152,49 @@ class Matcher:
                     table[name] = tag | line  # the common case, kept cheap for million-name lists
                 else:
                     _add(table, name, tag | line)
-        # Interior markers for the bottom-up walk.
+        # Interior markers for the bottom-up walk, and the rules that are also interior.
         setdefault = suffix.setdefault
+        interior: set[str] = set()
         for name in list(suffix):
             i = name.find(".")
             while i >= 0:
                 name = name[i + 1 :]
-                setdefault(name, _NODE)
+                if setdefault(name, _NODE) is not _NODE:
+                    interior.add(name)
                 i = name.find(".")
         nets: dict[tuple[int, int], dict[int, CidrRule]] = {}
         for c in cidrs:
             bucket = nets.setdefault((c.network.version, c.network.prefixlen), {})
             bucket.setdefault(int(c.network.network_address), c)
-        return cls(exact, suffix, lists, nets, dict(regimes or {}))
+        return cls(exact, suffix, lists, nets, dict(regimes or {}), frozenset(interior))
 
     # ----------------------------------------------------------------------------------------
 
     def match(self, host: str | bytes | None) -> Match | None:
         """Attribute a raw hostname (or IP literal) to an app, or ``None``."""
-        name = normalise_host(host)
-        if name is None:
+        # Fast path for the common case, a plain ASCII name: lower-case it and strip the dot,
+        # then look it up without validating it first. A name that is not in the catalogue is
+        # no match whether valid or not (the common case costs no validation); a match is
+        # returned only if the whole name is valid. Ports, brackets, IP literals and Unicode
+        # take the careful path.
+        if host.__class__ is str and 0 < len(host) <= _FAST_MAX and host.isascii():
+            name = host.lower()
+            if name[-1] == ".":
+                name = name[:-1]
+            # name[-1] > ":" rules out IP literals (digits, colons); brackets need no check here:
+            # no rule holds one, and a name with one left of a rule fails validation below.
+            if name and name[-1] > ":" and ":" not in name:
+                found = self._lookup(name)
+                if found is None:
+                    return None
+                # Only the labels left of the matched rule are unchecked.
+                if is_matchable(name, len(name) - len(found.rule.domain) - 1):
+                    return found
+                return None
+        normalised = normalise_host(host)
+        if normalised is None:
             return None
-        return self.match_normalised(name)
+        return self.match_normalised(normalised)
 
     def match_normalised(self, name: str) -> Match | None:
         """Like :meth:`match` for a name already passed through ``normalise_host``."""
@@ -162,6 +202,10 @@ class Matcher:
             ip = parse_ip(name)
             if ip is not None:
                 return self.match_ip(ip)
+        return self._lookup(name)
+
+    def _lookup(self, name: str) -> Match | None:
+        """Exact rules, then the longest suffix rule, for a lower-case name without a port."""
         exact = self._exact
         if exact:
             ev = exact.get(name)
@@ -169,8 +213,11 @@ class Matcher:
                 exact_match = self._resolve(name, name, ev, None)
                 if exact_match is not None:
                     return exact_match
-        # Bottom-up: collect the rules and carve-outs on the way, stop at the first absent suffix.
+        # Bottom-up: collect the rules and carve-outs on the way; stop at the first absent
+        # suffix, or at a rule nothing longer hangs under.
         get = self._suffix.get
+        interior = self._interior
+        node = _NODE
         found: list[tuple[str, _Value]] | None = None
         end = len(name)
         while True:
@@ -179,11 +226,20 @@ class Matcher:
             v = get(s)
             if v is None:
                 break
-            if v is not _NODE:
+            if v is not node:
+                if found is None and s not in interior:
+                    # The common hit: the first rule on the way, nothing longer under it.
+                    if v.__class__ is DomainRule:
+                        app = v.app
+                        return _new_match(Match, (name, app, (app,), v, self._regimes.get(app, ())))
+                    if v.__class__ is int:
+                        return self._bulk_match(name, s, v)
                 if found is None:
                     found = [(s, v)]
                 else:
                     found.append((s, v))
+                if s not in interior:
+                    break
             if dot < 0:
                 break
             end = dot
@@ -191,22 +247,26 @@ class Matcher:
             return None
         if len(found) == 1:
             key, only = found[0]
-            if only.__class__ is DomainRule:  # the common hit: one inline rule
-                app = only.app
-                return _new_match(Match, (name, app, (app,), only, self._regimes.get(app, ())))
             if isinstance(only, CarveOut):
                 return None
             return self._resolve(name, key, only, None)
         # Longest first: a carve-out excludes its app from every shorter rule.
         excluded: set[str] | None = None
         for key, value in reversed(found):
-            if isinstance(value, CarveOut):
-                excluded = (excluded or set()) | {value.app}
-                continue
             match = self._resolve(name, key, value, excluded)
             if match is not None:
                 return match
+            entries = cast(tuple[_Entry, ...], value if type(value) is tuple else (value,))
+            carved = {e.app for e in entries if isinstance(e, CarveOut)}
+            if carved:
+                excluded = (excluded or set()) | carved
         return None
+
+    def _bulk_match(self, name: str, key: str, packed: int) -> Match:
+        head = self._bulk_heads[packed >> _LINE_BITS]
+        rule = _new_rule(DomainRule, (key, *head, packed & _LINE_MASK, ""))
+        app = rule.app
+        return _new_match(Match, (name, app, (app,), rule, self._regimes.get(app, ())))
 
     def _rule(self, key: str, e: DomainRule | int) -> DomainRule:
         if isinstance(e, int):
@@ -259,5 +319,7 @@ class Matcher:
 
 
 _DIGITS_AND_COLON = frozenset("0123456789:")
+# Longest raw name the fast path takes (a 253-octet name plus a trailing dot).
+_FAST_MAX = 254
 # Building the hot-path result without the NamedTuple's Python-level __new__ saves a frame per hit.
-_new_match = tuple.__new__
+_new_match = _new_rule = tuple.__new__
