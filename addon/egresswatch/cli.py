@@ -7,6 +7,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from . import __version__
+
 # Each module in egresswatch.commands defines ``register(subparsers) -> None``; the parsers it adds
 # set ``func=<callable(args) -> int>``. Imported lazily so that ``egresswatch report`` never pays
 # for mitmproxy.
@@ -18,16 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="egresswatch",
         description="Watch, count and block outbound traffic to designated apps.",
     )
+    parser.add_argument("--version", action="version", version=f"egresswatch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"egresswatch.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"egresswatch.commands.{name}":
-                continue  # not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"egresswatch.commands.{name}").register(sub)
     return parser
 
 
