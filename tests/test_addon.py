@@ -6,6 +6,7 @@ Python's ssl module); the event writer is the real one over a ``MemoryStore``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -29,9 +30,12 @@ from egresswatch.addon import verifiable_sni
 from egresswatch.events import Event
 from egresswatch.events import EventKind
 from egresswatch.store.memory import MemoryStore
+from hypothesis import given
+from hypothesis import strategies as st
 from mitmproxy import dns
 from mitmproxy import exceptions
 from mitmproxy import http
+from mitmproxy.addons.errorcheck import ErrorCheck
 from mitmproxy.connection import Client
 from mitmproxy.connection import Server
 from mitmproxy.proxy.context import Context
@@ -222,6 +226,51 @@ def test_refusal_reason(name: str, refused: bool) -> None:
 
 
 @pytest.mark.parametrize(
+    ("name", "refused"),
+    [
+        ("a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61, False),  # 253 bytes
+        ("a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61 + ".", False),  # + dot
+        ("a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 62, True),  # 254 bytes
+        ("a." * 127, False),
+        ("a.test..", True),
+        (".a.test", True),
+        ("a" * 63 + ".test.", False),
+    ],
+)
+def test_refusal_reason_at_the_limits(name: str, refused: bool) -> None:
+    assert (refusal_reason(name) is not None) == refused
+
+
+def test_refusal_reason_plain_names_skip_codec_and_ip_parsing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def careful(name: str) -> str | None:
+        raise AssertionError(f"careful path taken for {name!r}")
+
+    monkeypatch.setattr(addon_mod, "_careful_refusal_reason", careful)
+    for name in ("www.Example.COM", "192.0.2.1", "a_b-c.test.", "x" * 63):
+        assert refusal_reason(name) is None
+
+
+_NAME_CHARS = st.sampled_from(list("aZ09-_.") + ["\x00", "ü", "\udcff", ":", " ", "\u200d"])
+
+
+@given(st.lists(_NAME_CHARS, max_size=80).map("".join) | st.text(max_size=40))
+def test_refusal_reason_fast_path_agrees_with_the_codec(name: str) -> None:
+    assert refusal_reason(name) == addon_mod._careful_refusal_reason(name)
+
+
+@given(
+    st.lists(
+        st.sampled_from(["a", "b-c", "-", "x-", "9", "A" * 63, "b" * 64, "", "ü", "_", "a.b"]),
+        max_size=6,
+    ).map(".".join)
+)
+def test_refusal_reason_fast_path_on_label_mixes(name: str) -> None:
+    assert refusal_reason(name) == addon_mod._careful_refusal_reason(name)
+
+
+@pytest.mark.parametrize(
     ("sni", "ok"),
     [
         (None, True),
@@ -234,6 +283,31 @@ def test_refusal_reason(name: str, refused: bool) -> None:
 )
 def test_verifiable_sni(sni: str | None, ok: bool) -> None:
     assert verifiable_sni(sni) is ok
+
+
+def _verifiable_reference(sni: str) -> bool:
+    """The rule spelled out label by label (what the compiled pattern must agree with)."""
+    if sni.endswith(".") or not sni.isascii():
+        return False
+    for label in sni.split("."):
+        if not label or len(label) > 63 or label[0] == "-" or label[-1] == "-":
+            return False
+        if not all(c.isalnum() or c == "-" for c in label):
+            return False
+    return True
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            ["a", "Z9", "b-c", "-", "x-", "-y", "a" * 63, "b" * 64, "", "ü", "_", "\n"]
+        ),
+        max_size=6,
+    ).map(".".join)
+    | st.text(max_size=30)
+)
+def test_verifiable_sni_agrees_with_the_label_rule(sni: str) -> None:
+    assert verifiable_sni(sni) is _verifiable_reference(sni)
 
 
 @pytest.mark.parametrize(
@@ -286,6 +360,7 @@ def test_block_page_escapes_every_value() -> None:
         ("egresswatch_metrics_listen", "nope", "invalid listen address"),
         ("egresswatch_store", "mysql://x", "unknown scheme"),
         ("egresswatch_heartbeat", 0, "at least 1"),
+        ("egresswatch_flush_ms", 0, "at least 1"),
         ("egresswatch_queue_size", -1, "must not be negative"),
         ("egresswatch_metrics_certfile", "/x.pem", "go together"),
     ],
@@ -294,6 +369,14 @@ def test_bad_options_are_refused(env: Env, opt: str, value: object, message: str
     with pytest.raises(exceptions.OptionsError, match=message):
         env.tctx.configure(env.addon, **{opt: value})
     assert getattr(env.tctx.options, opt) != value  # rolled back
+
+
+def test_fixed_options_accept_their_current_value(env: Env) -> None:
+    # mitmproxy reports every key of an update as changed, even when its value is the same
+    env.tctx.configure(env.addon, egresswatch_department_label=False)
+    with pytest.raises(exceptions.OptionsError, match="cannot change at runtime"):
+        env.tctx.configure(env.addon, egresswatch_department_label=True)
+    assert env.tctx.options.egresswatch_department_label is False
 
 
 def test_startup_catalogue_error_names_file_and_line(
@@ -311,6 +394,7 @@ def test_startup_catalogue_error_names_file_and_line(
                 egresswatch_metrics_listen="off",
             )
         assert f"{d / 'watchy.yaml'}:" in str(ei.value)
+        assert ei.value.__cause__ is None and ei.value.__suppress_context__  # no chained traces
         # the addon keeps what it had (here the defaults it was registered with)
         assert a.state is not None and str(d) not in map(str, a.state.dirs)
         assert a.metrics is not None
@@ -335,6 +419,42 @@ def test_startup_policy_error_names_file_and_line(
             )
         assert a.metrics is not None
         a.metrics.close()
+
+
+def test_startup_error_under_mitmdump_is_one_clear_log_record(
+    catalogue_dir: Callable[..., Path],
+) -> None:
+    """With mitmproxy's start-up check loaded (mitmdump, mitmweb), a broken catalogue is logged
+    as its message only (that check then exits non-zero), not raised into mitmproxy's script
+    loader, which would print it with a traceback."""
+    d = catalogue_dir(APPS, name="broken")
+    (d / "watchy.yaml").write_text("id: watchy\nname: Watchy\ndomains:\n  - domain: [\n")
+    check = ErrorCheck()
+    try:
+        a = EgressWatch(registry=CollectorRegistry())
+        with taddons.context(check, a) as tctx:
+            tctx.configure(
+                a,
+                egresswatch_bundled=False,
+                egresswatch_lists=[str(d)],
+                egresswatch_metrics_listen="off",
+            )
+            assert a.state is None
+            (record,) = check.logger.has_errored
+            assert record.exc_info is None
+            assert record.getMessage().startswith("egresswatch: invalid catalogue:\n")
+            assert f"{d / 'watchy.yaml'}:5: YAML syntax error" in record.getMessage()
+            a.running()  # should mitmproxy still get there: nothing starts, nothing raises
+            assert a.writer is None and a._tasks == {}
+            # once something is loaded, a bad change is refused (and rolled back) as usual
+            tctx.configure(a, egresswatch_bundled=True, egresswatch_lists=[])
+            assert a.state is not None
+            with pytest.raises(exceptions.OptionsError, match="invalid value 'x'"):
+                tctx.configure(a, egresswatch_decrypt="x")
+            assert a.metrics is not None
+            a.metrics.close()
+    finally:
+        check.finish()
 
 
 def test_bundled_catalogue_loads(tmp_path: Path) -> None:
@@ -457,6 +577,27 @@ def test_plain_http_proxy_requests_count_each(env: Env) -> None:
         env.addon.requestheaders(f)
         assert f.response is None
     assert env.hits("watchy", "monitor", "http_host", "default") == 3
+
+
+def test_decrypted_requests_on_an_unmatched_tunnel_count_once(env: Env) -> None:
+    env.tctx.configure(env.addon, egresswatch_decrypt="all")
+    c = client()
+    env.addon.http_connect(connect_flow("example.org", c))
+    env.addon.tls_clienthello(hello_data(env, "example.org", c))
+    c.tls = True  # mitmproxy intercepts the client's TLS
+    for _ in range(3):  # a coalesced origin: Host differs from the CONNECT host and the SNI
+        env.addon.requestheaders(request_flow("watched.test", c))
+    assert env.hits("watchy", "monitor", "http_host", "default") == 1
+
+
+def test_transparent_plain_http_counts_once_per_connection(env: Env) -> None:
+    c = client("transparent")
+    env.addon.server_connect(server_data(c, "198.51.100.1", 80))  # no CIDR matches
+    for _ in range(3):
+        env.addon.requestheaders(request_flow("watched.test", c))
+    assert env.hits("watchy", "monitor", "http_host", "default") == 1
+    env.addon.client_disconnected(c)
+    assert c.id not in env.addon._conn_apps
 
 
 def test_decrypted_requests_count_only_new_apps(env: Env) -> None:
@@ -821,12 +962,24 @@ async def test_reload_on_file_change(env: Env, caplog: pytest.LogCaptureFixture)
     assert f.response is None
 
 
+def test_exception_expiry_before_a_reload_is_logged_once(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    env.addon._check_exceptions(NOW)  # a heartbeat
+    later = 1_798_761_600.0 + 60  # EXC-1 expired a minute ago
+    env.clock[0] = later
+    with caplog.at_level(logging.WARNING, logger="egresswatch"):
+        env.addon.reload()  # before the next heartbeat
+        env.addon._check_exceptions(later + 60)  # the next heartbeat
+    assert caplog.text.count("egresswatch: exception EXC-1 expired at") == 1
+
+
 def test_exception_expiry_logged_once(env: Env, caplog: pytest.LogCaptureFixture) -> None:
-    env.addon._check_exceptions(NOW, log_expired=True)
+    env.addon._check_exceptions(NOW)
     later = 1_798_761_600.0 + 60  # 2027-01-01T00:01Z: EXC-1 (end of 2026-12-31) has expired
     with caplog.at_level(logging.WARNING, logger="egresswatch"):
-        env.addon._check_exceptions(later, log_expired=True)
-        env.addon._check_exceptions(later + 60, log_expired=True)
+        env.addon._check_exceptions(later)
+        env.addon._check_exceptions(later + 60)
     assert (
         caplog.text.count("egresswatch: exception EXC-1 expired at 2027-01-01T00:00:00+00:00") == 1
     )
@@ -853,6 +1006,38 @@ async def test_running_and_done_write_lifecycle_and_hits(env: Env) -> None:
     (start,) = [e for e in env.store.iter_events(0, 1e12) if e.kind == EventKind.START]
     assert start.detail is not None and start.detail["client_identity"] == "address"
     assert env.addon._pending == []
+
+
+async def test_runtime_option_changes_take_effect_or_are_refused(env: Env) -> None:
+    env.addon.running()
+    try:
+        # heartbeat: the loop restarts with the new interval
+        env.tctx.configure(env.addon, egresswatch_heartbeat=1, egresswatch_flush_ms=1000)
+        # reload interval: from "command only" to a 1 s file check
+        env.tctx.configure(env.addon, egresswatch_reload_interval=1)
+        old = env.addon.state
+        env.policy.write_text(POLICY.replace("blocky: block", "blocky: monitor"))
+        deadline = time.monotonic() + 5
+        while env.addon.state is old and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert env.addon.state is not old
+        while not env.events(EventKind.HEARTBEAT) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert env.events(EventKind.HEARTBEAT), "no heartbeat after egresswatch_heartbeat=1"
+        # and back to "command only": no reload task left
+        env.tctx.configure(env.addon, egresswatch_reload_interval=0)
+        assert list(env.addon._tasks) == ["egresswatch_heartbeat"]
+        # what the running writer and metrics endpoint were built with cannot change
+        for opts in (
+            {"egresswatch_queue_size": 5},
+            {"egresswatch_flush_ms": 5},
+            {"egresswatch_metrics_certfile": "/c.pem", "egresswatch_metrics_keyfile": "/k.pem"},
+        ):
+            with pytest.raises(exceptions.OptionsError, match="cannot change while running"):
+                env.tctx.configure(env.addon, **opts)
+    finally:
+        await env.addon.done()
+    assert env.addon._tasks == {}
 
 
 def test_status_command(env: Env) -> None:

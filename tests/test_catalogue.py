@@ -189,6 +189,35 @@ def test_bulk_list_lines_and_errors(write_cat: WriteCat) -> None:
         load_catalogue([d])
 
 
+def test_bulk_list_line_numbers_follow_text_mode_newlines(write_cat: WriteCat) -> None:
+    """CRLF and lone CR end a line as a text-mode file reads it; a form feed does not."""
+    app = APP + "lists:\n  - file: big.txt\n    source: s\n    confidence: low\n"
+    d = write_cat({"regimes.yaml": REGIMES, "a1.yaml": app})
+    (d / "big.txt").write_bytes(b"one.example\r\ntwo.example\rthree.example\n\x0c\nfour.example\n")
+    (bulk,) = load_catalogue([d]).apps["a1"].lists
+    lines = [bulk.line_of(n) for n in ("one.example", "two.example", "three.example")]
+    assert lines + [bulk.line_of("four.example")] == [1, 2, 3, 5]
+
+
+def test_version_covers_the_bulk_list_bytes(write_cat: WriteCat) -> None:
+    app = APP + "lists:\n  - file: big.txt\n    source: s\n    confidence: low\n"
+    d = write_cat({"regimes.yaml": REGIMES, "a1.yaml": app, "big.txt": "one.example\n"})
+    v1 = load_catalogue([d]).version
+    (d / "big.txt").write_text("one.example\ntwo.example\n")
+    cat = load_catalogue([d])
+    assert cat.version != v1 and (d / "big.txt").resolve() in [p.resolve() for p in cat.files]
+
+
+def test_regimes_yml_is_refused_not_ignored(write_cat: WriteCat) -> None:
+    d = write_cat({"regimes.yml": REGIMES, "a1.yaml": APP})
+    with pytest.raises(CatalogueError) as info:
+        load_catalogue([d])
+    assert any(
+        p.file.endswith("regimes.yml") and "read from regimes.yaml only" in p.message
+        for p in info.value.problems
+    )
+
+
 def test_user_dir_extends_and_conflicts(write_cat: WriteCat) -> None:
     base = write_cat({"regimes.yaml": REGIMES, "a1.yaml": APP}, "base")
     ext = write_cat(
@@ -221,3 +250,19 @@ def test_missing_directory() -> None:
 
 def test_bundled_dir_is_the_repository_catalogue() -> None:
     assert (bundled_dir() / "regimes.yaml").is_file()
+
+
+def test_app_regimes_include_those_of_apps_sharing_names(write_cat: WriteCat) -> None:
+    regimes = REGIMES.replace("    apps: [a1]\n  - id: r2", "    apps: [a1]\n  - id: r2").replace(
+        "    signed: 2023-06-02\n    apps: [a1]", "    signed: 2023-06-02\n    apps: [a2]"
+    )
+    a1 = APP.replace("regimes: [r1, r2]", "regimes: [r1]") + (
+        "  - domain: shared.example\n    shared_with: [a2]\n    source: t\n    confidence: low\n"
+    )
+    a2 = (
+        "id: a2\nname: App Two\ncategory: other\nregimes: [r2]\ndomains:\n"
+        "  - domain: shared.example\n    shared_with: [a1]\n    source: t\n    confidence: low\n"
+    )
+    cat = load_catalogue([write_cat({"regimes.yaml": regimes, "a1.yaml": a1, "a2.yaml": a2})])
+    # A hit on shared.example is attributed to a1 but may be decided under a2's regime r2.
+    assert cat.app_regimes() == {"a1": ("r1", "r2"), "a2": ("r2", "r1")}

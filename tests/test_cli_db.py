@@ -114,6 +114,17 @@ def test_migrate_stats_and_prune(
     assert "lifecycle_archive: 0 rows" in out and "verifications: 1 rows" in out
 
 
+def test_migrate_and_stats_never_print_the_password(
+    postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Local trust authentication ignores the password: the URL still carries one to print.
+    url = postgres_url.replace("@", ":s3cret@", 1)
+    for command in ("migrate", "stats"):
+        rc, out, err = run(capsys, "db", command, "--store", url)
+        assert rc == 0, err
+        assert "s3cret" not in out + err and ":***@" in out
+
+
 def test_unusable_store_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = run(
         capsys, "db", "verify", "--store", "postgresql://postgres@127.0.0.1:1/x?connect_timeout=2"

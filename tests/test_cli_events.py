@@ -78,6 +78,24 @@ def test_ecs_pseudonymous_client_and_ip_destination(make_event: MakeEvent) -> No
     assert life["event"]["kind"] == "state" and life["event"]["action"] == "egresswatch-heartbeat"
 
 
+@pytest.mark.parametrize(
+    ("kind", "category", "type_"),
+    [
+        (EventKind.START, "process", "start"),
+        (EventKind.STOP, "process", "end"),
+        (EventKind.HEARTBEAT, "process", "info"),
+        (EventKind.CONFIG, "configuration", "change"),
+    ],
+)
+def test_ecs_lifecycle_events_carry_an_allowed_type(
+    make_event: MakeEvent, kind: EventKind, category: str, type_: str
+) -> None:
+    # ECS pairs each category with its allowed event.type values.
+    doc = ecs_document(make_event(kind=kind, app=None, host=None, action=None, rule=None))
+    assert (doc["event"]["category"], doc["event"]["type"]) == ([category], [type_])
+    assert "outcome" not in doc["event"]
+
+
 def test_export_streams_the_window(
     sql_store: EventStore, make_event: MakeEvent, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -219,6 +219,16 @@ def test_import_stdin(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
     assert "<stdin>:2: skipped 'b..example': name has an empty label" in err
 
 
+def test_import_stdin_not_utf8(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stdin = io.TextIOWrapper(io.BytesIO(b"0.0.0.0 a.example\n\xff\xfe\n"), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert main(["lists", "import", "--format", "hosts", "--app", "x", "-"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "egresswatch: <stdin>: not UTF-8 text" in err
+
+
 def test_import_extends(catalogue_dir: CatalogueDirFactory, tmp_path: Path) -> None:
     base = catalogue_dir({"demo": {"domains": [{"domain": "base.example"}]}})
     user = tmp_path / "user"

@@ -32,6 +32,11 @@ def july_db(tmp_path_factory: pytest.TempPathFactory, july: list[Event]) -> Path
     return data_dir
 
 
+def july_report(data_dir: Path, *argv: str) -> int:
+    """``egresswatch report --month 2026-07 --data-dir DATA_DIR ARGV...``"""
+    return main(["report", "--month", "2026-07", "--data-dir", str(data_dir), *argv])
+
+
 def test_json_to_file_with_sha256(
     july_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -53,22 +58,9 @@ def test_json_to_file_with_sha256(
 
 
 def test_data_dir_markdown_to_stdout(july_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(
-        [
-            "report",
-            "--month",
-            "2026-07",
-            "--data-dir",
-            str(july_db),
-            "--format",
-            "md",
-            "--top",
-            "1",
-            "--organisation",
-            "Example Ltd",
-        ]
+    assert (
+        july_report(july_db, "--format", "md", "--top", "1", "--organisation", "Example Ltd") == 0
     )
-    assert rc == 0
     out = capsys.readouterr().out
     assert out.startswith("# egresswatch compliance report 2026-07: Example Ltd\n")
     assert "| tiktok | monitor | 7 | 2 |" in out
@@ -79,22 +71,7 @@ def test_data_dir_markdown_to_stdout(july_db: Path, capsys: pytest.CaptureFixtur
 def test_csv_and_html_formats(july_db: Path, tmp_path: Path) -> None:
     for fmt in ("csv", "html"):
         out = tmp_path / f"r.{fmt}"
-        assert (
-            main(
-                [
-                    "report",
-                    "--month",
-                    "2026-07",
-                    "--data-dir",
-                    str(july_db),
-                    "--format",
-                    fmt,
-                    "-o",
-                    str(out),
-                ]
-            )
-            == 0
-        )
+        assert july_report(july_db, "--format", fmt, "-o", str(out)) == 0
         assert (tmp_path / f"r.{fmt}.sha256").exists()
     assert (
         (tmp_path / "r.csv")
@@ -105,7 +82,7 @@ def test_csv_and_html_formats(july_db: Path, tmp_path: Path) -> None:
 
 
 def test_html_is_the_default_format(july_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["report", "--month", "2026-07", "--data-dir", str(july_db), "--no-verify"]) == 0
+    assert july_report(july_db, "--no-verify") == 0
     out = capsys.readouterr().out
     assert out.startswith("<!DOCTYPE html>")
     assert "Verification: not run" not in out and "not run" in out
@@ -118,19 +95,7 @@ def test_lists_adds_an_operator_catalogue(
         {"demo": {"name": "Demo App", "regimes": [], "domains": [{"domain": "demo.example"}]}},
         regimes=[],
     )
-    rc = main(
-        [
-            "report",
-            "--month",
-            "2026-07",
-            "--data-dir",
-            str(july_db),
-            "--format",
-            "json",
-            "--lists",
-            str(extra),
-        ]
-    )
+    rc = july_report(july_db, "--format", "json", "--lists", str(extra))
     assert rc == 0, capsys.readouterr().err
     data = json.loads(capsys.readouterr().out)
     assert {r["id"]: r["status"] for r in data["regimes"]}["us-far-52.204-27"] == "in_force"
@@ -142,7 +107,7 @@ def test_broken_catalogue_is_an_error(
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "broken.yaml").write_text("id: [unclosed\n")
-    rc = main(["report", "--month", "2026-07", "--data-dir", str(july_db), "--lists", str(bad)])
+    rc = july_report(july_db, "--lists", str(bad))
     assert rc == 1
     assert "egresswatch report: catalogue: " in capsys.readouterr().err
 
@@ -194,7 +159,7 @@ def test_tampered_store_warns_but_writes(
     conn.execute("DROP TRIGGER IF EXISTS events_no_update")
     conn.execute("UPDATE events SET host = 'evil.example' WHERE seq = 2")
     conn.close()
-    rc = main(["report", "--month", "2026-07", "--data-dir", str(tmp_path), "--format", "json"])
+    rc = july_report(tmp_path, "--format", "json")
     assert rc == 0
     captured = capsys.readouterr()
     assert "chain verification failed" in captured.err

@@ -168,4 +168,7 @@ def test_run_exits_non_zero_on_a_broken_policy(tmp_path: Path, tiny_catalogue: P
     p = start(tmp_path, "--no-bundled", "--lists", str(tiny_catalogue), "--policy", str(policy))
     out, _ = p.communicate(timeout=60)
     assert p.returncode != 0
-    assert f"{policy}:3:" in out
+    assert f"egresswatch: invalid policy:\n{policy}:3:" in out
+    # just the message: no traceback from mitmproxy's script loader, no chained exceptions
+    assert "Traceback" not in out and "direct cause" not in out
+    assert "Error logged during startup, exiting..." in out

@@ -304,3 +304,7 @@ def test_render_extends(catalogue_dir: CatalogueDirFactory, tmp_path: Path) -> N
 def test_render_rejects_bad_app_id() -> None:
     with pytest.raises(ListImportError, match="app id"):
         render_yaml(_entries(), app="Not Valid")
+    # the catalogue refuses ids over 63 characters, so the importer must not write them
+    render_yaml(_entries(), app="a" * 63)
+    with pytest.raises(ListImportError, match="app id"):
+        render_yaml(_entries(), app="a" * 64)

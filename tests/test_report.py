@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
 import re
+import time
+from collections.abc import Iterator
 from datetime import UTC
 from datetime import date
 from datetime import datetime
@@ -511,6 +514,40 @@ def test_csv_is_tidy_and_parses(report: MonthlyReport) -> None:
     assert daily == JULY_DAILY
 
 
+def test_csv_cells_never_start_a_formula() -> None:
+    # Values from the store and the command line that a spreadsheet would evaluate.
+    store = MemoryStore()
+    store.write(
+        [
+            Event(
+                ts=ts("2026-07-05T10:00:00"),
+                kind=EventKind.HIT,
+                instance="p1",
+                event_id="1",
+                app="tiktok",
+                action="blocked",
+                host='=HYPERLINK("http://evil.example")',
+                department="+cmd|' /C calc'!A0",
+                client="@SUM(1+1)",
+            )
+        ]
+    )
+    r = build_report(store, MONTH, now=AFTER_JULY, organisation="-2+3", verify=False)
+    records = list(csv.DictReader(io.StringIO(render_csv(r))))
+    cells = [v for rec in records for v in rec.values()]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert {(x["section"], x["metric"], x["value"]) for x in records} >= {
+        ("period", "organisation", "'-2+3"),
+        ("top_host", "events", "1"),
+    }
+    assert [x["key"] for x in records if x["section"] == "top_host"][0] == (
+        '\'=HYPERLINK("http://evil.example")'
+    )
+    assert [x["department"] for x in records if x["section"] == "department"][0] == (
+        "'+cmd|' /C calc'!A0"
+    )
+
+
 def test_markdown_has_the_sections(report: MonthlyReport) -> None:
     md = render_markdown(report)
     for heading in (
@@ -536,6 +573,21 @@ def test_markdown_has_the_sections(report: MonthlyReport) -> None:
     assert "| tiktok | blocked | 7 | 2 | 2026-07-03T09:00:00Z | 2026-07-10T10:00:03Z |" in md
     # markup in data is escaped, not interpreted
     assert "Supplier payments \\<China office\\>" in md
+    # a line break in data (CR or LF) cannot end a table row or a heading early
+    broken = render_markdown(dataclasses.replace(report, organisation="A\rB\nC|D"))
+    assert "\r" not in broken
+    assert "# egresswatch compliance report 2026-07: A B C\\|D\n" in broken
+
+
+def test_an_exception_for_apps_and_regimes_names_both_in_every_table(
+    report: MonthlyReport,
+) -> None:
+    both = dataclasses.replace(
+        report.exceptions[0], apps=("tiktok",), regimes=("us-far-52-204-27",)
+    )
+    r = dataclasses.replace(report, exceptions=(both,))
+    assert f"| {both.id} | tiktok, us-far-52-204-27 |" in render_markdown(r)
+    assert f"<td>{both.id}</td><td>tiktok, us-far-52-204-27</td>" in render_html(r)
 
 
 def test_html_is_self_contained_and_escaped(july_store: MemoryStore) -> None:
@@ -618,6 +670,24 @@ def test_regime_status_is_taken_at_the_end_of_the_period(catalogue) -> None:  # 
     june = build_report(store, "2021-06", now=AFTER_JULY, catalogue=catalogue, verify=False)
     assert [x.status for x in may.regimes] == ["in_force"]
     assert [x.status for x in june.regimes] == ["revoked"]
+
+
+@pytest.fixture
+def far_east_local_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The machine's local time zone is UTC+14 for the test."""
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("far_east_local_time")
+def test_a_naive_now_is_utc_not_local_time() -> None:
+    naive = datetime(2026, 8, 1, 5, 0)  # read as local time (UTC+14): 31 July 15:00 UTC
+    assert previous_month(naive) == previous_month(naive.replace(tzinfo=UTC)) == "2026-07"
+    r = build_report(MemoryStore(), "2026-07", now=naive, verify=False)
+    assert r.generated_at == ts("2026-08-01T05:00:00") and not r.partial
 
 
 def test_docstring_examples() -> None:

@@ -159,6 +159,8 @@ def test_shared_names_are_declared_on_every_side(shipped: Catalogue) -> None:
         ("api.mch.weixin.qq.com", "wechat-pay"),
         ("qpay.qq.com", "qq-wallet"),
         ("myun.tenpay.com", "qq-wallet"),
+        ("h5.qianbao.qq.com", "qq-wallet"),  # not tencent-qq's broad qq.com
+        ("i.qianbao.qq.com", "qq-wallet"),
         ("weixin.qq.com", "wechat"),
         ("mp.weixin.qq.com", "wechat"),
         ("im.qq.com", "tencent-qq"),
@@ -175,6 +177,9 @@ def test_shared_names_are_declared_on_every_side(shipped: Catalogue) -> None:
         ("notalipay.com", None),
         ("render.alipay.com", "alipay"),
         ("chat.deepseek.com", "deepseek"),
+        ("harness-telemetry.deepseeksvc.com", "deepseek"),
+        ("files.deepseeksvc.com", "deepseek"),
+        ("deepseek.ai", None),  # third-party site, deliberately not listed
         ("publicdata.vmate.in", "vmate"),
         ("www.ushareit.com", "shareit"),
         ("www.kdocs.cn", "wps-office"),

@@ -19,6 +19,7 @@ from egresswatch.store import SchemaTooNew
 from egresswatch.store import StoreError
 from egresswatch.store import default_store_url
 from egresswatch.store import open_store
+from egresswatch.store import redact_url
 from egresswatch.store.sqlite import sqlite_path
 
 MakeEvent = Callable[..., Event]
@@ -258,6 +259,61 @@ def test_concurrent_writers_keep_each_chain_gap_free(
         s.close()
 
 
+def test_writers_of_mixed_batches_and_prune_run_together(
+    sql_store_url: str, make_event: MakeEvent
+) -> None:
+    """Batches spanning several instances, in different orders, beside repeated prunes: no
+    deadlock, no error, every chain intact and gap-free after its checkpoint."""
+    stores = [open_store(sql_store_url) for _ in range(4)]
+    errors: list[BaseException] = []
+    names = ["p0", "p1", "p2"]
+
+    def write(i: int, s: EventStore) -> None:
+        try:
+            for b in range(10):
+                order = names[i % 3 :] + names[: i % 3]
+                s.write(
+                    [
+                        make_event(instance=order[k % 3], ts=1000.0 + b, event_id=f"w{i}-{b}-{k}")
+                        for k in range(9)
+                    ]
+                )
+        except BaseException as e:  # noqa: BLE001 - surfaced below
+            errors.append(e)
+
+    def prune(s: EventStore) -> None:
+        try:
+            for _ in range(10):
+                s.prune(1005.0)
+        except BaseException as e:  # noqa: BLE001 - surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(i, s)) for i, s in enumerate(stores[:3])]
+    threads.append(threading.Thread(target=prune, args=(stores[3],)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check = stores[0]
+    try:
+        assert errors == []
+        result = check.verify()
+        assert result.ok, result.problems
+        assert {h.instance: h.seq for h in result.heads} == {"p0": 90, "p1": 90, "p2": 90}
+        check.prune(2e9)
+        assert list(check.iter_events(0, 2e9)) == []
+        assert check.verify().ok
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_iter_events_turns_driver_errors_into_store_errors(sql_store: EventStore) -> None:
+    _raw_sql(sql_store, "DROP TABLE events")
+    with pytest.raises(StoreError, match="iter_events failed"):
+        list(sql_store.iter_events(0, 2e9))
+
+
 def test_open_store_rejects_unknown_scheme() -> None:
     with pytest.raises(ValueError, match="unknown event store URL scheme"):
         open_store("mysql://x")
@@ -267,6 +323,19 @@ def test_unreachable_postgres_is_store_unavailable() -> None:
     pytest.importorskip("psycopg")
     with pytest.raises(StoreError, match="cannot connect"):
         open_store("postgresql://postgres@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_redact_url() -> None:
+    assert redact_url("sqlite:///var/lib/egresswatch/events.db") == (
+        "sqlite:///var/lib/egresswatch/events.db"
+    )
+    assert redact_url("postgresql://egw@db/events") == "postgresql://egw@db/events"
+    assert redact_url("postgresql://egw:a@b/c@db:5432/events") == (
+        "postgresql://egw:***@db:5432/events"
+    )
+    assert redact_url("postgres://db/events?user=egw&PASSWORD=x&sslmode=require") == (
+        "postgres://db/events?user=egw&PASSWORD=***&sslmode=require"
+    )
 
 
 def test_default_store_url(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:

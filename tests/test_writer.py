@@ -246,6 +246,65 @@ def test_put_after_close_is_dropped(make_event: MakeEvent) -> None:
     assert counts.dropped == 1
 
 
+def test_puts_racing_close_are_all_written_or_counted(make_event: MakeEvent) -> None:
+    """Under load, every put() is accounted for: written, or counted dropped."""
+    counts = Counts()
+    store = MemoryStore()
+    w = EventWriter(lambda: store, flush_interval=0.01, batch_size=50, **counts.kwargs())
+    w.start()
+    puts = [0] * 4
+    go = threading.Event()
+
+    def hammer(i: int) -> None:
+        go.wait()
+        for _ in range(3000):
+            w.put(make_event(instance=f"p{i}"))
+            puts[i] += 1
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    go.set()
+    time.sleep(0.005)
+    w.close(timeout=5.0)
+    for t in threads:
+        t.join()
+    assert counts.written == len(store.rows)
+    assert counts.written + counts.dropped == sum(puts) == 12000
+
+
+def test_put_that_saw_the_writer_open_is_not_lost_when_close_wins_the_race(
+    make_event: MakeEvent,
+) -> None:
+    """Forces the race: put() reads "not closing", then close() runs to the end before put()
+    goes on. The event must still be written or counted dropped."""
+    counts = Counts()
+    store = MemoryStore()
+    w = EventWriter(lambda: store, flush_interval=0.01, **counts.kwargs())
+    entered = threading.Event()
+
+    class RacyClosing(threading.Event):
+        def is_set(self) -> bool:
+            value = super().is_set()
+            if threading.current_thread().name == "racer" and not entered.is_set():
+                entered.set()
+                assert w._thread is not None
+                w._thread.join(1.0)  # let close() finish first (or give up after 1 s)
+            return value
+
+    w._closing = RacyClosing()
+    w.start()
+    result: list[bool] = []
+    racer = threading.Thread(target=lambda: result.append(w.put(make_event())), name="racer")
+    racer.start()
+    entered.wait(5.0)
+    w.close(timeout=5.0)
+    racer.join()
+    assert result in ([True], [False])
+    assert counts.written + counts.dropped == 1
+    assert len(store.rows) == counts.written
+
+
 def test_call_runs_on_the_writer_thread_with_the_store(make_event: MakeEvent) -> None:
     store = MemoryStore()
     w = EventWriter(lambda: store, flush_interval=0.02)

@@ -28,6 +28,7 @@ import functools
 import html
 import json
 import logging
+import re
 import socket
 import sys
 import time
@@ -107,6 +108,8 @@ DNS_BLOCK_CHOICES = ("nxdomain", "refused", "null")
 IDENTITY_CHOICES = ("address", "hash", "none")
 #: Modes where ``server_connect`` carries the client's own destination (an IP literal).
 _TRANSPARENT_MODES = frozenset({"transparent", "wireguard", "local", "tun", "osproxy"})
+#: Modes that take plain-HTTP proxy requests (absolute-form), each counted on its own.
+_PROXY_MODES = frozenset({"regular", "upstream"})
 _DAY = 86400.0
 
 
@@ -142,13 +145,32 @@ def parse_listen(spec: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
+# Names the stdlib ``idna`` codec (which asyncio applies) accepts without further checks: ASCII
+# labels of 1-63 characters, one optional trailing dot. For ASCII input the codec checks nothing
+# but label lengths, so such a name needs no codec call and no IP parsing (IPv4 literals match too).
+_PLAIN_NAME_RE = re.compile(r"(?:[A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?")
+# A name mitmproxy can mint a certificate for and verify: LDH labels, no edge hyphens, no trailing
+# dot (an ASCII-only character class, so non-ASCII names fail too).
+_VERIFIABLE_RE = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
 def refusal_reason(name: str) -> str | None:
     """Why mitmproxy must not try to connect to ``name`` (None: let it try).
 
     mitmproxy 12.3.1 catches only ``OSError`` around ``asyncio.open_connection``; a name that the
     ``idna`` codec rejects or that holds NUL raises ``UnicodeError``/``ValueError`` there, and the
     client is never answered (MITMPROXY.md section 13 #1). Overlong names are refused too.
+    ``server_connect`` runs this for every connection: a plain ASCII name costs one regex match.
     """
+    if len(name) <= hostnames.MAX_NAME_LENGTH and _PLAIN_NAME_RE.fullmatch(name) is not None:
+        return None
+    return _careful_refusal_reason(name)
+
+
+def _careful_refusal_reason(name: str) -> str | None:
+    """:func:`refusal_reason` for every name, through the stdlib codec itself."""
     if "\x00" in name:
         return "name holds a NUL byte"
     if len(name) > hostnames.MAX_NAME_LENGTH + 1:
@@ -173,19 +195,7 @@ def verifiable_sni(sni: str | None) -> bool:
     (``cdn-.x``), and the client handshake then stalls (MITMPROXY.md section 13 #5): such names are
     passed through (or refused) instead of intercepted. No SNI is fine (the address is used).
     """
-    if sni is None:
-        return True
-    if sni.endswith(".") or not sni.isascii():
-        return False
-    labels = sni.split(".")
-    for label in labels:
-        if not label or len(label) > 63:
-            return False
-        if label[0] == "-" or label[-1] == "-":
-            return False
-        if not all(c.isalnum() or c == "-" for c in label):
-            return False
-    return True
+    return sni is None or _VERIFIABLE_RE.fullmatch(sni) is not None
 
 
 def prefers_json(accept: str) -> bool:
@@ -300,6 +310,15 @@ def _load_state(
     return State(cat, matcher, pol, dirs, policy_path)
 
 
+def _startup_check_active() -> bool:
+    """Whether mitmproxy's start-up error check (mitmdump, mitmweb, mitmproxy) is loaded: it
+    exits non-zero once an ERROR record is logged before the proxy runs."""
+    try:
+        return ctx.master.addons.get("errorcheck") is not None  # type: ignore[no-untyped-call]
+    except Exception:  # no master (not inside mitmproxy)
+        return False
+
+
 def _catalogue_entries(cat: Catalogue) -> int:
     return cat.entries
 
@@ -353,7 +372,7 @@ class EgressWatch:
         self.metrics: Metrics | None = None
         self.writer: EventWriter | None = None
         self._pending: list[Event] = []  # events produced before the writer starts
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # background loops by name
         self._watcher: FileWatcher | None = None
         self._identity = ClientIdentity("address", None)
         self._instance = socket.gethostname()
@@ -361,6 +380,9 @@ class EgressWatch:
         self._dns_block = "nxdomain"
         self._store_url = ""
         self._metrics_listen: tuple[str, int] | None = None
+        self._metrics_tls: tuple[str, str] = ("", "")
+        self._writer_options: tuple[int, int] | None = None  # (queue size, flush ms) in use
+        self._department_label = False  # fixed when the metrics are built
         self.metrics_address: tuple[str, int] | None = None
         # Per client connection (client.id): apps already counted, and connections to cut off.
         self._conn_apps: dict[str, dict[str, Verdict]] = {}
@@ -464,6 +486,18 @@ class EgressWatch:
         )
 
     def configure(self, updated: set[str]) -> None:
+        try:
+            self._configure(updated)
+        except exceptions.OptionsError as e:
+            if self.state is None and not self._running and _startup_check_active():
+                # mitmproxy logs an exception raised by a script's first configure with its
+                # traceback ("error in script"); its start-up check stops the proxy (exit 1) on
+                # any ERROR record, so the operator needs only the message, e.g. `file:line: …`.
+                logger.error("%s", e)
+                return
+            raise
+
+    def _configure(self, updated: set[str]) -> None:
         o = ctx.options
         if "egresswatch_decrypt" in updated:
             self._decrypt = self._choice(
@@ -486,6 +520,13 @@ class EgressWatch:
             raise _options_error("egresswatch_heartbeat must be at least 1 second")
         if "egresswatch_queue_size" in updated and o.egresswatch_queue_size == 0:
             raise _options_error("egresswatch_queue_size must be at least 1")
+        if "egresswatch_flush_ms" in updated and o.egresswatch_flush_ms == 0:
+            raise _options_error("egresswatch_flush_ms must be at least 1")
+        writer_options = (o.egresswatch_queue_size, o.egresswatch_flush_ms)
+        if self._writer_options is not None and writer_options != self._writer_options:
+            raise _options_error(
+                "egresswatch_queue_size and egresswatch_flush_ms cannot change while running"
+            )
         if updated & {"egresswatch_client_identity", "egresswatch_client_key_file"}:
             mode = self._choice(
                 "egresswatch_client_identity", o.egresswatch_client_identity, IDENTITY_CHOICES
@@ -513,9 +554,12 @@ class EgressWatch:
                 raise _options_error(
                     "egresswatch_metrics_certfile and egresswatch_metrics_keyfile go together"
                 )
-            if self._running and listen != self._metrics_listen:
-                raise _options_error("egresswatch_metrics_listen cannot change while running")
-            self._metrics_listen = listen
+            tls = (o.egresswatch_metrics_certfile, o.egresswatch_metrics_keyfile)
+            if self._running and (listen, tls) != (self._metrics_listen, self._metrics_tls):
+                raise _options_error(
+                    "egresswatch_metrics_listen, _certfile and _keyfile cannot change while running"
+                )
+            self._metrics_listen, self._metrics_tls = listen, tls
         if updated & {"egresswatch_store", "egresswatch_data_dir"}:
             url = o.egresswatch_store or default_store_url(o.egresswatch_data_dir or None)
             scheme = url.split(":", 1)[0].lower()
@@ -528,11 +572,12 @@ class EgressWatch:
                 raise _options_error("egresswatch_store cannot change while running")
             self._store_url = url
         if self.metrics is None:
-            self.metrics = self._make_metrics(bool(o.egresswatch_department_label))
+            self._department_label = bool(o.egresswatch_department_label)
+            self.metrics = self._make_metrics(self._department_label)
             self.metrics.build_info(
                 egresswatch.__version__, mitmproxy_version.VERSION, sys.version.split()[0]
             )
-        elif "egresswatch_department_label" in updated:
+        elif bool(o.egresswatch_department_label) != self._department_label:
             raise _options_error("egresswatch_department_label cannot change at runtime")
         if self.state is None or updated & {
             "egresswatch_lists",
@@ -546,9 +591,13 @@ class EgressWatch:
                 self.metrics.reload_failed(e.kind, e.reason)
                 raise _options_error(
                     f"egresswatch: invalid {e.kind}:\n" + "\n".join(e.problems)
-                ) from e
+                ) from None
             self._install(new, self.state, "load")
             self._watcher = self._make_watcher(new)
+        if self._running:
+            loops = {"egresswatch_heartbeat", "egresswatch_reload_interval"} & updated
+            if loops:
+                self._start_loops(loops)
 
     @staticmethod
     def _choice(name: str, value: str, choices: Sequence[str]) -> str:
@@ -613,7 +662,9 @@ class EgressWatch:
             logger.info("egresswatch: policy %s version=%s", verb, new.policy.version[:12])
         if pol_changed:
             self._emit(self._config_event("policy", new, now))
-        self._check_exceptions(now, log_expired=False)
+        # An exception that expired since the last check is logged here (with the policy now in
+        # force), or the heartbeat after this swap would start its window too late to see it.
+        self._check_exceptions(now)
 
     def _config_event(self, kind: str, state: State, now: float) -> Event:
         detail: dict[str, object]
@@ -721,9 +772,10 @@ class EgressWatch:
 
     def running(self) -> None:
         o = ctx.options
+        m, st = self.metrics, self.state
+        if m is None or st is None:
+            return  # start-up refused in configure (already logged); mitmproxy is exiting
         self._running = True
-        m = self.metrics
-        assert m is not None
         scheme = self._store_url.split(":", 1)[0].lower()
         backend = {"postgres": "postgresql"}.get(scheme, scheme)
         url = self._store_url
@@ -740,6 +792,7 @@ class EgressWatch:
             on_dropped=m.store_dropped,
             on_failure=on_failure,
         )
+        self._writer_options = (o.egresswatch_queue_size, o.egresswatch_flush_ms)
         m.store_queue(self.writer.queue_depth, o.egresswatch_queue_size)
         self.writer.start()
         if self._metrics_listen is not None:
@@ -764,7 +817,6 @@ class EgressWatch:
         pending, self._pending = self._pending, []
         for ev in pending:  # config events of the start-up load come first
             self.writer.put(ev)
-        st = self.state
         now = self._clock()
         self._emit(
             self._lifecycle_event(
@@ -773,36 +825,42 @@ class EgressWatch:
                 {
                     "egresswatch": egresswatch.__version__,
                     "mitmproxy": mitmproxy_version.VERSION,
-                    "catalogue_version": st.catalogue.version if st else "",
-                    "policy_version": st.policy.version if st else "",
+                    "catalogue_version": st.catalogue.version,
+                    "policy_version": st.policy.version,
                     "client_identity": self._identity.mode,
                 },
             )
         )
         self._prune(now)
-        self._tasks.append(
-            asyncio_utils.create_task(
+        self._start_loops({"egresswatch_heartbeat", "egresswatch_reload_interval"})
+        logger.info("egresswatch: running (decrypt=%s, store=%s)", self._decrypt, backend)
+
+    def _start_loops(self, options: set[str]) -> None:
+        """(Re)start the background loop driven by each named option, with its current value."""
+        o = ctx.options
+        for option in options:
+            old = self._tasks.pop(option, None)
+            if old is not None:
+                old.cancel()
+        if "egresswatch_heartbeat" in options:
+            self._tasks["egresswatch_heartbeat"] = asyncio_utils.create_task(
                 self._heartbeat_loop(float(o.egresswatch_heartbeat)),
                 name="egresswatch heartbeat",
                 keep_ref=True,
             )
-        )
-        if o.egresswatch_reload_interval > 0:
-            self._tasks.append(
-                asyncio_utils.create_task(
-                    self._reload_loop(float(o.egresswatch_reload_interval)),
-                    name="egresswatch reload",
-                    keep_ref=True,
-                )
+        if "egresswatch_reload_interval" in options and o.egresswatch_reload_interval > 0:
+            self._tasks["egresswatch_reload_interval"] = asyncio_utils.create_task(
+                self._reload_loop(float(o.egresswatch_reload_interval)),
+                name="egresswatch reload",
+                keep_ref=True,
             )
-        logger.info("egresswatch: running (decrypt=%s, store=%s)", self._decrypt, backend)
 
     async def _heartbeat_loop(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
             try:
                 now = self._clock()
-                self._check_exceptions(now, log_expired=True)
+                self._check_exceptions(now)
                 self._emit(self._lifecycle_event(EventKind.HEARTBEAT, now))
                 self._prune(now)
             except Exception:
@@ -820,14 +878,14 @@ class EgressWatch:
             )
         )
 
-    def _check_exceptions(self, now: float, *, log_expired: bool) -> None:
+    def _check_exceptions(self, now: float) -> None:
         """Log each exception that expired since the last check (once), update the gauges."""
         st = self.state
         if st is None:
             return
         when = _utc(now)
         prev, self._last_exc_check = self._last_exc_check, when
-        if log_expired and prev is not None:
+        if prev is not None:
             for exc in st.policy.expired_since(prev, when):
                 logger.warning(
                     "egresswatch: exception %s expired at %s",
@@ -842,7 +900,7 @@ class EgressWatch:
             )
 
     async def done(self) -> None:
-        for t in self._tasks:
+        for t in self._tasks.values():
             t.cancel()
         self._tasks.clear()
         if self.writer is not None:
@@ -850,6 +908,7 @@ class EgressWatch:
             writer = self.writer
             await asyncio.to_thread(writer.close, 10.0)
             self.writer = None
+        self._writer_options = None
         if self.metrics is not None:
             self.metrics.close()
         self._running = False
@@ -1081,13 +1140,18 @@ class EgressWatch:
                 return
             websocket = req.headers.get("upgrade", "").lower() == "websocket"
             signal = Signal.WEBSOCKET if websocket else Signal.HTTP_HOST
-            cid = flow.client_conn.id
-            # Inside a tunnel already attributed at connection level, count an app once per
-            # connection; plain-HTTP proxy requests count one by one.
-            dedupe = cid in self._conn_apps or cid in self._block_page
-            v = self._observe(
-                req.pretty_host, signal, flow.client_conn, self._user_of(flow), dedupe=dedupe
+            c = flow.client_conn
+            cid = c.id
+            # Plain-HTTP proxy requests (regular/upstream mode, no TLS, no tunnel attributed at
+            # connection level) count one by one; on any other connection (decrypted TLS,
+            # transparent and SOCKS modes, an attributed tunnel) an app counts once.
+            dedupe = (
+                c.tls
+                or cid in self._conn_apps
+                or cid in self._block_page
+                or c.proxy_mode.type_name not in _PROXY_MODES
             )
+            v = self._observe(req.pretty_host, signal, c, self._user_of(flow), dedupe=dedupe)
             if v is None or not v.blocked:
                 v = self._block_page.get(cid)
                 if v is None:

@@ -19,6 +19,7 @@ True
 from __future__ import annotations
 
 import hashlib
+import io
 import ipaddress
 import re
 from array import array
@@ -27,6 +28,7 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -245,7 +247,17 @@ class Catalogue:
         return sum(app.entries for app in self.apps.values())
 
     def app_regimes(self) -> dict[str, tuple[str, ...]]:
-        return {app_id: app.regimes for app_id, app in sorted(self.apps.items())}
+        """Per app, every regime a hit on it can be decided under: its own, and those of the
+        apps it shares names with (a shared name takes the strictest action among its apps)."""
+        out: dict[str, tuple[str, ...]] = {}
+        for app_id, app in sorted(self.apps.items()):
+            regimes = dict.fromkeys(app.regimes)
+            for rule in app.rules:
+                for other in rule.shared_with:
+                    if other in self.apps:
+                        regimes.update(dict.fromkeys(self.apps[other].regimes))
+            out[app_id] = tuple(regimes)
+        return out
 
     def regimes_in_force(self, app_id: str, on: date) -> tuple[str, ...]:
         app = self.apps.get(app_id)
@@ -413,19 +425,29 @@ _CIDR_KEYS = frozenset({"cidr", "source", "confidence", "tags", "note"})
 
 @dataclass
 class _AppDraft:
-    id: str
-    name: str
-    vendor: str
-    parent: str
-    category: str
-    regimes: tuple[str, ...]
-    description: str
-    file: str
-    line: int
+    """An app while the directories are read: its own file's fields, and the rules of that file
+    and of every file that extends it."""
+
+    head: App  # rules, lists, carve-outs and CIDRs left empty
     rules: list[DomainRule] = field(default_factory=list)
     lists: list[BulkList] = field(default_factory=list)
     carve_outs: list[CarveOut] = field(default_factory=list)
     cidrs: list[CidrRule] = field(default_factory=list)
+
+    def extend(self, other: _AppDraft) -> None:
+        self.rules.extend(other.rules)
+        self.lists.extend(other.lists)
+        self.carve_outs.extend(other.carve_outs)
+        self.cidrs.extend(other.cidrs)
+
+    def freeze(self) -> App:
+        return replace(
+            self.head,
+            rules=tuple(self.rules),
+            lists=tuple(self.lists),
+            carve_outs=tuple(self.carve_outs),
+            cidrs=tuple(self.cidrs),
+        )
 
 
 def _confidence(m: dict[str, yaml.Node], loc: _Loc, what: str, node: yaml.Node) -> str:
@@ -449,6 +471,7 @@ def _match_kind(m: dict[str, yaml.Node], loc: _Loc, what: str) -> MatchKind:
 
 
 def _read_bulk(
+    data: bytes,
     path: Path,
     app: str,
     kind: MatchKind,
@@ -461,24 +484,26 @@ def _read_bulk(
 ) -> BulkList:
     names: list[str] = []
     lines = array("I")
-    with path.open("r", encoding="utf-8", errors="strict") as f:
-        for lineno, text in enumerate(f, 1):
-            if "#" in text:
-                text = text.split("#", 1)[0]
-            raw = text.strip()
-            if not raw:
-                continue
-            name = normalise_host(raw)
-            if name is None or ":" in raw or not is_strict_hostname(name):
-                loc.err(
-                    lineno,
-                    f"{raw[:80]!r} is not a valid hostname ({why_invalid(raw) or 'has a port or an edge hyphen'})",
-                )
-                continue
-            if name != raw:
-                loc.note(lineno, f"normalised {raw!r} to {name!r}")
-            names.append(name)
-            lines.append(lineno)
+    # Read as the file itself would be in text mode (universal newlines, strict UTF-8), from the
+    # bytes the caller hashes into the catalogue version.
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="strict")
+    for lineno, line in enumerate(text, 1):
+        if "#" in line:
+            line = line.split("#", 1)[0]
+        raw = line.strip()
+        if not raw:
+            continue
+        name = normalise_host(raw)
+        if name is None or ":" in raw or not is_strict_hostname(name):
+            loc.err(
+                lineno,
+                f"{raw[:80]!r} is not a valid hostname ({why_invalid(raw) or 'has a port or an edge hyphen'})",
+            )
+            continue
+        if name != raw:
+            loc.note(lineno, f"normalised {raw!r} to {name!r}")
+        names.append(name)
+        lines.append(lineno)
     return BulkList(
         file=str(path),
         app=app,
@@ -530,15 +555,17 @@ def _parse_app(
     if category and category not in CATEGORIES:
         loc.err(top["category"], f"category {category!r} is not one of {', '.join(CATEGORIES)}")
     draft = _AppDraft(
-        id=app_id,
-        name=_scalar(top.get("name"), loc, "name"),
-        vendor=_scalar(top.get("vendor"), loc, "vendor"),
-        parent=_scalar(top.get("parent"), loc, "parent"),
-        category=category,
-        regimes=_str_list(top.get("regimes"), loc, "regimes"),
-        description=_scalar(top.get("description"), loc, "description"),
-        file=str(path),
-        line=root.start_mark.line + 1,
+        App(
+            id=app_id,
+            name=_scalar(top.get("name"), loc, "name"),
+            vendor=_scalar(top.get("vendor"), loc, "vendor"),
+            parent=_scalar(top.get("parent"), loc, "parent"),
+            category=category,
+            regimes=_str_list(top.get("regimes"), loc, "regimes"),
+            description=_scalar(top.get("description"), loc, "description"),
+            file=str(path),
+            line=root.start_mark.line + 1,
+        )
     )
 
     def items(key: str) -> Iterator[tuple[yaml.Node, dict[str, yaml.Node]]]:
@@ -601,7 +628,9 @@ def _parse_app(
             continue
         list_loc = _Loc(str(list_path), loc.problems, loc.notes)
         try:
+            data = list_path.read_bytes()
             bulk = _read_bulk(
+                data,
                 list_path,
                 app_id,
                 kind,
@@ -615,7 +644,7 @@ def _parse_app(
         except (OSError, UnicodeDecodeError) as e:
             loc.err(m["file"], f"cannot read list file {rel!r}: {e}")
             continue
-        read_files.append((list_path, list_path.read_bytes()))
+        read_files.append((list_path, data))  # the bytes parsed are the bytes hashed
         draft.lists.append(bulk)
 
     for item, m in items("carve_outs"):
@@ -769,7 +798,14 @@ def load_catalogue(dirs: Sequence[Path | str]) -> Catalogue:
                     continue
                 regimes[r.id] = r
         for path in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
-            if path.name in ("regimes.yaml", "regimes.yml"):
+            if path.name == "regimes.yaml":
+                continue
+            if path.name == "regimes.yml":
+                problems.append(
+                    Problem(
+                        str(path), 1, "regimes are read from regimes.yaml only: rename this file"
+                    )
+                )
                 continue
             loc = _Loc(str(path), problems, notes)
             try:
@@ -782,32 +818,31 @@ def load_catalogue(dirs: Sequence[Path | str]) -> Catalogue:
             draft, extends = _parse_app(path, text, loc, read_files)
             if draft is None:
                 continue
+            head = draft.head
             if extends:
                 extensions.append((extends, draft, loc))
-            elif draft.id in drafts:
+            elif head.id in drafts:
                 loc.err(
-                    draft.line,
-                    f"app {draft.id!r} already defined in {drafts[draft.id].file} (use 'extends: {draft.id}' to add to it)",
+                    head.line,
+                    f"app {head.id!r} already defined in {drafts[head.id].head.file} (use 'extends: {head.id}' to add to it)",
                 )
             else:
-                drafts[draft.id] = draft
+                drafts[head.id] = draft
 
     for target, ext, loc in extensions:
         base = drafts.get(target)
         if base is None:
-            loc.err(ext.line, f"extends {target!r}: no such app")
+            loc.err(ext.head.line, f"extends {target!r}: no such app")
             continue
-        base.rules.extend(ext.rules)
-        base.lists.extend(ext.lists)
-        base.carve_outs.extend(ext.carve_outs)
-        base.cidrs.extend(ext.cidrs)
+        base.extend(ext)
 
     for draft in drafts.values():
-        loc = _Loc(draft.file, problems, notes)
-        for rid in draft.regimes:
+        head = draft.head
+        loc = _Loc(head.file, problems, notes)
+        for rid in head.regimes:
             if rid not in regimes:
                 loc.err(
-                    draft.line, f"app {draft.id}: regime {rid!r} is not defined in any regimes.yaml"
+                    head.line, f"app {head.id}: regime {rid!r} is not defined in any regimes.yaml"
                 )
         for rule in draft.rules:
             for other in rule.shared_with:
@@ -825,24 +860,7 @@ def load_catalogue(dirs: Sequence[Path | str]) -> Catalogue:
     digest = hashlib.sha256()
     for path, data in read_files:
         digest.update(path.name.encode() + b"\0" + hashlib.sha256(data).digest())
-    apps = {
-        d.id: App(
-            id=d.id,
-            name=d.name,
-            vendor=d.vendor,
-            parent=d.parent,
-            category=d.category,
-            regimes=d.regimes,
-            description=d.description,
-            file=d.file,
-            line=d.line,
-            rules=tuple(d.rules),
-            lists=tuple(d.lists),
-            carve_outs=tuple(d.carve_outs),
-            cidrs=tuple(d.cidrs),
-        )
-        for d in sorted(drafts.values(), key=lambda d: d.id)
-    }
+    apps = {app_id: drafts[app_id].freeze() for app_id in sorted(drafts)}
     return Catalogue(
         apps=apps,
         regimes=dict(sorted(regimes.items())),

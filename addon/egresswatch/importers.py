@@ -89,7 +89,7 @@ _HOSTS_LOCAL_NAMES = frozenset(
 _HARMLESS_OPTIONS = frozenset({"important"})
 
 _ADBLOCK_RE = re.compile(r"(?P<anchor>\|\|?)(?P<name>[^/^$|*]+)\^(?:\|)?(?:\$(?P<opts>.*))?")
-_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
+_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # as the catalogue's app ids
 
 
 class ListImportError(ValueError):
@@ -468,7 +468,7 @@ def render_yaml(
     forces one match kind for every entry. ``header`` becomes leading ``#`` comment lines.
     """
     if not _ID_RE.fullmatch(app):
-        raise ListImportError(f"app id {app!r} must match [a-z0-9][a-z0-9-]*")
+        raise ListImportError(f"app id {app!r} must be 1-63 lower-case letters, digits and hyphens")
     doc: dict[str, Any] = {}
     if extends:
         doc["extends"] = app

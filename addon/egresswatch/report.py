@@ -46,6 +46,7 @@ from .store import EACH_REGIME
 from .store import EventStore
 from .store import RollupSummary
 from .store import VerifyResult
+from .store import redact_url
 
 __all__ = [
     "BLIND_SPOTS",
@@ -68,6 +69,7 @@ __all__ = [
     "Total",
     "VerifiedRange",
     "build_report",
+    "csv_cell",
     "month_bounds",
     "previous_month",
     "render",
@@ -433,13 +435,19 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
     return start, end
 
 
+def _utc(dt: datetime) -> datetime:
+    """``dt`` in UTC; a naive datetime is taken as UTC (as everywhere in egresswatch), never as
+    the machine's local time."""
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
 def previous_month(now: datetime) -> str:
     """The calendar month before ``now`` (UTC), as ``YYYY-MM``.
 
     >>> previous_month(datetime(2026, 1, 15, tzinfo=UTC))
     '2025-12'
     """
-    first = now.astimezone(UTC).replace(day=1)
+    first = _utc(now).replace(day=1)
     last = first - timedelta(days=1)
     return f"{last.year:04d}-{last.month:02d}"
 
@@ -468,7 +476,7 @@ def build_report(
         raise ValueError("top_n must be at least 1")
     start_dt, end_dt = month_bounds(month)
     start, end = start_dt.timestamp(), end_dt.timestamp()
-    now_ts = now.timestamp()
+    now_ts = _utc(now).timestamp()
     cutoff = min(end, max(start, now_ts))  # coverage and expiries are judged up to here
 
     # The grouped scans run side by side (the databases work without Python's lock), and beside
@@ -507,7 +515,7 @@ def build_report(
         partial=now_ts < end,
         organisation=organisation,
         egresswatch_version=__version__,
-        store=_redact_url(getattr(store, "url", "")),
+        store=redact_url(getattr(store, "url", "")),
         instances=tuple(instances),
         client_identity=_client_identity(
             in_period, bool(totals), lambda: store.summarise(start, end, ("client",))
@@ -529,11 +537,6 @@ def build_report(
         top_n=top_n,
         lifecycle_rows=len(in_period),
     )
-
-
-def _redact_url(url: str) -> str:
-    """Drop a password from a store URL before it is printed in a report."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
 def _app_name(catalogue: CatalogueLike | None, app: str) -> str:
@@ -1248,19 +1251,44 @@ CSV_FIELDS = (
 )
 
 
+# A cell a spreadsheet would read as a formula (or DDE command) when it starts with one of these.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> str:
+    """A value as CSV text that spreadsheets show as text, never evaluate.
+
+    Text starting with ``= + - @``, a tab or a carriage return (a hostname, an organisation or
+    an approver name from the store or the command line) gets a leading ``'``; numbers stay as
+    they are.
+
+    >>> csv_cell("=cmd|' /C calc'!A0"), csv_cell("@SUM(A1)"), csv_cell(-3), csv_cell(True)
+    ("'=cmd|' /C calc'!A0", "'@SUM(A1)", '-3', 'true')
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return str(value)
+    text = str(value)
+    return f"'{text}" if text.startswith(_FORMULA_START) else text
+
+
 def render_csv(report: MonthlyReport) -> str:
-    """One tidy CSV: each row is one value, located by ``section`` and the dimension columns."""
+    """One tidy CSV: each row is one value, located by ``section`` and the dimension columns.
+
+    Every cell goes through :func:`csv_cell` (spreadsheet formula injection is neutralised).
+    """
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\r\n")
     w.writeheader()
 
     def row(section: str, metric: str, value: object, **dims: str) -> None:
         out = {f: "" for f in CSV_FIELDS}
-        out.update(dims)
+        out.update((k, csv_cell(v)) for k, v in dims.items())
         out["section"], out["metric"] = section, metric
-        out["value"] = (
-            "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-        )
+        out["value"] = csv_cell(value)
         w.writerow(out)
 
     row("period", "month", report.month)
@@ -1368,7 +1396,7 @@ def render_csv(report: MonthlyReport) -> str:
 def _md(value: object) -> str:
     """Escape a value for a Markdown table cell."""
     text = "" if value is None else str(value)
-    text = text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    text = text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
     return re.sub(r"([`*_\[\]<>#])", r"\\\1", text)
 
 
@@ -1376,6 +1404,173 @@ def _md_table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str
     out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     body = ["| " + " | ".join(_md(c) for c in r) + " |" for r in rows]
     return [*out, *body] if body else [*out, "| " + " | ".join(["–"] * len(head)) + " |"]
+
+
+Table = tuple[list[str], list[tuple[object, ...]]]
+
+
+def _tables(r: MonthlyReport, *, brief: bool) -> dict[str, Table]:
+    """The report's tables (head, rows), shared by the Markdown and the HTML rendering.
+
+    ``brief`` (Markdown, read as text): versions cut to 16 hex digits, no column for the app's
+    name or the number of catalogue files, so that the tables stay narrow.
+    """
+    vhead = "version" if brief else "version (SHA-256)"
+
+    def version(v: str) -> str:
+        return v[:16] if brief else v
+
+    names = dict(r.apps)
+    return {
+        "coverage": (
+            ["instance", "covered", "%", "starts", "stops", "gaps", "first seen", "last seen"],
+            [
+                (
+                    c.instance,
+                    _duration(c.covered_seconds),
+                    _pct(c.percent),
+                    c.starts,
+                    c.stops,
+                    len(c.gaps),
+                    iso(c.first_seen),
+                    iso(c.last_seen),
+                )
+                for c in r.coverage
+            ],
+        ),
+        "gaps": (
+            ["instance", "from", "to", "length", "reason"],
+            [
+                (c.instance, iso(g.start), iso(g.end), _duration(g.seconds), g.reason)
+                for c in r.coverage
+                for g in c.gaps
+            ],
+        ),
+        "catalogues": (
+            [vhead, "first seen", "last seen", "loads", "instances", "entries"]
+            + ([] if brief else ["files"]),
+            [
+                (
+                    version(c.version),
+                    iso(c.first_seen),
+                    iso(c.last_seen),
+                    c.loads,
+                    ", ".join(c.instances),
+                    sum(n for _, n in c.entries),
+                    *(() if brief else (len(c.files),)),
+                )
+                for c in r.catalogues
+            ],
+        ),
+        "policies": (
+            [vhead, "file", "first seen", "last seen", "loads", "default", "dry run", "modes"],
+            [
+                (
+                    version(p.version),
+                    p.file,
+                    iso(p.first_seen),
+                    iso(p.last_seen),
+                    p.loads,
+                    p.default,
+                    "" if p.dry_run is None else ("yes" if p.dry_run else "no"),
+                    ", ".join(f"{a}={m}" for a, m in p.modes),
+                )
+                for p in r.policies
+            ],
+        ),
+        "exceptions": (
+            [
+                "id",
+                "apps / regimes",
+                "clients / users",
+                "reason",
+                "approver",
+                "ticket",
+                "expires",
+                "status",
+            ],
+            [
+                (
+                    x.id,
+                    ", ".join((*x.apps, *x.regimes)),
+                    ", ".join((*x.clients, *x.users)),
+                    x.reason,
+                    x.approver,
+                    x.ticket,
+                    iso(x.expires_at) or x.expires,
+                    _exception_status(x),
+                )
+                for x in r.exceptions
+            ],
+        ),
+        "totals": (
+            [
+                "app",
+                *([] if brief else ["name"]),
+                "action",
+                "events",
+                "distinct clients",
+                "first seen",
+                "last seen",
+            ],  # fmt: skip
+            [
+                (
+                    t.app,
+                    *(() if brief else (names.get(t.app, t.app),)),
+                    t.action,
+                    t.events,
+                    t.distinct_clients,
+                    iso(t.first_seen),
+                    iso(t.last_seen),
+                )
+                for t in r.totals
+            ],
+        ),
+        "by-regime": (
+            ["app", "regime", "action", "events", "distinct clients", "first seen", "last seen"],
+            [
+                (
+                    x.app,
+                    x.regime or "(none)",
+                    x.action,
+                    x.events,
+                    x.distinct_clients,
+                    iso(x.first_seen),
+                    iso(x.last_seen),
+                )
+                for x in r.by_regime
+            ],
+        ),
+        "by-department": (
+            ["app", "department", "action", "events", "distinct clients"],
+            [
+                (d.app, d.department or "(none)", d.action, d.events, d.distinct_clients)
+                for d in r.by_department
+            ],
+        ),
+        "top-clients": (
+            ["client", "events", "apps", "first seen", "last seen"],
+            [
+                (t.key, t.events, ", ".join(t.apps), iso(t.first_seen), iso(t.last_seen))
+                for t in r.top_clients
+            ],
+        ),
+        "top-hosts": (
+            ["hostname", "events", "apps", "first seen", "last seen"],
+            [
+                (t.key, t.events, ", ".join(t.apps), iso(t.first_seen), iso(t.last_seen))
+                for t in r.top_hosts
+            ],
+        ),
+        "regimes": (
+            ["regime", "title", "status at period end", "revoked", "citation"],
+            [(x.id, x.title, x.status, x.revoked or "", x.citation) for x in r.regimes],
+        ),
+        "heads": (
+            ["instance", "seq", "chain head (SHA-256)"],
+            [(h.instance, h.seq, h.chain_hash) for h in r.integrity.heads],
+        ),
+    }
 
 
 def render_markdown(report: MonthlyReport) -> str:
@@ -1397,143 +1592,38 @@ def render_markdown(report: MonthlyReport) -> str:
     ]
     if r.lifecycle_note:
         L += [f"> **Note:** {_md(r.lifecycle_note)}", ""]
+    t = _tables(r, brief=True)
     L += ["## Coverage", ""]
-    L += _md_table(
-        ["instance", "covered", "%", "starts", "stops", "gaps", "first seen", "last seen"],
-        [
-            (
-                c.instance,
-                _duration(c.covered_seconds),
-                _pct(c.percent),
-                c.starts,
-                c.stops,
-                len(c.gaps),
-                iso(c.first_seen),
-                iso(c.last_seen),
-            )
-            for c in r.coverage
-        ],
-    )
-    gaps = [(c.instance, g) for c in r.coverage for g in c.gaps]
+    L += _md_table(*t["coverage"])
     L += ["", "### Gaps", ""]
-    L += _md_table(
-        ["instance", "from", "to", "length", "reason"],
-        [(i, iso(g.start), iso(g.end), _duration(g.seconds), g.reason) for i, g in gaps],
-    )
+    L += _md_table(*t["gaps"])
     L += ["", "## Catalogue versions in force", ""]
-    L += _md_table(
-        ["version", "first seen", "last seen", "loads", "instances", "entries"],
-        [
-            (
-                c.version[:16],
-                iso(c.first_seen),
-                iso(c.last_seen),
-                c.loads,
-                ", ".join(c.instances),
-                sum(n for _, n in c.entries),
-            )
-            for c in r.catalogues
-        ],
-    )
+    L += _md_table(*t["catalogues"])
     L += ["", "## Policies in force", ""]
-    L += _md_table(
-        ["version", "file", "first seen", "last seen", "loads", "default", "dry run", "modes"],
-        [
-            (
-                p.version[:16],
-                p.file,
-                iso(p.first_seen),
-                iso(p.last_seen),
-                p.loads,
-                p.default,
-                "" if p.dry_run is None else ("yes" if p.dry_run else "no"),
-                ", ".join(f"{a}={m}" for a, m in p.modes),
-            )
-            for p in r.policies
-        ],
-    )
+    L += _md_table(*t["policies"])
     L += ["", "## Exceptions", ""]
-    L += _md_table(
-        ["id", "apps", "scope", "reason", "approver", "ticket", "expires", "status"],
-        [
-            (
-                x.id,
-                ", ".join(x.apps or x.regimes),
-                ", ".join((*x.clients, *x.users)),
-                x.reason,
-                x.approver,
-                x.ticket,
-                iso(x.expires_at) or x.expires,
-                _exception_status(x),
-            )
-            for x in r.exceptions
-        ],
-    )
+    L += _md_table(*t["exceptions"])
     L += ["", "## Totals per app and action", ""]
-    L += _md_table(
-        ["app", "action", "events", "distinct clients", "first seen", "last seen"],
-        [
-            (t.app, t.action, t.events, t.distinct_clients, iso(t.first_seen), iso(t.last_seen))
-            for t in r.totals
-        ],
-    )
+    L += _md_table(*t["totals"])
     L += ["", "## Per app and regime", ""]
-    L += _md_table(
-        ["app", "regime", "action", "events", "distinct clients", "first seen", "last seen"],
-        [
-            (
-                x.app,
-                x.regime or "(none)",
-                x.action,
-                x.events,
-                x.distinct_clients,
-                iso(x.first_seen),
-                iso(x.last_seen),
-            )
-            for x in r.by_regime
-        ],
-    )
+    L += _md_table(*t["by-regime"])
     L += ["", "## Per department", ""]
-    L += _md_table(
-        ["app", "department", "action", "events", "distinct clients"],
-        [
-            (d.app, d.department or "(none)", d.action, d.events, d.distinct_clients)
-            for d in r.by_department
-        ],
-    )
+    L += _md_table(*t["by-department"])
     L += ["", f"## Top clients (top {r.top_n}; identity: {_md(r.client_identity)})", ""]
-    L += _md_table(
-        ["client", "events", "apps", "first seen", "last seen"],
-        [
-            (t.key, t.events, ", ".join(t.apps), iso(t.first_seen), iso(t.last_seen))
-            for t in r.top_clients
-        ],
-    )
+    L += _md_table(*t["top-clients"])
     L += ["", f"## Top hostnames (top {r.top_n})", ""]
-    L += _md_table(
-        ["hostname", "events", "apps", "first seen", "last seen"],
-        [
-            (t.key, t.events, ", ".join(t.apps), iso(t.first_seen), iso(t.last_seen))
-            for t in r.top_hosts
-        ],
-    )
+    L += _md_table(*t["top-hosts"])
     L += ["", "## Daily trend", ""]
     per_day = _daily_matrix(r)
     apps = [a for a, _ in r.apps]
     L += _md_table(["day", *apps, "total"], [(d, *per_day[d], sum(per_day[d])) for d in r.days])
     L += ["", "## Regimes", ""]
-    L += _md_table(
-        ["regime", "title", "status at period end", "revoked", "citation"],
-        [(x.id, x.title, x.status, x.revoked or "", x.citation) for x in r.regimes],
-    )
+    L += _md_table(*t["regimes"])
     L += ["", "## Integrity", ""]
     L += [f"- Verification: {_integrity_line(r.integrity)}"]
     L += [f"- {_md(line)}" for line in r.integrity.provenance_lines()]
     L += [""]
-    L += _md_table(
-        ["instance", "seq", "chain head (SHA-256)"],
-        [(h.instance, h.seq, h.chain_hash) for h in r.integrity.heads],
-    )
+    L += _md_table(*t["heads"])
     if r.integrity.problems:
         L += ["", "Problems:", ""] + [f"- {_md(p)}" for p in r.integrity.problems]
     L += ["", "## Method and blind spots", ""]
@@ -1750,167 +1840,7 @@ def render_html(report: MonthlyReport) -> str:
     if r.lifecycle_note:
         scope += f'<p class="note">{_e(r.lifecycle_note)}</p>'
 
-    coverage = _table(
-        ["instance", "covered", "%", "starts", "stops", "gaps", "first seen", "last seen"],
-        [
-            (
-                c.instance,
-                _duration(c.covered_seconds),
-                _pct(c.percent),
-                c.starts,
-                c.stops,
-                len(c.gaps),
-                iso(c.first_seen),
-                iso(c.last_seen),
-            )
-            for c in r.coverage
-        ],
-        "coverage",
-    )
-    gaps = _table(
-        ["instance", "from", "to", "length", "reason"],
-        [
-            (c.instance, iso(g.start), iso(g.end), _duration(g.seconds), g.reason)
-            for c in r.coverage
-            for g in c.gaps
-        ],
-        "gaps",
-    )
-    catalogues = _table(
-        ["version (SHA-256)", "first seen", "last seen", "loads", "instances", "entries", "files"],
-        [
-            (
-                c.version,
-                iso(c.first_seen),
-                iso(c.last_seen),
-                c.loads,
-                ", ".join(c.instances),
-                sum(n for _, n in c.entries),
-                len(c.files),
-            )
-            for c in r.catalogues
-        ],
-        "catalogues",
-    )
-    policies = _table(
-        [
-            "version (SHA-256)",
-            "file",
-            "first seen",
-            "last seen",
-            "loads",
-            "default",
-            "dry run",
-            "modes",
-        ],
-        [
-            (
-                p.version,
-                p.file,
-                iso(p.first_seen),
-                iso(p.last_seen),
-                p.loads,
-                p.default,
-                "" if p.dry_run is None else ("yes" if p.dry_run else "no"),
-                ", ".join(f"{a}={m}" for a, m in p.modes),
-            )
-            for p in r.policies
-        ],
-        "policies",
-    )
-    exceptions = _table(
-        [
-            "id",
-            "apps / regimes",
-            "clients / users",
-            "reason",
-            "approver",
-            "ticket",
-            "expires",
-            "status",
-        ],
-        [
-            (
-                x.id,
-                ", ".join((*x.apps, *x.regimes)),
-                ", ".join((*x.clients, *x.users)),
-                x.reason,
-                x.approver,
-                x.ticket,
-                iso(x.expires_at) or x.expires,
-                _exception_status(x),
-            )
-            for x in r.exceptions
-        ],
-        "exceptions",
-    )
-    names = dict(r.apps)
-    totals = _table(
-        ["app", "name", "action", "events", "distinct clients", "first seen", "last seen"],
-        [
-            (
-                t.app,
-                names.get(t.app, t.app),
-                t.action,
-                t.events,
-                t.distinct_clients,
-                iso(t.first_seen),
-                iso(t.last_seen),
-            )
-            for t in r.totals
-        ],
-        "totals",
-    )
-    by_regime = _table(
-        ["app", "regime", "action", "events", "distinct clients", "first seen", "last seen"],
-        [
-            (
-                x.app,
-                x.regime or "(none)",
-                x.action,
-                x.events,
-                x.distinct_clients,
-                iso(x.first_seen),
-                iso(x.last_seen),
-            )
-            for x in r.by_regime
-        ],
-        "by-regime",
-    )
-    by_department = _table(
-        ["app", "department", "action", "events", "distinct clients"],
-        [
-            (d.app, d.department or "(none)", d.action, d.events, d.distinct_clients)
-            for d in r.by_department
-        ],
-        "by-department",
-    )
-    top_clients = _table(
-        ["client", "events", "apps", "first seen", "last seen"],
-        [
-            (t.key, t.events, ", ".join(t.apps), iso(t.first_seen), iso(t.last_seen))
-            for t in r.top_clients
-        ],
-        "top-clients",
-    )
-    top_hosts = _table(
-        ["hostname", "events", "apps", "first seen", "last seen"],
-        [
-            (t.key, t.events, ", ".join(t.apps), iso(t.first_seen), iso(t.last_seen))
-            for t in r.top_hosts
-        ],
-        "top-hosts",
-    )
-    regimes = _table(
-        ["regime", "title", "status at period end", "revoked", "citation"],
-        [(x.id, x.title, x.status, x.revoked or "", x.citation) for x in r.regimes],
-        "regimes",
-    )
-    heads = _table(
-        ["instance", "seq", "chain head (SHA-256)"],
-        [(h.instance, h.seq, h.chain_hash) for h in r.integrity.heads],
-        "heads",
-    )
+    t = {name: _table(head, rows, name) for name, (head, rows) in _tables(r, brief=False).items()}
     problems = "".join(f"<li>{_e(p)}</li>" for p in r.integrity.problems)
     integrity_class = "ok" if r.integrity.ok else "fail"
     integrity = (
@@ -1922,7 +1852,7 @@ def render_html(report: MonthlyReport) -> str:
             if r.integrity.provenance
             else ""
         )
-        + heads
+        + t["heads"]
         + (f'<ul class="problems">{problems}</ul>' if problems else "")
     )
     blind = "".join(f"<li><strong>{_e(n)}</strong>: {_e(t)}</li>" for n, t in BLIND_SPOTS)
@@ -1934,20 +1864,20 @@ def render_html(report: MonthlyReport) -> str:
         organisation=_e(r.organisation or ""),
         scope=scope,
         coverage_chart=svg_coverage_chart(r),
-        coverage=coverage,
-        gaps=gaps,
-        catalogues=catalogues,
-        policies=policies,
-        exceptions=exceptions,
-        totals=totals,
-        by_regime=by_regime,
-        by_department=by_department,
+        coverage=t["coverage"],
+        gaps=t["gaps"],
+        catalogues=t["catalogues"],
+        policies=t["policies"],
+        exceptions=t["exceptions"],
+        totals=t["totals"],
+        by_regime=t["by-regime"],
+        by_department=t["by-department"],
         top_n=_e(r.top_n),
         client_identity=_e(r.client_identity),
-        top_clients=top_clients,
-        top_hosts=top_hosts,
+        top_clients=t["top-clients"],
+        top_hosts=t["top-hosts"],
         daily_chart=svg_daily_chart(r),
-        regimes=regimes,
+        regimes=t["regimes"],
         integrity=integrity,
         blind_spots=blind,
         legal=legal,

@@ -104,12 +104,11 @@ class EventWriter:
 
     def put(self, event: Event) -> bool:
         """Queue ``event`` for writing; never blocks. False (and counted dropped) when full."""
-        if self._closing.is_set():
-            self._count_dropped(1)
-            return False
         with self._cond:
+            # Checked under the lock the final drain takes: an event is either queued before
+            # that drain (then written or counted dropped) or refused here, never lost unseen.
             n = len(self._buf)
-            if n < self.capacity:
+            if n < self.capacity and not self._closing.is_set():
                 self._buf.append(event)
                 if n + 1 == self.batch_size:
                     self._cond.notify()

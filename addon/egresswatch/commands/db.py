@@ -19,8 +19,9 @@ from ..store import EventStore
 from ..store import StoreError
 from ..store import default_store_url
 from ..store import open_store
+from ..store import redact_url
 
-__all__ = ["add_store_arguments", "register", "store_url_from_args"]
+__all__ = ["add_store_arguments", "open_from_args", "register", "store_url_from_args"]
 
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,13 +44,18 @@ def store_url_from_args(args: argparse.Namespace) -> str:
     return url if url else default_store_url(getattr(args, "data_dir", None))
 
 
-def _open(args: argparse.Namespace) -> EventStore | None:
-    url = store_url_from_args(args)
+def open_from_args(args: argparse.Namespace, prefix: str) -> EventStore | None:
+    """The store named by ``--store``/``--data-dir``; ``None`` when it cannot be opened, after
+    printing ``<prefix>: <why>`` to stderr."""
     try:
-        return open_store(url)
+        return open_store(store_url_from_args(args))
     except (StoreError, ValueError) as e:
-        print(f"egresswatch db: {e}", file=sys.stderr)
+        print(f"{prefix}: {e}", file=sys.stderr)
         return None
+
+
+def _open(args: argparse.Namespace) -> EventStore | None:
+    return open_from_args(args, "egresswatch db")
 
 
 def register(subparsers: Any) -> None:
@@ -138,7 +144,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         version = store.stats().schema_version
     finally:
         store.close()
-    print(f"{store.url}: schema version {version} (up to date)")
+    print(f"{redact_url(store.url)}: schema version {version} (up to date)")
     return 0
 
 
@@ -170,7 +176,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         heads = store.chain_heads()
     finally:
         store.close()
-    print(f"store: {store.url}")
+    print(f"store: {redact_url(store.url)}")
     print(f"schema version: {st.schema_version}")
     for table, n in st.rows.items():
         print(f"{table}: {n} rows")

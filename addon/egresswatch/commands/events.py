@@ -27,9 +27,8 @@ from typing import Any
 from ..events import Event
 from ..events import EventKind
 from ..store import StoreError
-from ..store import open_store
 from .db import add_store_arguments
-from .db import store_url_from_args
+from .db import open_from_args
 
 __all__ = ["ecs_document", "parse_when", "register"]
 
@@ -48,6 +47,9 @@ _OUTCOME = {
     "exempted": "success",
 }
 _TYPE = {"blocked": "denied", "would_block": "allowed", "monitor": "allowed", "exempted": "allowed"}
+# event.type of the lifecycle kinds, from ECS's expected types of the "process" and
+# "configuration" categories.
+_LIFECYCLE_TYPE = {"start": "start", "stop": "end", "heartbeat": "info", "config": "change"}
 
 
 def parse_when(text: str) -> float:
@@ -98,6 +100,8 @@ def ecs_document(e: Event) -> dict[str, Any]:
     if hit:
         event["type"] = ["connection", _TYPE.get(str(e.action), "info")]
         event["outcome"] = _OUTCOME.get(str(e.action), "unknown")
+    else:
+        event["type"] = [_LIFECYCLE_TYPE.get(str(e.kind), "info")]
     doc: dict[str, Any] = {
         "@timestamp": _iso(e.ts),
         "ecs": {"version": ECS_VERSION},
@@ -179,10 +183,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"egresswatch events export: {e}", file=sys.stderr)
         return 2
-    try:
-        store = open_store(store_url_from_args(args))
-    except (StoreError, ValueError) as e:
-        print(f"egresswatch events export: {e}", file=sys.stderr)
+    store = open_from_args(args, "egresswatch events export")
+    if store is None:
         return 2
     try:
         if args.output:

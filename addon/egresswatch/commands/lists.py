@@ -61,25 +61,19 @@ def add_catalogue_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="use only the --lists directories, not the catalogue shipped with egresswatch",
     )
-    p.add_argument(
-        "--today",
-        metavar="YYYY-MM-DD",
-        type=_iso_date,
-        default=None,
-        help="evaluate regime status on this date instead of today",
-    )
+    _add_today(p, "evaluate regime status on this date instead of today")
 
 
-def catalogue_dirs(args: argparse.Namespace) -> list[Path]:
-    """The directories named by ``add_catalogue_args`` options, bundled first."""
-    dirs: list[Path] = [] if args.no_bundled else [bundled_dir()]
-    return dirs + list(args.lists)
+def _add_today(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--today", metavar="YYYY-MM-DD", type=_iso_date, default=None, help=help)
 
 
-def load_or_report(dirs: Sequence[Path], err: TextIO) -> Catalogue | None:
-    """Load the catalogue, or print its problems on ``err`` and return ``None``."""
+def load_from_args(args: argparse.Namespace, err: TextIO) -> Catalogue | None:
+    """The catalogue named by the ``add_catalogue_args`` options (bundled first), or ``None``
+    after printing on ``err`` why it does not load."""
     try:
-        return load_catalogue(list(dirs))
+        dirs = [] if args.no_bundled else [bundled_dir()]
+        return load_catalogue([*dirs, *args.lists])
     except CatalogueError as e:
         for p in e.problems:
             print(p, file=err)
@@ -118,13 +112,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check.add_argument(
         "-q", "--quiet", action="store_true", help="print errors and warnings, not notes"
     )
-    check.add_argument(
-        "--today",
-        metavar="YYYY-MM-DD",
-        type=_iso_date,
-        default=None,
-        help="date for the regime-date checks (default: today)",
-    )
+    _add_today(check, "date for the regime-date checks (default: today)")
     check.set_defaults(func=run_check)
 
     imp = sub.add_parser(
@@ -249,6 +237,13 @@ def _screen(
     return kept, dropped, warnings
 
 
+def _read_stdin() -> str:
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError as e:  # parse_file says the same for a file
+        raise ListImportError(f"<stdin>: not UTF-8 text: {e}") from e
+
+
 def run_import(
     args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
@@ -264,7 +259,7 @@ def run_import(
         return 1
     try:
         if src == "-":
-            result = parse(args.format, sys.stdin.read(), origin="<stdin>")
+            result = parse(args.format, _read_stdin(), origin="<stdin>")
         else:
             result = parse_file(args.format, Path(src))
     except ListImportError as e:
@@ -376,7 +371,8 @@ def show_data(cat: Catalogue, today: date) -> dict[str, Any]:
     }
 
 
-_STATUS_TEXT = {
+# Regime status as printed by ``lists show`` and ``match``.
+STATUS_TEXT = {
     "in_force": "in force",
     "revoked": "revoked",
     "not_yet_effective": "not yet effective",
@@ -397,12 +393,7 @@ def _table(rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> list[str
 def run_show(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    try:
-        dirs = catalogue_dirs(args)
-    except FileNotFoundError as e:
-        print(f"egresswatch: {e}", file=err)
-        return 1
-    cat = load_or_report(dirs, err)
+    cat = load_from_args(args, err)
     if cat is None:
         return 1
     today: date = args.today or date.today()
@@ -414,7 +405,7 @@ def run_show(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
     for a in data["apps"]:
         c = a["counts"]
         regimes = ", ".join(
-            f"{r['id']} ({_STATUS_TEXT.get(r['status'], 'undefined')})" for r in a["regimes"]
+            f"{r['id']} ({STATUS_TEXT.get(r['status'], 'undefined')})" for r in a["regimes"]
         )
         rows.append(
             [
@@ -440,7 +431,7 @@ def run_show(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
         rrows.append(
             [
                 r["id"],
-                _STATUS_TEXT[r["status"]],
+                STATUS_TEXT[r["status"]],
                 r["effective"] or "-",
                 r["revoked"] or "-",
                 str(len(r["apps"])),

@@ -38,17 +38,11 @@ from ..hostnames import normalise_host
 from ..hostnames import why_invalid
 from ..matcher import Match
 from ..matcher import Matcher
+from .lists import STATUS_TEXT
 from .lists import add_catalogue_args
-from .lists import catalogue_dirs
-from .lists import load_or_report
+from .lists import load_from_args
 
 __all__ = ["explain", "register"]
-
-_STATUS_TEXT = {
-    "in_force": "in force",
-    "revoked": "revoked",
-    "not_yet_effective": "not yet effective",
-}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -178,7 +172,7 @@ def _text(d: dict[str, Any], cat: Catalogue) -> list[str]:
     )
     regimes = []
     for reg in d["regimes"]:
-        status = _STATUS_TEXT.get(reg["status"], "undefined")
+        status = STATUS_TEXT.get(reg["status"], "undefined")
         regime = cat.regimes.get(reg["id"])
         if regime is not None and reg["status"] == "revoked" and regime.revoked:
             status += f" {regime.revoked}"
@@ -192,12 +186,7 @@ def _text(d: dict[str, Any], cat: Catalogue) -> list[str]:
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    try:
-        dirs = catalogue_dirs(args)
-    except FileNotFoundError as e:
-        print(f"egresswatch: {e}", file=err)
-        return 1
-    cat = load_or_report(dirs, err)
+    cat = load_from_args(args, err)
     if cat is None:
         return 1
     matcher = Matcher.from_catalogue(cat)

@@ -29,8 +29,8 @@ from ..report import previous_month
 from ..report import render
 from ..report import write_report
 from ..store import StoreError
-from ..store import default_store_url
-from ..store import open_store
+from .db import add_store_arguments
+from .db import open_from_args
 
 __all__ = ["register"]
 
@@ -67,16 +67,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="the month to report, YYYY-MM (default: the previous calendar month, UTC)",
     )
-    where = p.add_mutually_exclusive_group()
-    where.add_argument(
-        "--store", metavar="URL", help="event store URL (sqlite:///…, postgresql://…)"
-    )
-    where.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help="read <DIR>/events.db (default: $EGRESSWATCH_DATA_DIR, $XDG_DATA_HOME/egresswatch "
-        "or ~/.local/share/egresswatch)",
-    )
+    add_store_arguments(p)
     p.add_argument("--format", choices=FORMATS, default="html", help="output format (default html)")
     p.add_argument(
         "-o",
@@ -130,11 +121,8 @@ def run(args: argparse.Namespace) -> int:
         for problem in problems or [e]:
             print(f"egresswatch report: catalogue: {problem}", file=sys.stderr)
         return 1
-    url = args.store or default_store_url(args.data_dir)
-    try:
-        store = open_store(url)
-    except (StoreError, ValueError) as e:
-        print(f"egresswatch report: cannot open the event store: {e}", file=sys.stderr)
+    store = open_from_args(args, "egresswatch report: cannot open the event store")
+    if store is None:
         return 1
     try:
         report = build_report(

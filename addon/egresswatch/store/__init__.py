@@ -23,6 +23,7 @@ The schema, hash chain, rollup key and retention are described in ``docs/store.m
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ __all__ = [
     "default_data_dir",
     "default_store_url",
     "open_store",
+    "redact_url",
 ]
 
 
@@ -306,6 +308,23 @@ def default_store_url(data_dir: str | None = None) -> str:
     """
     base = Path(data_dir) if data_dir else default_data_dir()
     return f"sqlite://{(base.expanduser().absolute() / 'events.db').as_posix()}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit to print: a password (in the user info or a ``password=`` parameter) is
+    replaced by ``***``.
+
+    >>> redact_url("postgresql://egw:p@ss/word@db:5432/events?sslmode=require&password=x")
+    'postgresql://egw:***@db:5432/events?sslmode=require&password=***'
+    """
+    base, q, query = url.partition("?")
+    scheme, sep, rest = base.partition("://")
+    cred, at, host = rest.rpartition("@")
+    if sep and at and ":" in cred:
+        base = f"{scheme}://{cred.split(':', 1)[0]}:***@{host}"
+    if q:
+        query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", query)
+    return f"{base}{q}{query}"
 
 
 def open_store(url: str) -> EventStore:

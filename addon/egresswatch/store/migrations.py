@@ -11,13 +11,13 @@ from __future__ import annotations
 
 __all__ = ["MIGRATION_NAMES", "POSTGRES", "SQLITE"]
 
-_SQLITE_1 = """
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY,
+# The event columns, shared by ``events`` (1) and ``lifecycle_archive`` (3). Types per backend:
+# ``int_type`` INTEGER / BIGINT, ``real_type`` REAL / DOUBLE PRECISION.
+_EVENT_COLUMNS = """
     instance TEXT NOT NULL,
-    seq INTEGER NOT NULL,
+    seq {int_type} NOT NULL,
     event_id TEXT NOT NULL,
-    ts REAL NOT NULL,
+    ts {real_type} NOT NULL,
     kind TEXT NOT NULL,
     signal TEXT,
     host TEXT,
@@ -31,12 +31,18 @@ CREATE TABLE events (
     department TEXT,
     catalogue_version TEXT NOT NULL DEFAULT '',
     policy_version TEXT NOT NULL DEFAULT '',
-    detail TEXT,
+    detail TEXT,"""
+
+# 1: the tables; the append-only triggers differ per backend and follow below.
+_TABLES = """
+CREATE TABLE events (
+    id {id_type} PRIMARY KEY,{columns}
     leaf_hash TEXT NOT NULL,
     chain_hash TEXT NOT NULL
 );
--- Not UNIQUE on purpose: the writer guarantees one seq per row (BEGIN IMMEDIATE + chain_heads),
--- and verify must be able to see (and name) a duplicate someone slipped in.
+-- Not UNIQUE on purpose: the writer guarantees one seq per row (a write lock or advisory lock
+-- around reading the chain head), and verify must be able to see (and name) a duplicate someone
+-- slipped in.
 CREATE INDEX events_instance_seq ON events (instance, seq);
 CREATE INDEX events_ts ON events (ts);
 CREATE TABLE rollups (
@@ -48,23 +54,34 @@ CREATE TABLE rollups (
     department TEXT NOT NULL,
     client TEXT NOT NULL,
     host TEXT NOT NULL,
-    events INTEGER NOT NULL,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
+    events {int_type} NOT NULL,
+    first_seen {real_type} NOT NULL,
+    last_seen {real_type} NOT NULL,
     PRIMARY KEY (day, instance, app, regime, action, department, client, host)
-) WITHOUT ROWID;
+){rollups_options};
 CREATE TABLE chain_heads (
     instance TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL,
+    seq {int_type} NOT NULL,
     chain_hash TEXT NOT NULL
 );
 CREATE TABLE checkpoints (
     instance TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL,
+    seq {int_type} NOT NULL,
     chain_hash TEXT NOT NULL,
-    pruned_at REAL NOT NULL
+    pruned_at {real_type} NOT NULL
 );
-CREATE TABLE prune_guard (id INTEGER PRIMARY KEY CHECK (id = 1), allowed INTEGER NOT NULL);
+"""
+_SQLITE_TYPES = {"int_type": "INTEGER", "real_type": "REAL"}
+_POSTGRES_TYPES = {"int_type": "BIGINT", "real_type": "DOUBLE PRECISION"}
+
+_SQLITE_1 = (
+    _TABLES.format(
+        id_type="INTEGER",
+        columns=_EVENT_COLUMNS.format(**_SQLITE_TYPES),
+        rollups_options=" WITHOUT ROWID",
+        **_SQLITE_TYPES,
+    )
+    + """CREATE TABLE prune_guard (id INTEGER PRIMARY KEY CHECK (id = 1), allowed INTEGER NOT NULL);
 INSERT INTO prune_guard (id, allowed) VALUES (1, 0);
 CREATE TRIGGER events_no_update BEFORE UPDATE ON events
 BEGIN
@@ -76,59 +93,16 @@ BEGIN
     SELECT RAISE(ABORT, 'egresswatch events are append-only (prune with: egresswatch db prune)');
 END;
 """
+)
 
-_POSTGRES_1 = """
-CREATE TABLE events (
-    id BIGSERIAL PRIMARY KEY,
-    instance TEXT NOT NULL,
-    seq BIGINT NOT NULL,
-    event_id TEXT NOT NULL,
-    ts DOUBLE PRECISION NOT NULL,
-    kind TEXT NOT NULL,
-    signal TEXT,
-    host TEXT,
-    app TEXT,
-    regimes TEXT NOT NULL DEFAULT '[]',
-    action TEXT,
-    rule TEXT,
-    exception_id TEXT,
-    client TEXT,
-    "user" TEXT,
-    department TEXT,
-    catalogue_version TEXT NOT NULL DEFAULT '',
-    policy_version TEXT NOT NULL DEFAULT '',
-    detail TEXT,
-    leaf_hash TEXT NOT NULL,
-    chain_hash TEXT NOT NULL
-);
-CREATE INDEX events_instance_seq ON events (instance, seq);
-CREATE INDEX events_ts ON events (ts);
-CREATE TABLE rollups (
-    day TEXT NOT NULL,
-    instance TEXT NOT NULL,
-    app TEXT NOT NULL,
-    regime TEXT NOT NULL,
-    action TEXT NOT NULL,
-    department TEXT NOT NULL,
-    client TEXT NOT NULL,
-    host TEXT NOT NULL,
-    events BIGINT NOT NULL,
-    first_seen DOUBLE PRECISION NOT NULL,
-    last_seen DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (day, instance, app, regime, action, department, client, host)
-);
-CREATE TABLE chain_heads (
-    instance TEXT PRIMARY KEY,
-    seq BIGINT NOT NULL,
-    chain_hash TEXT NOT NULL
-);
-CREATE TABLE checkpoints (
-    instance TEXT PRIMARY KEY,
-    seq BIGINT NOT NULL,
-    chain_hash TEXT NOT NULL,
-    pruned_at DOUBLE PRECISION NOT NULL
-);
-CREATE FUNCTION egresswatch_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+_POSTGRES_1 = (
+    _TABLES.format(
+        id_type="BIGSERIAL",
+        columns=_EVENT_COLUMNS.format(**_POSTGRES_TYPES),
+        rollups_options="",
+        **_POSTGRES_TYPES,
+    )
+    + """CREATE FUNCTION egresswatch_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     -- prune() runs SET LOCAL egresswatch.prune = 'on' inside its own transaction.
     IF TG_OP = 'DELETE' AND current_setting('egresswatch.prune', true) = 'on' THEN
@@ -142,6 +116,7 @@ CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events
 CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
     FOR EACH STATEMENT EXECUTE FUNCTION egresswatch_events_append_only();
 """
+)
 
 # 2: one row per instance per verification run, so a later run can continue from a verified head.
 _VERIFICATIONS = """
@@ -161,33 +136,13 @@ CREATE TABLE verifications (
 );
 CREATE INDEX verifications_instance ON verifications (instance, id);
 """
-_SQLITE_2 = _VERIFICATIONS.format(id_type="INTEGER", int_type="INTEGER", real_type="REAL")
-_POSTGRES_2 = _VERIFICATIONS.format(
-    id_type="BIGSERIAL", int_type="BIGINT", real_type="DOUBLE PRECISION"
-)
+_SQLITE_2 = _VERIFICATIONS.format(id_type="INTEGER", **_SQLITE_TYPES)
+_POSTGRES_2 = _VERIFICATIONS.format(id_type="BIGSERIAL", **_POSTGRES_TYPES)
 
 # 3: non-hit rows that prune() removes are kept here (coverage and configuration outlive the raw
 # events). Same columns as events without the leaf hash; seq and chain_hash kept for reference.
 _ARCHIVE = """
-CREATE TABLE lifecycle_archive (
-    instance TEXT NOT NULL,
-    seq {int_type} NOT NULL,
-    event_id TEXT NOT NULL,
-    ts {real_type} NOT NULL,
-    kind TEXT NOT NULL,
-    signal TEXT,
-    host TEXT,
-    app TEXT,
-    regimes TEXT NOT NULL DEFAULT '[]',
-    action TEXT,
-    rule TEXT,
-    exception_id TEXT,
-    client TEXT,
-    "user" TEXT,
-    department TEXT,
-    catalogue_version TEXT NOT NULL DEFAULT '',
-    policy_version TEXT NOT NULL DEFAULT '',
-    detail TEXT,
+CREATE TABLE lifecycle_archive ({columns}
     chain_hash TEXT NOT NULL,
     archived_at {real_type} NOT NULL
 );
@@ -196,7 +151,7 @@ CREATE INDEX lifecycle_archive_instance_seq ON lifecycle_archive (instance, seq)
 CREATE INDEX lifecycle_archive_ts ON lifecycle_archive (ts);
 """
 _SQLITE_3 = (
-    _ARCHIVE.format(int_type="INTEGER", real_type="REAL")
+    _ARCHIVE.format(columns=_EVENT_COLUMNS.format(**_SQLITE_TYPES), **_SQLITE_TYPES)
     + """
 CREATE TRIGGER lifecycle_archive_no_update BEFORE UPDATE ON lifecycle_archive
 BEGIN
@@ -209,7 +164,7 @@ END;
 """
 )
 _POSTGRES_3 = (
-    _ARCHIVE.format(int_type="BIGINT", real_type="DOUBLE PRECISION")
+    _ARCHIVE.format(columns=_EVENT_COLUMNS.format(**_POSTGRES_TYPES), **_POSTGRES_TYPES)
     + """
 CREATE FUNCTION egresswatch_archive_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
