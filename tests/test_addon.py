@@ -1055,3 +1055,14 @@ def test_entry_script_loads_the_addon() -> None:
         assert type(loaded).__name__ == "EgressWatch"
         assert "egresswatch_decrypt" in tctx.options
         loaded.metrics.close()
+
+
+def test_per_connection_state_is_dropped_on_disconnect(env: Env) -> None:
+    c = client(ip="10.1.2.3")
+    env.addon.http_connect(connect_flow("watched.test", c))
+    env.addon.http_connect(connect_flow("blocked.test", c))
+    assert [e.client for e in env.events()] == ["10.1.2.3", "10.1.2.3"]
+    env.addon.client_disconnected(c)
+    per_connection = (env.addon._conn_apps, env.addon._refuse, env.addon._block_page)
+    assert all(c.id not in d for d in per_connection)
+    assert c.id not in env.addon._users and c.id not in env.addon._identities

@@ -796,3 +796,21 @@ def test_exception_rule_naive_expiry_is_utc() -> None:
     assert rule.expires == datetime(2026, 7, 1, tzinfo=UTC)
     assert rule.in_force(datetime(2026, 6, 30, 23, 59)) and not rule.in_force(rule.expires)
     assert rule.covers(None, "u") and not rule.covers(None, None)
+
+
+def test_client_cache_is_bounded_and_gives_the_same_decisions(
+    monkeypatch: pytest.MonkeyPatch, cat: Catalogue, hit: Callable[[str], Match]
+) -> None:
+    import egresswatch.policy as policy_module
+
+    monkeypatch.setattr(policy_module, "_CLIENT_CACHE", 3)
+    pol = Policy(cat, departments=[Department("eng", ("10.1.0.0/16",))])
+    match = hit("a2.test")
+    now = datetime(2026, 11, 28, tzinfo=UTC)
+    seen = []
+    for ip in ["10.1.2.3", "10.2.0.1", None, "10.1.2.3", "bogus", "10.1.9.9", "10.1.2.3"]:
+        d = pol.decide(match, ip, None, now)
+        assert d is not None
+        seen.append(d.department)
+        assert len(pol._clients) <= 3
+    assert seen == ["eng", "other", "unknown", "eng", "unknown", "eng", "eng"]

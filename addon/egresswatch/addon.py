@@ -389,6 +389,7 @@ class EgressWatch:
         self._refuse: set[str] = set()
         self._block_page: dict[str, Verdict] = {}
         self._users: dict[str, str] = {}
+        self._identities: dict[str, str | None] = {}
         self._guards: dict[str, _Guard] = {}
         self._last_exc_check: datetime | None = None
         self._last_prune = 0.0
@@ -537,6 +538,7 @@ class EgressWatch:
                 )
             try:
                 self._identity = identity_from_options(mode, o.egresswatch_client_key_file or None)
+                self._identities.clear()  # computed under the old setting
             except ValueError as e:
                 raise _options_error(f"egresswatch_client_key_file: {e}") from e
         if "egresswatch_instance" in updated:
@@ -980,7 +982,7 @@ class EgressWatch:
                 action=decision.action,
                 rule=match.rule.domain,
                 exception_id=decision.exception_id,
-                client=self._identity.of(client_ip) if client_ip else None,
+                client=self._client_identity(cid, client_ip),
                 user=user,
                 department=decision.department,
                 catalogue_version=st.catalogue.version,
@@ -1001,6 +1003,14 @@ class EgressWatch:
                 verdict.event_id,
             )
         return verdict
+
+    def _client_identity(self, cid: str, client_ip: str | None) -> str | None:
+        """The stored identity of a connection's client, computed once per connection."""
+        if cid in self._identities:
+            return self._identities[cid]
+        ident = self._identity.of(client_ip) if client_ip else None
+        self._identities[cid] = ident
+        return ident
 
     def _app_name(self, app: str) -> str:
         st = self.state
@@ -1037,6 +1047,7 @@ class EgressWatch:
         self._refuse.discard(cid)
         self._block_page.pop(cid, None)
         self._users.pop(cid, None)
+        self._identities.pop(cid, None)
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         with self._guard("http_connect"):

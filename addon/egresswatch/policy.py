@@ -129,6 +129,10 @@ class MatchLike(Protocol):
     def regimes(self) -> Sequence[str]: ...
 
 
+#: Distinct client addresses whose parse and department are remembered between decisions.
+_CLIENT_CACHE = 4096
+
+
 class PolicyError(ValueError):
     """A policy file that cannot be used; ``problems`` lists every reason with its line."""
 
@@ -336,6 +340,8 @@ class Policy:
                 (v4 if net.version == 4 else v6).append((net, dept.name))
         self._v4 = _PrefixTable(32, v4)
         self._v6 = _PrefixTable(128, v6)
+        # client address text -> (parsed address, department); bounded, cleared when full.
+        self._clients: dict[str | None, tuple[_IPAddress | None, str]] = {}
         names = sorted({d.name for d in self.department_rules})
         if len(names) > MAX_DEPARTMENTS:
             logger.warning(
@@ -427,8 +433,15 @@ class Policy:
         mode, label = best
         if mode is Mode.OFF:
             return None
-        address = parse_client(client_ip)
-        department = self._department_of(address)
+        client = self._clients.get(client_ip)
+        if client is None:
+            # Parsing an address costs more than the rest of the decision; clients repeat.
+            address = parse_client(client_ip)
+            client = (address, self._department_of(address))
+            if len(self._clients) >= _CLIENT_CACHE:
+                self._clients.clear()
+            self._clients[client_ip] = client
+        address, department = client
         if self._exceptions_by_app:
             exc = self._exception_for(apps, address, user, now)
             if exc is not None:
