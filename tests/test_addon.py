@@ -1066,3 +1066,34 @@ def test_per_connection_state_is_dropped_on_disconnect(env: Env) -> None:
     per_connection = (env.addon._conn_apps, env.addon._refuse, env.addon._block_page)
     assert all(c.id not in d for d in per_connection)
     assert c.id not in env.addon._users and c.id not in env.addon._identities
+
+
+async def test_reload_command_in_the_proxy_loads_off_the_event_loop(
+    env: Env, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import egresswatch.addon as addon_module
+
+    loader_threads: list[str] = []
+    real = addon_module._load_state
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        loader_threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(addon_module, "_load_state", spy)
+    old = env.addon.state
+    (env.cat_dir / "newapp.yaml").write_text(
+        "id: newapp\nname: New\nvendor: V\ncategory: other\nregimes: []\n"
+        "domains:\n  - {domain: new.test, match: suffix, source: t, confidence: high}\n"
+    )
+    with caplog.at_level(logging.INFO, logger="egresswatch"):
+        env.addon.reload()  # on the running loop: returns at once, the load runs in a thread
+        for _ in range(200):
+            if env.addon.state is not old:
+                break
+            await asyncio.sleep(0.01)
+    assert env.addon.state is not old
+    assert loader_threads and loader_threads[0] != threading.main_thread().name
+    assert "egresswatch: catalogue reloaded version=" in caplog.text

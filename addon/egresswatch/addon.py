@@ -706,7 +706,16 @@ class EgressWatch:
     @command.command("egresswatch.reload")  # type: ignore[untyped-decorator]
     def reload(self) -> None:
         """Reload the catalogue and the policy now (the old ones stay if the new are invalid)."""
-        self._reload_sync()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # called outside mitmproxy's event loop (embedding, tests)
+            self._reload_sync()
+            return
+        # In the proxy, commands run on the event loop: load in a thread (a large catalogue
+        # takes seconds) and swap on the loop, as the periodic check does.
+        asyncio_utils.create_task(
+            self.reload_async(force_log=True), name="egresswatch.reload", keep_ref=True
+        )
 
     @command.command("egresswatch.status")  # type: ignore[untyped-decorator]
     def status(self) -> str:
@@ -733,8 +742,8 @@ class EgressWatch:
         self._finish_reload(new, old, force_log=True)
         return True
 
-    async def reload_async(self) -> bool:
-        """Load off the event loop, then swap on it (used by the periodic check)."""
+    async def reload_async(self, *, force_log: bool = False) -> bool:
+        """Load off the event loop, then swap on it (the periodic check and the command)."""
         old = self.state
         if old is None:
             return False
@@ -745,7 +754,7 @@ class EgressWatch:
             return False
         if self.state is not old:  # a concurrent reload won; keep its result
             return False
-        self._finish_reload(new, old)
+        self._finish_reload(new, old, force_log=force_log)
         return True
 
     def _finish_reload(self, new: State, old: State, *, force_log: bool = False) -> None:
