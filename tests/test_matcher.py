@@ -122,13 +122,18 @@ def test_bulk_list(tmp_path: Path) -> None:
     m = Matcher.from_catalogue(load_catalogue([tmp_path]))
     hit = m.match("www.d777.example")
     assert hit is not None
+    # The lookup leaves the line of a bulk-list name to explain(): no per-name line storage.
     assert (hit.app, hit.rule.domain, hit.rule.line, hit.rule.file) == (
         "big",
         "d777.example",
-        778,
+        0,
         str(tmp_path / "big.txt"),
     )
+    assert m.explain(hit.rule).line == 778
+    assert m.explain(hit.rule)._replace(line=0) == hit.rule
     assert m.match("d1000.example") is None
+    inline = m.match("x.inline.example")
+    assert inline is None or m.explain(inline.rule) is inline.rule
 
 
 # --- property: the matcher agrees with a naive reference on generated catalogues -------------

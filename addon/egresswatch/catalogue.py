@@ -484,10 +484,13 @@ def _read_bulk(
 ) -> BulkList:
     names: list[str] = []
     lines = array("I")
-    # Read as the file itself would be in text mode (universal newlines, strict UTF-8), from the
-    # bytes the caller hashes into the catalogue version.
-    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="strict")
-    for lineno, line in enumerate(text, 1):
+    # Lines as text mode would give them (universal newlines, strict UTF-8), from the bytes the
+    # caller hashes into the catalogue version, read lazily one line at a time: holding every
+    # line at once would leave their memory fragmented between the names that are kept.
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    for lineno, raw_line in enumerate(io.BytesIO(data), 1):
+        line = raw_line.decode("utf-8")
         if "#" in line:
             line = line.split("#", 1)[0]
         raw = line.strip()

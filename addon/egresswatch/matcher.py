@@ -39,15 +39,20 @@ from .hostnames import parse_ip
 
 __all__ = ["Match", "Matcher"]
 
-# A dictionary value: one rule, a carve-out, a packed bulk-list reference (an int: list index
-# << 32 | line number, so that a million-name list costs one small int per name, not an object),
-# or a tuple of those when several apps claim the same name.
+# A dictionary value: one rule, a carve-out, a bulk-list reference (the list's index: one int
+# object shared by every name of the list, so a million-name list costs no object per name), or
+# a tuple of those when several apps claim the same name.
 _Entry = DomainRule | CarveOut | int
-_Value = _Entry | tuple[_Entry, ...]
-_LINE_BITS = 32
-# Interior marker: a proper suffix of some rule that is not a rule itself.
-_NODE = 0
-_LINE_MASK = (1 << _LINE_BITS) - 1
+
+
+class _Node:
+    """Interior marker: a proper suffix of some rule that is not a rule itself."""
+
+    __slots__ = ()
+
+
+_Value = _Entry | tuple[_Entry, ...] | _Node
+_NODE = _Node()
 
 
 class Match(NamedTuple):
@@ -82,6 +87,7 @@ class Matcher:
         "_prefixes",
         "_regimes",
         "_suffix",
+        "_tld_rules",
         "entries",
     )
 
@@ -93,12 +99,15 @@ class Matcher:
         cidrs: dict[tuple[int, int], dict[int, CidrRule]],
         regimes: dict[str, tuple[str, ...]],
         interior: frozenset[str] = frozenset(),
+        tld_rules: bool = True,
     ) -> None:
         self._exact = exact
         self._suffix = suffix
         # Rules (or carve-outs) that have longer rules or carve-outs under them: only past these
         # can the walk find anything longer than a rule it has found.
         self._interior = interior
+        # Whether any rule or carve-out is a bare TLD (one label).
+        self._tld_rules = tld_rules
         self._bulk = bulk
         # Per bulk list, the DomainRule fields between the name and the line number.
         self._bulk_heads = [
@@ -142,16 +151,15 @@ class Matcher:
         lists = list(bulk)
         for index, b in enumerate(lists):
             table = exact if b.match == "exact" else suffix
-            tag = (
-                index << _LINE_BITS
-            )  # bulk line numbers start at 1, so a packed value is never _NODE
             get = table.get
-            for name, line in zip(b.names, b.lines, strict=True):
+            for name in b.names:
                 prev = get(name)
-                if prev is None or prev is _NODE:
-                    table[name] = tag | line  # the common case, kept cheap for million-name lists
+                if prev is None:
+                    table[name] = index  # the common case, kept cheap for million-name lists
                 else:
-                    _add(table, name, tag | line)
+                    _add(table, name, index)
+        # Before the markers are added, every key is a rule or a carve-out.
+        tld_rules = any("." not in name for name in suffix)
         # Interior markers for the bottom-up walk, and the rules that are also interior.
         setdefault = suffix.setdefault
         interior: set[str] = set()
@@ -166,7 +174,7 @@ class Matcher:
         for c in cidrs:
             bucket = nets.setdefault((c.network.version, c.network.prefixlen), {})
             bucket.setdefault(int(c.network.network_address), c)
-        return cls(exact, suffix, lists, nets, dict(regimes or {}), frozenset(interior))
+        return cls(exact, suffix, lists, nets, dict(regimes or {}), frozenset(interior), tld_rules)
 
     # ----------------------------------------------------------------------------------------
 
@@ -220,6 +228,12 @@ class Matcher:
         node = _NODE
         found: list[tuple[str, _Value]] | None = None
         end = len(name)
+        if not self._tld_rules:
+            # No rule or carve-out is a bare TLD (the usual case): start at the last two labels,
+            # one probe fewer per lookup. A one-label name can then match nothing.
+            end = name.rfind(".")
+            if end < 0:
+                return None
         while True:
             dot = name.rfind(".", 0, end)
             s = name[dot + 1 :]
@@ -262,15 +276,15 @@ class Matcher:
                 excluded = (excluded or set()) | carved
         return None
 
-    def _bulk_match(self, name: str, key: str, packed: int) -> Match:
-        head = self._bulk_heads[packed >> _LINE_BITS]
-        rule = _new_rule(DomainRule, (key, *head, packed & _LINE_MASK, ""))
+    def _bulk_match(self, name: str, key: str, index: int) -> Match:
+        # Line 0: the hot path does not look the line up; explain() does.
+        rule = _new_rule(DomainRule, (key, *self._bulk_heads[index], 0, ""))
         app = rule.app
         return _new_match(Match, (name, app, (app,), rule, self._regimes.get(app, ())))
 
     def _rule(self, key: str, e: DomainRule | int) -> DomainRule:
         if isinstance(e, int):
-            return self._bulk[e >> _LINE_BITS].rule(key, e & _LINE_MASK)
+            return self._bulk[e].rule(key, 0)
         return e
 
     def _resolve(self, name: str, key: str, v: _Value, excluded: set[str] | None) -> Match | None:
@@ -313,6 +327,21 @@ class Matcher:
                     ip.compressed, rule.app, (rule.app,), rule, self._regimes.get(rule.app, ())
                 )
         return None
+
+    def explain(self, rule: DomainRule | CidrRule) -> DomainRule | CidrRule:
+        """``rule`` with its line number filled in.
+
+        A match on a name from a bulk list file carries line 0: finding the line means scanning
+        the list, which is left to explanations (``egresswatch match``), not done per lookup.
+        """
+        if not isinstance(rule, DomainRule) or rule.line:
+            return rule
+        for b in self._bulk:
+            if b.file == rule.file and b.app == rule.app:
+                line = b.line_of(rule.domain)
+                if line:
+                    return rule._replace(line=line)
+        return rule
 
     def __len__(self) -> int:
         return self.entries

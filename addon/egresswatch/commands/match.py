@@ -120,6 +120,8 @@ def explain(
             "carved_out_by": None,
         }
     m = matcher.match_normalised(name)
+    if m is not None:
+        m = m._replace(rule=matcher.explain(m.rule))  # bulk-list names: look the line up
     co = _carved_out_by(name, carve) if m is None else None
     regimes = []
     for rid in m.regimes if m else ():
