@@ -142,8 +142,8 @@ class CidrRule(NamedTuple):
 class BulkList:
     """A plain list file referenced from an app file: many names sharing one provenance.
 
-    ``names`` and ``lines`` are parallel (file order); the matcher keeps each name's line number
-    itself, so a hit never searches this list.
+    ``names`` and ``lines`` are parallel (file order). The matcher stores only the list, not a
+    line per name; :meth:`line_of` finds a line when an explanation needs it.
     """
 
     file: str

@@ -80,7 +80,6 @@ class Matcher:
 
     __slots__ = (
         "_bulk",
-        "_bulk_heads",
         "_cidrs",
         "_exact",
         "_interior",
@@ -109,10 +108,6 @@ class Matcher:
         # Whether any rule or carve-out is a bare TLD (one label).
         self._tld_rules = tld_rules
         self._bulk = bulk
-        # Per bulk list, the DomainRule fields between the name and the line number.
-        self._bulk_heads = [
-            (b.match, b.app, b.source, b.confidence, b.tags, "", (), b.file) for b in bulk
-        ]
         self._cidrs = cidrs
         # Longest prefix first, per IP version.
         self._prefixes = {
@@ -278,7 +273,7 @@ class Matcher:
 
     def _bulk_match(self, name: str, key: str, index: int) -> Match:
         # Line 0: the hot path does not look the line up; explain() does.
-        rule = _new_rule(DomainRule, (key, *self._bulk_heads[index], 0, ""))
+        rule = self._bulk[index].rule(key, 0)
         app = rule.app
         return _new_match(Match, (name, app, (app,), rule, self._regimes.get(app, ())))
 
@@ -351,4 +346,4 @@ _DIGITS_AND_COLON = frozenset("0123456789:")
 # Longest raw name the fast path takes (a 253-octet name plus a trailing dot).
 _FAST_MAX = 254
 # Building the hot-path result without the NamedTuple's Python-level __new__ saves a frame per hit.
-_new_match = _new_rule = tuple.__new__
+_new_match = tuple.__new__
