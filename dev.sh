@@ -40,6 +40,10 @@ debian_packages() {
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
     command -v chromium >/dev/null || need+=(chromium)
     command -v curl >/dev/null || need+=(curl)
+    # Transparent / WireGuard end-to-end tests (tests/test_e2e_modes.py): nft, wireguard-go, wg.
+    command -v nft >/dev/null || need+=(nftables)
+    command -v wireguard-go >/dev/null || need+=(wireguard-go)
+    command -v wg >/dev/null || need+=(wireguard-tools)
     if [ ${#need[@]} -gt 0 ]; then
         local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
         $sudo apt-get update -q >/dev/null

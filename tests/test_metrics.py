@@ -389,3 +389,17 @@ def test_serve_tls(metrics: Metrics, tmp_path: Path) -> None:
 def test_serve_tls_needs_both_files(metrics: Metrics, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="both"):
         metrics.serve("127.0.0.1", 0, certfile=str(tmp_path / "c.pem"))
+
+
+def test_exemplar_is_refreshed_at_most_once_per_interval(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    metrics.prepare({"tiktok": ["far-52-204-27"]})
+    args = ("tiktok", "far-52-204-27", "monitor", "sni")
+    metrics.hit(*args, event_id="first", now=100.0)
+    metrics.hit(*args, event_id="second", now=100.5)  # counted, exemplar kept
+    assert hits(registry, *args) == 2.0
+    assert '# {event_id="first"} 1.0' in generate_openmetrics(registry).decode()
+    metrics.hit(*args, event_id="third", now=101.0)
+    assert hits(registry, *args) == 3.0
+    assert '# {event_id="third"} 1.0' in generate_openmetrics(registry).decode()

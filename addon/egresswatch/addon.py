@@ -977,6 +977,7 @@ class EgressWatch:
             signal,
             decision.department,
             verdict.event_id,
+            now,
         )
         self._emit(
             Event(
@@ -1171,7 +1172,10 @@ class EgressWatch:
                 or cid in self._block_page
                 or c.proxy_mode.type_name not in _PROXY_MODES
             )
-            v = self._observe(req.pretty_host, signal, c, self._user_of(flow), dedupe=dedupe)
+            # The Host header (or :authority) as sent, else the request target's host: what
+            # ``pretty_host`` gives, without its second parse (normalise_host strips the port).
+            raw = req.host_header or req.host
+            v = self._observe(raw, signal, c, self._user_of(flow), dedupe=dedupe)
             if v is None or not v.blocked:
                 v = self._block_page.get(cid)
                 if v is None:

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry
@@ -86,6 +87,8 @@ OTHER_DEPARTMENT = "other"
 EXTRA_REGIMES: tuple[str, ...] = ("app", "default")
 #: Above this many department values the department label is a cardinality risk.
 DEPARTMENT_WARN = 50
+#: Minimum seconds between two exemplars on one hit series (see :meth:`Metrics.hit`).
+EXEMPLAR_INTERVAL = 1.0
 
 
 def new_registry() -> CollectorRegistry:
@@ -165,6 +168,9 @@ class Metrics:
         self._inner = CollectorRegistry(auto_describe=True)
         self._lock = threading.Lock()
         self._hit_keys: set[tuple[str, ...]] = set()
+        # Hot path: label tuple -> [child, time of its last exemplar]. Looking a child up through
+        # labels() validates and locks on every call; a hit costs one dict probe instead.
+        self._hit_children: dict[tuple[str, ...], list[Any]] = {}
         self._entry_apps: set[str] = set()
         self._mode_apps: set[str] = set()
         self._httpd: WSGIServer | None = None
@@ -356,8 +362,9 @@ class Metrics:
                 if app_gone or dept_gone:
                     self._hits.remove(*key)
                     self._hit_keys.discard(key)
+                    self._hit_children.pop(key, None)
             for key in wanted - self._hit_keys:
-                self._hits.labels(*key)
+                self._hit_children[key] = [self._hits.labels(*key), -math.inf]
             self._hit_keys |= wanted
 
     def hit(
@@ -368,15 +375,26 @@ class Metrics:
         signal: str,
         department: str | None = None,
         event_id: str | None = None,
+        now: float | None = None,
     ) -> None:
-        """Count one hit; ``event_id`` becomes the exemplar linking to the event-store row."""
+        """Count one hit; ``event_id`` becomes the exemplar linking to the event-store row.
+
+        With ``now`` (seconds, any monotonic-enough clock) a series takes a new exemplar at most
+        every :data:`EXEMPLAR_INTERVAL` seconds: a scrape sees one exemplar per series anyway,
+        and attaching one costs more than the count. Without ``now`` every hit sets it.
+        """
         key: tuple[str, ...] = (app, regime, str(action), str(signal))
         if self._department_label:
             key = (*key, department or OTHER_DEPARTMENT)
-        with self._lock:
-            self._hit_keys.add(key)
-        child = self._hits.labels(*key)
-        if event_id:
+        slot = self._hit_children.get(key)
+        if slot is None:
+            with self._lock:
+                self._hit_keys.add(key)
+                slot = self._hit_children[key] = [self._hits.labels(*key), -math.inf]
+        child = slot[0]
+        if event_id and (now is None or now - slot[1] >= EXEMPLAR_INTERVAL):
+            if now is not None:
+                slot[1] = now
             child.inc(exemplar={"event_id": event_id})
         else:
             child.inc()

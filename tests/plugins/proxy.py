@@ -248,6 +248,7 @@ class ProxyFactory:
         wait_ready: bool = True,
         allowed_errors: Sequence[str] = (),
         routes: Mapping[str, Sequence[object]] | None = None,
+        exec_prefix: Sequence[str] = (),
         timeout: float = 40,
     ) -> RunningProxy:
         run = self.base / f"proxy-{uuid.uuid4().hex[:8]}"
@@ -293,6 +294,8 @@ class ProxyFactory:
         for k, v in sets:
             args += ["--set", f"{k}={v}"]
         args += list(extra_args)
+        # e.g. ``ip netns exec NS``: run mitmdump inside a test's network namespace.
+        args = [*exec_prefix, *args]
 
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
         env["PYTHONUNBUFFERED"] = "1"

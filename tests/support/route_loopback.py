@@ -10,6 +10,8 @@ and mitmproxy's connection reuse, which compares addresses, still works for keep
   IP on a mapped port goes to that loopback server; any other destination fails with an
   ``OSError`` (mitmproxy answers 502 / a SOCKS error), so no test traffic leaves 127.0.0.0/8.
   Loopback destinations are left alone.
+- ``route_loopback_udp`` (same format): the same for UDP (QUIC) server connections, which
+  mitmproxy opens with ``mitmproxy_rs.udp.open_udp_connection``; unmapped ones fail likewise.
 - Names that ``socket.getaddrinfo`` cannot even encode (IDNA failures, NUL) are passed on
   unchanged: they cannot reach the network, and leaving them shows what mitmproxy does with them.
 - DNS mode: A/AAAA questions that egresswatch did not answer get 127.0.0.1 / ::1, other types an
@@ -26,6 +28,7 @@ import logging
 import types
 from typing import Any
 
+import mitmproxy_rs
 from mitmproxy import ctx
 from mitmproxy import dns
 from mitmproxy.proxy import server as proxy_server
@@ -59,25 +62,62 @@ class _RoutedAsyncio(types.ModuleType):
         return await asyncio.open_connection(*target, **kw)
 
 
+class _RoutedUdp(types.ModuleType):
+    """``mitmproxy_rs.udp`` with a routing ``open_udp_connection``."""
+
+    def __init__(self, route: RouteLoopback) -> None:
+        super().__init__("mitmproxy_rs.udp")
+        self._route = route
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(mitmproxy_rs.udp, name)
+
+    async def open_udp_connection(self, host: Any, port: Any, **kw: Any) -> Any:
+        target = self._route.translate(host, port, self._route.udp_routes)
+        return await mitmproxy_rs.udp.open_udp_connection(*target, **kw)
+
+
+class _RoutedRs(types.ModuleType):
+    """``mitmproxy_rs`` as seen by ``mitmproxy.proxy.server``, with a routing ``udp``."""
+
+    def __init__(self, route: RouteLoopback) -> None:
+        super().__init__("mitmproxy_rs")
+        self.udp = _RoutedUdp(route)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(mitmproxy_rs, name)
+
+
 class RouteLoopback:
     def __init__(self) -> None:
         self.routes: dict[int, tuple[str, int]] = {}
+        self.udp_routes: dict[int, tuple[str, int]] = {}
 
     def load(self, loader: Any) -> None:
         loader.add_option(
             "route_loopback", str, "{}", "JSON map: destination port -> [loopback host, port]."
         )
+        loader.add_option(
+            "route_loopback_udp", str, "{}", "JSON map for UDP: destination port -> [host, port]."
+        )
         proxy_server.asyncio = _RoutedAsyncio(self)  # type: ignore[attr-defined]
+        proxy_server.mitmproxy_rs = _RoutedRs(self)  # type: ignore[attr-defined]
 
     def done(self) -> None:
         proxy_server.asyncio = asyncio  # type: ignore[attr-defined]
+        proxy_server.mitmproxy_rs = mitmproxy_rs  # type: ignore[attr-defined]
 
     def configure(self, updated: set[str]) -> None:
         if "route_loopback" in updated:
             raw = json.loads(ctx.options.route_loopback or "{}")
             self.routes = {int(k): (str(v[0]), int(v[1])) for k, v in raw.items()}
+        if "route_loopback_udp" in updated:
+            raw = json.loads(ctx.options.route_loopback_udp or "{}")
+            self.udp_routes = {int(k): (str(v[0]), int(v[1])) for k, v in raw.items()}
 
-    def translate(self, host: Any, port: Any) -> tuple[Any, Any]:
+    def translate(
+        self, host: Any, port: Any, routes: dict[int, tuple[str, int]] | None = None
+    ) -> tuple[Any, Any]:
         if not isinstance(host, str):
             return host, port
         try:
@@ -87,7 +127,7 @@ class RouteLoopback:
             pass
         if not reaches_network(host):
             return host, port
-        target = self.routes.get(port)
+        target = (self.routes if routes is None else routes).get(port)
         if target is None:
             raise OSError(f"route_loopback: no loopback upstream for {host}:{port}")
         return target
