@@ -8,8 +8,9 @@ mitmproxy's upstream connections to the upstream servers on the namespace's loop
 - transparent: an nft ``nat`` OUTPUT rule redirects TCP for 203.0.113.0/24 to mitmdump;
 - WireGuard: a wireguard-go interface (peer: mitmproxy) carries 203.0.113.0/24 to mitmdump;
 - QUIC: an aioquic HTTP/3 client through the WireGuard tunnel to an aioquic HTTP/3 upstream.
-  mitmproxy 12.3.1 stalls every QUIC connection an addon passes through (#8338), so a monitored
-  one is recorded but does not complete; a strict xfail test reports when that is fixed.
+  mitmproxy 12.3.1 stalls a QUIC connection that ``tls_clienthello`` passes through (#8338);
+  egresswatch decides QUIC pass-through in ``next_layer`` instead, and these tests show that a
+  monitored HTTP/3 request completes end to end and that no crash is logged.
 - local mode (``local:curl``, eBPF) is not tested: in this sandbox the redirector cannot start
   (no ``sudo``; ``setrlimit(RLIMIT_MEMLOCK)`` refused without CAP_SYS_RESOURCE; eBPF attach to a
   non-cgroup2 ``/sys/fs/cgroup`` fails), and it would attach to the host's root cgroup anyway.
@@ -46,9 +47,6 @@ OPTIONS = {
     "egresswatch_reload_interval": "0",
     "egresswatch_flush_ms": "100",
 }
-#: mitmproxy 12.3.1 bug #8338: an ignored QUIC connection crashes its connection handler (logged
-#: as "mitmproxy has crashed!" with this assertion). Not egresswatch code; allowed in this form.
-MITMPROXY_8338 = r"AssertionError: Unexpected event type at UDPLayer\.start"
 TARGET = "203.0.113.10"  # TEST-NET-3: exists only inside the test namespaces
 
 
@@ -262,7 +260,6 @@ def wireguard(
         lists=[e2e_catalogue],
         routes=ups.route_map(),
         exec_prefix=wns.exec_prefix,
-        allowed_errors=[MITMPROXY_8338],
     )
     # mitmproxy writes its keys to confdir/wireguard.conf: {"server_key": …, "client_key": …}.
     keys = json.loads((proxy.confdir / "wireguard.conf").read_text())
@@ -367,30 +364,22 @@ def test_wireguard_dns_blocked_nxdomain_and_monitored_answered(
 def test_wireguard_quic_monitored_is_recorded(
     wireguard: tuple[RunningProxy, Upstreams], wns: NetNS, test_pki: UpstreamPKI
 ) -> None:
-    """HTTP/3 through the tunnel: the QUIC ClientHello's SNI is recorded with the QUIC signal.
-    (Whether the request then completes is ``test_wireguard_quic_monitored_passes_through``.)"""
+    """HTTP/3 through the tunnel: the QUIC ClientHello's SNI is recorded with the QUIC signal."""
     proxy, _ = wireguard
     before = len(hits(proxy))
-    try:
-        wns.call(h3_get, TARGET, 443, "www.tiktok.com", str(test_pki.ca_cert), timeout=1.5)
-    except TimeoutError:
-        pass  # mitmproxy 12.3.1 stalls ignored QUIC connections (see the next test)
+    status, _body = wns.call(
+        h3_get, TARGET, 443, "www.tiktok.com", str(test_pki.ca_cert), timeout=5.0
+    )
+    assert status == 200
     e = wait_hit(proxy, before, lambda e: e.app == "tiktok")
     assert (e.signal, e.action, e.host) == ("quic", "monitor", "www.tiktok.com")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="mitmproxy 12.3.1 bug #8338 (fix PR #8339 open): a QUIC connection ignored in "
-    "tls_clienthello never relays past the ClientHello (AssertionError: Unexpected event type "
-    "at UDPLayer.start); strict, so the test reports when an upgrade fixes it",
-)
 def test_wireguard_quic_monitored_passes_through(
     wireguard: tuple[RunningProxy, Upstreams], wns: NetNS, wns_h3: H3Upstream, test_pki: UpstreamPKI
 ) -> None:
-    """A monitored QUIC connection should pass through untouched: the client verifies the
-    upstream's own certificate and gets its answer."""
+    """A monitored QUIC connection passes through untouched: the client verifies the upstream's
+    own certificate and gets its answer (mitmproxy #8338 worked around in ``next_layer``)."""
     status, body = wns.call(
         h3_get, TARGET, 443, "tiktok.com", str(test_pki.ca_cert), "/h3", timeout=2.0
     )
@@ -399,13 +388,27 @@ def test_wireguard_quic_monitored_passes_through(
     assert "tiktok.com" in wns_h3.stats().authorities
 
 
+def test_wireguard_quic_hello_over_several_datagrams(
+    wireguard: tuple[RunningProxy, Upstreams], wns: NetNS, wns_h3: H3Upstream, test_pki: UpstreamPKI
+) -> None:
+    """A ClientHello too big for one Initial datagram (about 4 kB: three or more datagrams) is
+    collected before the decision: still recorded with its SNI, and still passed through."""
+    proxy, _ = wireguard
+    before = len(hits(proxy))
+    status, body = wns.call(
+        h3_get, TARGET, 443, "www.tiktok.com", str(test_pki.ca_cert), "/big", 5.0, 4000
+    )
+    assert status == 200
+    assert json.loads(body)["path"] == "/big"
+    e = wait_hit(proxy, before, lambda e: e.app == "tiktok")
+    assert (e.signal, e.action, e.host) == ("quic", "monitor", "www.tiktok.com")
+
+
 def test_wireguard_quic_blocked_is_dropped(
     wireguard: tuple[RunningProxy, Upstreams], wns: NetNS, wns_h3: H3Upstream, test_pki: UpstreamPKI
 ) -> None:
     """A blocked QUIC SNI is dropped: the handshake never completes and not one datagram reaches
-    the upstream (the client would fall back to TCP, where the SNI is seen again). With
-    mitmproxy 12.3.1 a monitored QUIC connection stalls as well (#8338, above), so here the
-    recorded ``blocked`` action is what tells the two apart."""
+    the upstream (the client would fall back to TCP, where the SNI is seen again)."""
     proxy, _ = wireguard
     before, h3 = len(hits(proxy)), wns_h3.stats()
     with pytest.raises(TimeoutError):

@@ -54,7 +54,13 @@ from mitmproxy import version as mitmproxy_version
 from mitmproxy.connection import Client
 from mitmproxy.net.dns import response_codes
 from mitmproxy.net.dns import types as dns_types
+from mitmproxy.proxy import commands as proxy_commands
+from mitmproxy.proxy import events as proxy_events
+from mitmproxy.proxy import layer as proxy_layer
+from mitmproxy.proxy import layers as proxy_layers
 from mitmproxy.proxy import server_hooks
+from mitmproxy.proxy.context import Context
+from mitmproxy.proxy.layers.quic import quic_parse_client_hello_from_datagrams
 from mitmproxy.utils import asyncio_utils
 
 import egresswatch
@@ -328,6 +334,64 @@ def _utc(ts: float) -> datetime:
 
 
 # -- the addon ----------------------------------------------------------------------------------
+
+
+def _client_datagrams(context: Context, events: Sequence[proxy_events.Event]) -> list[bytes]:
+    client = context.client
+    return [
+        e.data
+        for e in events
+        if isinstance(e, proxy_events.DataReceived) and e.connection is client
+    ]
+
+
+def _mitmproxy_quic(context: Context) -> proxy_layer.Layer:
+    """The layer stack mitmproxy's own next-layer addon builds for QUIC."""
+    server = proxy_layers.ServerQuicLayer(context)
+    server.child_layer = proxy_layers.ClientQuicLayer(context)
+    return server
+
+
+class _QuicHello(proxy_layer.Layer):
+    """Holds a QUIC flow's events until its ClientHello (several datagrams) is complete, then
+    hands them, and every later event, to the layer ``decide`` picks for it."""
+
+    #: A ClientHello spanning more datagrams than this is not waited for: mitmproxy decides.
+    MAX_DATAGRAMS = 16
+
+    def __init__(
+        self,
+        context: Context,
+        decide: Callable[[Context, tls.ClientHello | None], proxy_layer.Layer],
+    ) -> None:
+        super().__init__(context)
+        self._decide = decide
+        self._events: list[proxy_events.Event] = []
+        self.child: proxy_layer.Layer | None = None
+
+    def _handle_event(self, event: proxy_events.Event) -> proxy_layer.CommandGenerator[None]:
+        if self.child is not None:
+            yield from self.child.handle_event(event)
+            return
+        self._events.append(event)
+        client = self.context.client
+        if isinstance(event, proxy_events.ConnectionClosed) and event.connection is client:
+            yield proxy_commands.CloseConnection(client)
+            return
+        if not isinstance(event, proxy_events.DataReceived) or event.connection is not client:
+            return
+        datagrams = _client_datagrams(self.context, self._events)
+        try:
+            hello = quic_parse_client_hello_from_datagrams(datagrams)
+        except Exception:
+            hello = None
+        else:
+            if hello is None and len(datagrams) < self.MAX_DATAGRAMS:
+                return  # wait for the rest of the ClientHello
+        self.child = self._decide(self.context, hello)
+        events, self._events = self._events, []
+        for e in events:
+            yield from self.child.handle_event(e)
 
 
 class _Guard:
@@ -1130,6 +1194,48 @@ class EgressWatch:
         if mode in _TRANSPARENT_MODES:
             return Signal.IP
         return None  # regular: counted in http_connect / requestheaders; upstream: the proxy
+
+    def next_layer(self, nextlayer: proxy_layer.NextLayer) -> None:
+        """QUIC in transparent-type modes: decide before mitmproxy's QUIC layers start.
+
+        mitmproxy 12.3.1 cannot pass a QUIC connection through once its QUIC layers run: setting
+        ``ignore_connection`` in ``tls_clienthello`` stalls it for good (mitmproxy #8338). Script
+        addons see ``next_layer`` before mitmproxy's own next-layer addon, so for a UDP flow that
+        starts with a QUIC Initial, the SNI is read from the Initial datagrams here, counted,
+        and the flow goes to a raw UDP relay: untouched when monitored, refused at
+        ``server_connect`` (nothing reaches the server) when blocked. With
+        ``egresswatch_decrypt=all`` a flow that is not blocked goes to mitmproxy's QUIC
+        interception. A ClientHello spread over several datagrams is collected first
+        (:class:`_QuicHello`); anything that is not a QUIC Initial is left to mitmproxy.
+        """
+        if nextlayer.layer is not None or nextlayer.context.client.transport_protocol != "udp":
+            return
+        with self._guard("next_layer"):
+            context = nextlayer.context
+            if context.client.proxy_mode.type_name not in _TRANSPARENT_MODES:
+                return  # reverse modes: the operator's own QUIC endpoint
+            datagrams = _client_datagrams(context, nextlayer.events)
+            if not datagrams or not datagrams[0] or not datagrams[0][0] & 0x80:
+                return  # no QUIC long header: not a QUIC Initial
+            try:
+                hello = quic_parse_client_hello_from_datagrams(datagrams)
+            except Exception:  # not QUIC after all, or a broken Initial: mitmproxy decides
+                return
+            if hello is None:
+                nextlayer.layer = _QuicHello(context, self._quic_layer)
+            else:
+                nextlayer.layer = self._quic_layer(context, hello)
+
+    def _quic_layer(self, context: Context, hello: tls.ClientHello | None) -> proxy_layer.Layer:
+        """The layer for a QUIC flow once its ClientHello is known (None: it never parsed)."""
+        if hello is None:
+            return _mitmproxy_quic(context)
+        v = self._observe(hello.sni, Signal.QUIC, context.client)
+        if v is not None and v.blocked:
+            self._refuse.add(context.client.id)
+        elif self._decrypt == "all" and verifiable_sni(hello.sni):
+            return _mitmproxy_quic(context)
+        return proxy_layers.UDPLayer(context, ignore=True)
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         with self._guard("tls_clienthello"):

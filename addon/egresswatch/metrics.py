@@ -78,6 +78,7 @@ HOOKS: tuple[str, ...] = (
     "http_connect",
     "server_connect",
     "tls_clienthello",
+    "next_layer",
     "dns_request",
     "websocket_start",
 )
