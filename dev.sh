@@ -25,7 +25,10 @@ venv() {
     if [ ! -x .venv/bin/python ]; then
         "$(find_python)" -m venv .venv
     fi
-    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    # Reinstall when the dependencies or the native extension's sources changed since the last
+    # install (an editable install builds addon/egresswatch/_suffixtable.c in place).
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+        || [ addon/egresswatch/_suffixtable.c -nt "$stamp" ]; then
         .venv/bin/python -m pip install -q --upgrade pip >/dev/null
         .venv/bin/python -m pip install -q -e ".[$extras]"
         touch "$stamp"

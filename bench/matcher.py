@@ -3,11 +3,14 @@
     .venv/bin/python bench/matcher.py            # full run (about a minute)
     .venv/bin/python bench/matcher.py --quick    # 10 and 10k only
 
-Every size runs in a fresh subprocess so that resident memory is measured cleanly. The baselines
-run in the same process on the same probe hosts: a tldextract-based matcher (registrable domain
-via the bundled Public Suffix List, then a set lookup) and a regex alternation (one compiled
-pattern over all domains; skipped above 10k, where compiling it takes minutes). The machine is
-shared and noisy, so compare the ratios printed at the end, not absolute microseconds.
+Contenders, all on the same probe hosts in the same process: the matcher on its native backend
+(the C suffix table; what the proxy uses when the extension is built), the matcher on its
+pure-Python backend (``EGRESSWATCH_PURE_PYTHON=1``), a tldextract-based matcher (registrable
+domain via the bundled Public Suffix List, then a set lookup) and a regex alternation (one
+compiled pattern over all domains; skipped above 10k, where compiling it takes minutes).
+Load time and resident bytes per domain come from a fresh subprocess per size and backend, so
+that memory is measured cleanly. The machine is shared and noisy, so compare the ratios printed
+at the end, not absolute microseconds.
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import tldextract
+from egresswatch.matcher import NATIVE_AVAILABLE
+from egresswatch.matcher import Backend
 
 SIZES = (10, 10_000, 1_000_000)
 PROBES = 20_000
 ROUNDS = 9
 REGEX_LIMIT = 10_000
+BACKENDS: tuple[Backend, ...] = ("native", "python")
 
 
 def rss_bytes() -> int:
@@ -48,13 +54,23 @@ def synthetic_domains(n: int, rng: random.Random) -> list[str]:
     return sorted(out)
 
 
+def fresh(s: str) -> str:
+    """A new string object equal to ``s``."""
+    return s.encode("ascii").decode("ascii")
+
+
 def probe_hosts(domains: list[str], rng: random.Random) -> list[str]:
-    """Half hits (subdomains of listed names), half misses, 3-5 labels, mixed case."""
+    """Half hits (subdomains of listed names), half misses, 3-5 labels, mixed case.
+
+    Every host is a new string, as a proxy's freshly parsed name is: a probe that were the
+    catalogue's own string object (the ``""`` prefix) would sit among a million others in
+    memory, and the benchmark would time a cache miss on its own input.
+    """
     hosts = []
     for i in range(PROBES):
         if i % 2 == 0:
             d = rng.choice(domains)
-            hosts.append(rng.choice(("www.", "api.v2.", "", "Static.")) + d)
+            hosts.append(fresh(rng.choice(("www.", "api.v2.", "", "Static.")) + d))
         else:
             hosts.append(f"www.{rng.getrandbits(40):x}-miss.{rng.choice(('com', 'net', 'co.uk'))}")
     rng.shuffle(hosts)
@@ -70,8 +86,8 @@ def build_catalogue_dir(d: Path, domains: list[str]) -> None:
     (d / "synthetic.txt").write_text("\n".join(domains) + "\n")
 
 
-def measure_load(n: int) -> dict[str, float]:
-    """Child process: load time and resident bytes per domain for one size."""
+def measure_load(n: int, backend: Backend) -> dict[str, float]:
+    """Child process: load time and resident bytes per domain for one size and backend."""
     from egresswatch.catalogue import load_catalogue
     from egresswatch.matcher import Matcher
 
@@ -82,11 +98,11 @@ def measure_load(n: int) -> dict[str, float]:
         gc.collect()
         before = rss_bytes()
         t0 = time.perf_counter()
-        matcher = Matcher.from_catalogue(load_catalogue([Path(tmp)]))
+        matcher = Matcher.from_catalogue(load_catalogue([Path(tmp)]), backend)
         load_s = time.perf_counter() - t0
         gc.collect()
         after = rss_bytes()
-    assert len(matcher) == n
+    assert len(matcher) == n and matcher.backend == backend
     return {"n": n, "load_s": load_s, "bytes_per_domain": (after - before) / n}
 
 
@@ -100,16 +116,22 @@ def lookup_contenders(n: int, tmp: Path) -> tuple[list[str], dict[str, Callable[
     d = tmp / str(n)
     d.mkdir()
     build_catalogue_dir(d, domains)
-    matcher = Matcher.from_catalogue(load_catalogue([d]))
-    hits = sum(1 for h in hosts if matcher.match(h) is not None)
-    assert hits == PROBES // 2, hits
+    catalogue = load_catalogue([d])
+    fns: dict[str, Callable[[str], object]] = {}
+    for backend in BACKENDS:
+        matcher = Matcher.from_catalogue(catalogue, backend)
+        assert matcher.backend == backend
+        hits = sum(1 for h in hosts if matcher.match(h) is not None)
+        assert hits == PROBES // 2, (backend, hits)
+        fns[backend] = matcher.match
+    del catalogue
     ext = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
     registrable = set(domains)
 
     def tld_match(h: str) -> bool:
         return ext(h.lower()).top_domain_under_public_suffix in registrable
 
-    fns: dict[str, Callable[[str], object]] = {"ours": matcher.match, "tldextract": tld_match}
+    fns["tldextract"] = tld_match
     if n <= REGEX_LIMIT:
         pattern = re.compile(
             r"(?:^|\.)(?:" + "|".join(re.escape(x) for x in domains) + r")\.?$", re.IGNORECASE
@@ -131,20 +153,24 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="10 and 10k domains only")
     parser.add_argument("--load-size", type=int, help=argparse.SUPPRESS)  # child mode
+    parser.add_argument("--backend", choices=BACKENDS, help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
     if args.load_size:
-        print(json.dumps(measure_load(args.load_size)))
+        print(json.dumps(measure_load(args.load_size, args.backend)))
         return
+    if not NATIVE_AVAILABLE:
+        sys.exit("egresswatch._suffixtable is not built: pip install -e . (needs a C compiler)")
     sizes = SIZES[:2] if args.quick else SIZES
     loads = {}
     for n in sizes:
-        out = subprocess.run(
-            [sys.executable, __file__, "--load-size", str(n)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        loads[n] = json.loads(out.stdout)
+        for backend in BACKENDS:
+            out = subprocess.run(
+                [sys.executable, __file__, "--load-size", str(n), "--backend", backend],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            loads[(n, backend)] = json.loads(out.stdout)
     # Lookups: every contender at every size in one process, passes interleaved round-robin so
     # that the machine's background load hits all of them alike; the median pass counts.
     with tempfile.TemporaryDirectory() as tmp:
@@ -155,23 +181,33 @@ def main() -> None:
                 for name, fn in fns.items():
                     samples.setdefault((n, name), []).append(one_pass(fn, hosts))
     med = {k: statistics.median(v) for k, v in samples.items()}
-    base = med[(sizes[0], "ours")]
     print(f"median µs per lookup ({PROBES:,} hosts, half hits, {ROUNDS} interleaved passes)")
     print(
-        f"{'domains':>9} {'ours':>7} {'vs 10':>6} {'tldextract':>11} {'regex':>9} {'load s':>7} {'B/domain':>9}"
+        f"{'domains':>9} {'native':>7} {'vs 10':>6} {'python':>7} {'vs 10':>6} "
+        f"{'tldextract':>11} {'regex':>7}   load s (native/python)   B/domain (native/python)"
     )
     for n in sizes:
         regex = f"{med[(n, 'regex')]:.2f}" if (n, "regex") in med else "n/a"
-        bpd = f"{loads[n]['bytes_per_domain']:.0f}" if n >= 10_000 else "-"
+        cells = []
+        for b in BACKENDS:
+            cells.append(f"{med[(n, b)]:>7.3f} {med[(n, b)] / med[(sizes[0], b)]:>5.2f}x")
+        load = " / ".join(f"{loads[(n, b)]['load_s']:.2f}" for b in BACKENDS)
+        bpd = " / ".join(
+            f"{loads[(n, b)]['bytes_per_domain']:.0f}" if n >= 10_000 else "-" for b in BACKENDS
+        )
         print(
-            f"{n:>9,} {med[(n, 'ours')]:>7.3f} {med[(n, 'ours')] / base:>5.2f}x {med[(n, 'tldextract')]:>11.2f} "
-            f"{regex:>9} {loads[n]['load_s']:>7.2f} {bpd:>9}"
+            f"{n:>9,} {cells[0]} {cells[1]} {med[(n, 'tldextract')]:>11.2f} {regex:>7}"
+            f"   {load:>22}   {bpd:>24}"
         )
     print()
     for n in sizes:
-        parts = [f"tldextract/ours {med[(n, 'tldextract')] / med[(n, 'ours')]:.1f}x"]
+        native = med[(n, "native")]
+        parts = [
+            f"python/native {med[(n, 'python')] / native:.1f}x",
+            f"tldextract/native {med[(n, 'tldextract')] / native:.1f}x",
+        ]
         if (n, "regex") in med:
-            parts.append(f"regex/ours {med[(n, 'regex')] / med[(n, 'ours')]:.1f}x")
+            parts.append(f"regex/native {med[(n, 'regex')] / native:.1f}x")
         print(f"{n:>9,}: " + ", ".join(parts))
 
 

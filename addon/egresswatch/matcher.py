@@ -10,6 +10,13 @@ depends on the name, never on the number of rules, and the probes near the root 
 hot entries whatever the catalogue size. Suffixes are only ever taken at label boundaries:
 ``notalipay.com`` never matches ``alipay.com``.
 
+Two backends hold the name tables. ``native`` (the C extension ``_suffixtable``, used when it
+is built) keeps both in compact open-addressing tables with the suffix hashes computed in one
+right-to-left pass, and runs the whole common case of :meth:`Matcher.match` in one call; bulk
+list names cost no Python object. ``python`` is the same walk over two dictionaries, used when
+the extension is missing or ``EGRESSWATCH_PURE_PYTHON=1`` is set. ``Matcher.backend`` says
+which is in use; both decide alike (the tests run every case against both).
+
 IP literals are matched against the catalogue's CIDR ranges, bucketed by prefix length (one probe
 per distinct prefix length).
 
@@ -24,7 +31,10 @@ True
 from __future__ import annotations
 
 import ipaddress
+import logging
+import os
 from collections.abc import Iterable
+from typing import Literal
 from typing import NamedTuple
 from typing import cast
 
@@ -37,7 +47,18 @@ from .hostnames import is_matchable
 from .hostnames import normalise_host
 from .hostnames import parse_ip
 
-__all__ = ["Match", "Matcher"]
+try:
+    from ._suffixtable import SuffixTable
+
+    NATIVE_AVAILABLE = True
+except ImportError:  # built without a C compiler: the pure-Python backend serves
+    NATIVE_AVAILABLE = False
+
+__all__ = ["NATIVE_AVAILABLE", "Backend", "Match", "Matcher"]
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["native", "python"]
 
 # A dictionary value: one rule, a carve-out, a bulk-list reference (the list's index: one int
 # object shared by every name of the list, so a million-name list costs no object per name), or
@@ -69,10 +90,31 @@ def _add(table: dict[str, _Value], key: str, entry: _Entry) -> None:
     prev = table.get(key)
     if prev is None or prev is _NODE:
         table[key] = entry
-    elif type(prev) is tuple:  # rules are NamedTuples: only a plain tuple holds several
-        table[key] = (*cast(tuple[_Entry, ...], prev), entry)
     else:
-        table[key] = (cast(_Entry, prev), entry)
+        table[key] = _merged(prev, entry)
+
+
+def _merged(prev: _Value, entry: _Entry) -> _Value:
+    """The value of a name claimed again: every claim, in catalogue order."""
+    if type(prev) is tuple:  # rules are NamedTuples: only a plain tuple holds several
+        return (*cast(tuple[_Entry, ...], prev), entry)
+    return (cast(_Entry, prev), entry)
+
+
+class _PyIndex(NamedTuple):
+    """The pure-Python backend's tables."""
+
+    exact: dict[str, _Value]
+    suffix: dict[str, _Value]
+    # Rules (or carve-outs) that have longer rules or carve-outs under them: only past these
+    # can the walk find anything longer than a rule it has found.
+    interior: frozenset[str]
+    # Whether any rule or carve-out is a bare TLD (one label).
+    tld_rules: bool
+
+
+# What the native table returns when Python must decide (odd input, shared names, ...).
+_DEFER = object()
 
 
 class Matcher:
@@ -86,27 +128,33 @@ class Matcher:
         "_prefixes",
         "_regimes",
         "_suffix",
+        "_table",
         "_tld_rules",
+        "_values",
+        "backend",
         "entries",
     )
 
     def __init__(
         self,
-        exact: dict[str, _Value],
-        suffix: dict[str, _Value],
+        index: _PyIndex | tuple[SuffixTable, list[_Value]],
         bulk: list[BulkList],
         cidrs: dict[tuple[int, int], dict[int, CidrRule]],
         regimes: dict[str, tuple[str, ...]],
-        interior: frozenset[str] = frozenset(),
-        tld_rules: bool = True,
     ) -> None:
-        self._exact = exact
-        self._suffix = suffix
-        # Rules (or carve-outs) that have longer rules or carve-outs under them: only past these
-        # can the walk find anything longer than a rule it has found.
-        self._interior = interior
-        # Whether any rule or carve-out is a bare TLD (one label).
-        self._tld_rules = tld_rules
+        self.backend: Backend
+        self._table: SuffixTable | None
+        if isinstance(index, _PyIndex):
+            self.backend = "python"
+            self._table = None
+            self._values: list[_Value] = []
+            self._exact, self._suffix, self._interior, self._tld_rules = index
+            rules = len(index.exact) + sum(1 for v in index.suffix.values() if v is not _NODE)
+        else:
+            self.backend = "native"
+            self._table, self._values = index
+            self._exact, self._suffix, self._interior, self._tld_rules = {}, {}, frozenset(), True
+            rules = self._table.rules
         self._bulk = bulk
         self._cidrs = cidrs
         # Longest prefix first, per IP version.
@@ -114,11 +162,10 @@ class Matcher:
             v: sorted((plen for (ver, plen) in cidrs if ver == v), reverse=True) for v in (4, 6)
         }
         self._regimes = regimes
-        rules = sum(1 for v in suffix.values() if v is not _NODE)
-        self.entries = len(exact) + rules + sum(len(t) for t in cidrs.values())
+        self.entries = rules + sum(len(t) for t in cidrs.values())
 
     @classmethod
-    def from_catalogue(cls, catalogue: Catalogue) -> Matcher:
+    def from_catalogue(cls, catalogue: Catalogue, backend: Backend | None = None) -> Matcher:
         entries: list[DomainRule | CarveOut] = []
         for app in catalogue.apps.values():
             entries.extend(app.rules)
@@ -128,6 +175,7 @@ class Matcher:
             (b for app in catalogue.apps.values() for b in app.lists),
             (c for app in catalogue.apps.values() for c in app.cidrs),
             {app_id: app.regimes for app_id, app in catalogue.apps.items()},
+            backend,
         )
 
     @classmethod
@@ -137,44 +185,43 @@ class Matcher:
         bulk: Iterable[BulkList] = (),
         cidrs: Iterable[CidrRule] = (),
         regimes: dict[str, tuple[str, ...]] | None = None,
+        backend: Backend | None = None,
     ) -> Matcher:
-        exact: dict[str, _Value] = {}
-        suffix: dict[str, _Value] = {}
-        for e in entries:
-            table = exact if isinstance(e, DomainRule) and e.match == "exact" else suffix
-            _add(table, e.domain, e)
+        """Build a matcher; ``backend`` defaults to native when the extension is built (unless
+        ``EGRESSWATCH_PURE_PYTHON=1``), else python."""
+        rules = list(entries)
         lists = list(bulk)
-        for index, b in enumerate(lists):
-            table = exact if b.match == "exact" else suffix
-            get = table.get
-            for name in b.names:
-                prev = get(name)
-                if prev is None:
-                    table[name] = index  # the common case, kept cheap for million-name lists
-                else:
-                    _add(table, name, index)
-        # Before the markers are added, every key is a rule or a carve-out.
-        tld_rules = any("." not in name for name in suffix)
-        # Interior markers for the bottom-up walk, and the rules that are also interior.
-        setdefault = suffix.setdefault
-        interior: set[str] = set()
-        for name in list(suffix):
-            i = name.find(".")
-            while i >= 0:
-                name = name[i + 1 :]
-                if setdefault(name, _NODE) is not _NODE:
-                    interior.add(name)
-                i = name.find(".")
+        regimes = dict(regimes or {})
         nets: dict[tuple[int, int], dict[int, CidrRule]] = {}
         for c in cidrs:
             bucket = nets.setdefault((c.network.version, c.network.prefixlen), {})
             bucket.setdefault(int(c.network.network_address), c)
-        return cls(exact, suffix, lists, nets, dict(regimes or {}), frozenset(interior), tld_rules)
+        if backend is None:
+            pure = os.environ.get("EGRESSWATCH_PURE_PYTHON", "") not in ("", "0")
+            backend = "native" if NATIVE_AVAILABLE and not pure else "python"
+        if backend == "native":
+            if not NATIVE_AVAILABLE:
+                raise RuntimeError(
+                    "the native suffix table (egresswatch._suffixtable) is not built"
+                )
+            try:
+                native = _native_index(rules, lists, regimes)
+            except ValueError as exc:  # a key the C table refuses (not ASCII, over 255 chars)
+                logger.warning("native matcher unavailable (%s); using the Python backend", exc)
+            else:
+                return cls(native, lists, nets, regimes)
+        return cls(_python_index(rules, lists), lists, nets, regimes)
 
     # ----------------------------------------------------------------------------------------
 
     def match(self, host: str | bytes | None) -> Match | None:
         """Attribute a raw hostname (or IP literal) to an app, or ``None``."""
+        table = self._table
+        if table is not None:
+            # The native table runs the fast path below in one call, or defers to it.
+            native: Match | None = table.match(host)
+            if native is not _DEFER:
+                return native
         # Fast path for the common case, a plain ASCII name: lower-case it and strip the dot,
         # then look it up without validating it first. A name that is not in the catalogue is
         # no match whether valid or not (the common case costs no validation); a match is
@@ -209,6 +256,12 @@ class Matcher:
 
     def _lookup(self, name: str) -> Match | None:
         """Exact rules, then the longest suffix rule, for a lower-case name without a port."""
+        table = self._table
+        if table is not None:
+            native: Match | None = table.lookup(name)
+            if native is not _DEFER:
+                return native
+            return self._lookup_native(table, name)
         exact = self._exact
         if exact:
             ev = exact.get(name)
@@ -252,6 +305,33 @@ class Matcher:
             if dot < 0:
                 break
             end = dot
+        return self._decide(name, found)
+
+    def _lookup_native(self, table: SuffixTable, name: str) -> Match | None:
+        """The cases the native table leaves to Python: shared names, several rules or
+        carve-outs on the way, and names that are not ASCII."""
+        values = self._values
+        shift = 0
+        if name.isascii():
+            ev = table.get(True, name)
+            if ev >= 0:
+                exact_match = self._resolve(name, name, values[ev], None)
+                if exact_match is not None:
+                    return exact_match
+            walk = name
+        else:
+            # Keys are ASCII: only suffixes right of the last non-ASCII character can match.
+            # The NUL keeps the walk from taking that remainder itself as a label boundary.
+            last = max(i for i, ch in enumerate(name) if not ch.isascii())
+            walk, shift = "\x00" + name[last + 1 :], last
+        pairs = table.walk(walk)
+        if not pairs:
+            return None
+        found = [(name[start + shift :], values[v]) for start, v in pairs]
+        return self._decide(name, found)
+
+    def _decide(self, name: str, found: list[tuple[str, _Value]] | None) -> Match | None:
+        """The match among the rules and carve-outs met on the walk, shortest first."""
         if found is None:
             return None
         if len(found) == 1:
@@ -340,6 +420,88 @@ class Matcher:
 
     def __len__(self) -> int:
         return self.entries
+
+
+def _python_index(entries: list[DomainRule | CarveOut], lists: list[BulkList]) -> _PyIndex:
+    exact: dict[str, _Value] = {}
+    suffix: dict[str, _Value] = {}
+    for e in entries:
+        table = exact if isinstance(e, DomainRule) and e.match == "exact" else suffix
+        _add(table, e.domain, e)
+    for index, b in enumerate(lists):
+        table = exact if b.match == "exact" else suffix
+        get = table.get
+        for name in b.names:
+            prev = get(name)
+            if prev is None:
+                table[name] = index  # the common case, kept cheap for million-name lists
+            else:
+                _add(table, name, index)
+    # Before the markers are added, every key is a rule or a carve-out.
+    tld_rules = any("." not in name for name in suffix)
+    # Interior markers for the bottom-up walk, and the rules that are also interior.
+    setdefault = suffix.setdefault
+    interior: set[str] = set()
+    for name in list(suffix):
+        i = name.find(".")
+        while i >= 0:
+            name = name[i + 1 :]
+            if setdefault(name, _NODE) is not _NODE:
+                interior.add(name)
+            i = name.find(".")
+    return _PyIndex(exact, suffix, frozenset(interior), tld_rules)
+
+
+def _native_index(
+    entries: list[DomainRule | CarveOut],
+    lists: list[BulkList],
+    regimes: dict[str, tuple[str, ...]],
+) -> tuple[SuffixTable, list[_Value]]:
+    """The native table: keys map to indices into ``values`` (the same values the Python
+    backend stores); interior markers are added by the table itself."""
+    table = SuffixTable(_DEFER)
+    values: list[_Value] = []
+
+    def claim(exact: bool, key: str, entry: _Entry, prev: int) -> None:
+        # A name claimed again: a new value holding every claim, in catalogue order.
+        values.append(_merged(values[prev], entry))
+        table.replace(exact, key, len(values) - 1)
+
+    is_exact = [isinstance(e, DomainRule) and e.match == "exact" for e in entries]
+    for exact in (True, False):
+        n = sum(1 for x in is_exact if x is exact)
+        n += sum(len(b.names) for b in lists if (b.match == "exact") is exact)
+        table.reserve(exact, n)
+    for e, exact in zip(entries, is_exact, strict=True):
+        values.append(e)
+        prev = table.insert(exact, e.domain, len(values) - 1)
+        if prev >= 0:
+            claim(exact, e.domain, e, prev)
+    for index, b in enumerate(lists):
+        exact = b.match == "exact"
+        values.append(index)
+        names = b.names if type(b.names) is list else list(b.names)
+        # Names already present (rare: a name in two lists, or also a rule) merge in order.
+        for pos in table.insert_many(exact, names, len(values) - 1):
+            claim(exact, names[pos], index, table.get(exact, names[pos]))
+    table.finish([_template(v, lists, regimes) for v in values], Match)
+    return table, values
+
+
+def _template(
+    v: _Value, lists: list[BulkList], regimes: dict[str, tuple[str, ...]]
+) -> tuple[int, object, object, object, object]:
+    """How the native table builds a result for a value: (kind, app, apps, regimes, rule);
+    kind 1 a rule, 2 a bulk list (the rule's domain is filled in per hit), 3 a carve-out
+    (no match), 0 left to Python."""
+    if isinstance(v, DomainRule):
+        return (1, v.app, (v.app,), regimes.get(v.app, ()), v)
+    if isinstance(v, int):
+        rule = lists[v].rule("", 0)
+        return (2, rule.app, (rule.app,), regimes.get(rule.app, ()), rule)
+    if isinstance(v, CarveOut):
+        return (3, None, None, None, None)
+    return (0, None, None, None, None)
 
 
 _DIGITS_AND_COLON = frozenset("0123456789:")
