@@ -326,6 +326,44 @@ def test_prefers_json(accept: str, json_: bool) -> None:
     assert prefers_json(accept) is json_
 
 
+def _request(version: str, headers: list[tuple[bytes, bytes]], authority: str = "") -> http.Request:
+    return http.Request(
+        "example.org", 80, b"GET", b"http", authority.encode(), b"/", version.encode(),
+        http.Headers(headers), b"", None, 0.0, 0.0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("version", "headers", "authority", "expected"),
+    [
+        ("HTTP/1.1", [(b"Host", b"WWW.TikTok.com:8080")], "", ("WWW.TikTok.com:8080", False)),
+        ("HTTP/1.1", [(b"hOsT", b"a.test"), (b"Upgrade", b" WebSocket ")], "", ("a.test", True)),
+        (
+            "HTTP/1.1",
+            [(b"Host", b"first.test"), (b"Host", b"second.test")],
+            "",
+            ("first.test", False),
+        ),
+        ("HTTP/1.0", [(b"Upgrade", b"h2c")], "", (None, False)),
+        ("HTTP/1.1", [(b"Host", b"caf\xc3\xa9.test")], "", ("caf\u00e9.test", False)),
+        ("HTTP/2.0", [(b"host", b"h.test")], "api.deepseek.com", ("api.deepseek.com", False)),
+        ("HTTP/2.0", [(b"host", b"h.test")], "", ("h.test", False)),
+        ("HTTP/3", [], "pay.weixin.qq.com:443", ("pay.weixin.qq.com:443", False)),
+    ],
+)
+def test_host_and_upgrade_read_in_one_pass(
+    version: str,
+    headers: list[tuple[bytes, bytes]],
+    authority: str,
+    expected: tuple[str | None, bool],
+) -> None:
+    req = _request(version, headers, authority)
+    assert addon_mod._host_and_upgrade(req) == expected
+    hosts = [k for k, _ in headers if k.lower() == b"host"]
+    if authority or len(hosts) == 1:  # agrees with mitmproxy's own accessor where it has one name
+        assert req.host_header == expected[0]
+
+
 def test_block_page_escapes_every_value() -> None:
     body, ctype = block_page(
         app="a<b",

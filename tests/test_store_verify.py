@@ -10,6 +10,9 @@ from egresswatch.events import EventKind
 from egresswatch.store import EventStore
 from egresswatch.store import VerifyResult
 from egresswatch.store import _codec
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from tests.plugins.store import Tamper
 
@@ -317,3 +320,61 @@ def test_incremental_after_prune_past_the_verified_head(
     assert result.ok and result.checked == 3
     (run,) = result.runs
     assert (run.mode, run.from_seq, run.to_seq) == ("full", 8, 10)
+
+
+_text = st.one_of(st.none(), st.text(max_size=12))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.fixed_dictionaries(
+        {
+            "app": _text,
+            "host": _text,
+            "rule": _text,
+            "client": _text,
+            "user": _text,
+            "department": _text,
+            "exception_id": _text,
+            "catalogue_version": _text,
+            "policy_version": _text,
+            "signal": _text,
+        }
+    ),
+    event_id=st.text(min_size=1, max_size=20),
+    instance=st.text(min_size=1, max_size=10),
+    regimes=st.lists(st.text(max_size=8), max_size=3),
+    ts=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    seq=st.integers(min_value=1, max_value=2**62),
+)
+def test_fast_canonical_json_equals_the_general_encoder(
+    fields: dict[str, str | None],
+    event_id: str,
+    instance: str,
+    regimes: list[str],
+    ts: float,
+    seq: int,
+) -> None:
+    """Hits (no detail) take a hand-written encoder: it must produce the very string the general
+    canonical encoder does, whatever the text (quotes, control characters, non-ASCII)."""
+    e = Event(
+        ts=ts,
+        kind=EventKind.HIT,
+        instance=instance,
+        event_id=event_id,
+        regimes=tuple(regimes),
+        action="monitor",
+        **fields,  # type: ignore[arg-type]
+    )
+    enc = _codec.encode([e])[0]
+    assert _codec._canonical_fast(enc, seq) == _codec._canonical_general(enc, seq)
+    assert _codec._canonical_of(enc, seq) == _codec._canonical_general(enc, seq)
+
+
+def test_canonical_json_falls_back_for_non_text_fields() -> None:
+    e = Event(ts=1.0, kind=EventKind.HIT, instance="p1", event_id="e1", host=7)  # type: ignore[arg-type]
+    enc = _codec.encode([e])[0]
+    with pytest.raises(TypeError):
+        _codec._canonical_fast(enc, 1)
+    assert _codec._canonical_of(enc, 1) == _codec._canonical_general(enc, 1)
+    assert '"host":7' in _codec._canonical_of(enc, 1)

@@ -336,6 +336,29 @@ def _utc(ts: float) -> datetime:
 # -- the addon ----------------------------------------------------------------------------------
 
 
+def _host_and_upgrade(req: http.Request) -> tuple[str | None, bool]:
+    """The name a request gives for its origin, and whether it asks for a WebSocket upgrade.
+
+    The name is ``:authority`` (HTTP/2 and 3) or the first ``Host`` header, as sent: what
+    ``Request.host_header`` gives, read in one pass over the raw header fields instead of two
+    case-insensitive lookups (``normalise_host`` strips the port, as ``pretty_host`` would).
+    Of several ``Host`` headers (which RFC 9112 says a server must reject) the first counts;
+    ``host_header`` would join them into one name that matches nothing. None when the request
+    names no host (HTTP/1.0 without ``Host``): use ``req.host``.
+    """
+    host: str | None = None
+    upgrade = False
+    for name, value in req.data.headers.fields:
+        n = len(name)
+        if n == 4 and host is None and name.lower() == b"host":
+            host = value.decode("utf-8", "surrogateescape")
+        elif n == 7 and name.lower() == b"upgrade":
+            upgrade = value.strip().lower() == b"websocket"
+    if req.data.http_version in (b"HTTP/2.0", b"HTTP/3") and req.data.authority:
+        host = req.data.authority.decode("utf-8", "surrogateescape")
+    return host, upgrade
+
+
 def _client_datagrams(context: Context, events: Sequence[proxy_events.Event]) -> list[bytes]:
     client = context.client
     return [
@@ -1265,7 +1288,7 @@ class EgressWatch:
             req = flow.request
             if req.method == "CONNECT":
                 return
-            websocket = req.headers.get("upgrade", "").lower() == "websocket"
+            host, websocket = _host_and_upgrade(req)
             signal = Signal.WEBSOCKET if websocket else Signal.HTTP_HOST
             c = flow.client_conn
             cid = c.id
@@ -1278,10 +1301,7 @@ class EgressWatch:
                 or cid in self._block_page
                 or c.proxy_mode.type_name not in _PROXY_MODES
             )
-            # The Host header (or :authority) as sent, else the request target's host: what
-            # ``pretty_host`` gives, without its second parse (normalise_host strips the port).
-            raw = req.host_header or req.host
-            v = self._observe(raw, signal, c, self._user_of(flow), dedupe=dedupe)
+            v = self._observe(host or req.host, signal, c, self._user_of(flow), dedupe=dedupe)
             if v is None or not v.blocked:
                 v = self._block_page.get(cid)
                 if v is None:
