@@ -39,6 +39,11 @@ from mitmproxy.addons.errorcheck import ErrorCheck
 from mitmproxy.connection import Client
 from mitmproxy.connection import Server
 from mitmproxy.proxy.context import Context
+from mitmproxy.proxy.events import DataReceived
+from mitmproxy.proxy.events import Start
+from mitmproxy.proxy.layer import NextLayer
+from mitmproxy.proxy.layers import TCPLayer
+from mitmproxy.proxy.layers import UDPLayer
 from mitmproxy.proxy.layers.tls import parse_client_hello
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
@@ -780,6 +785,131 @@ def test_quic_block_is_dropped(env: Env) -> None:
     assert data.ignore_connection is True
     assert c.id in env.addon._refuse
     assert env.hits("blocky", "blocked", "quic") == 1
+
+
+# -- next_layer: pass-through decided before mitmproxy's TLS / QUIC layers ------------------------
+
+
+def next_layer_of(
+    env: Env, c: Client, reads: list[bytes], depth: int = 3, server: str = "198.51.100.7"
+) -> NextLayer:
+    """A NextLayer as mitmproxy asks about it: ``depth`` layers above it (1: the proxy's own
+    connection in regular mode; more: a CONNECT tunnel or a transparent-type mode)."""
+    ctx = Context(c, env.tctx.options)
+    ctx.server = Server(address=(server, 443))
+    nl = NextLayer(ctx)
+    ctx.layers.extend([nl] * depth)  # only their number matters to the addon
+    nl.events = [DataReceived(c, r) for r in reads]
+    return nl
+
+
+def quic_initials(sni: str, padding: int = 0) -> list[bytes]:
+    """The Initial datagrams of a real aioquic client (``padding`` bytes of ALPN names make the
+    ClientHello span several)."""
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    alpn = ["h3", *(f"x-{i:04d}-{'p' * 40}" for i in range(padding // 48))]
+    conn = QuicConnection(
+        configuration=QuicConfiguration(is_client=True, server_name=sni, alpn_protocols=alpn)
+    )
+    conn.connect(("198.51.100.7", 443), now=0.0)
+    return [d for d, _ in conn.datagrams_to_send(now=0.0)]
+
+
+def test_next_layer_passes_tls_through_before_the_tls_layers(env: Env) -> None:
+    c = client("regular")
+    nl = next_layer_of(env, c, [raw_client_hello("watched.test")])
+    env.addon.next_layer(nl)
+    assert isinstance(nl.layer, TCPLayer) and nl.layer.flow is None  # ignored: raw relay
+    assert env.hits("watchy", "monitor", "sni", "default") == 1
+    # tls_clienthello, should mitmproxy still ask, finds the same verdict: counted once.
+    env.addon.tls_clienthello(hello_data(env, "watched.test", c))
+    assert env.hits("watchy", "monitor", "sni", "default") == 1
+
+
+def test_next_layer_leaves_blocks_and_special_cases_to_tls_clienthello(env: Env) -> None:
+    blocked = next_layer_of(env, c := client("transparent"), [raw_client_hello("blocked.test")])
+    env.addon.next_layer(blocked)
+    assert blocked.layer is None  # mitmproxy builds the TLS layers; tls_clienthello blocks
+    assert env.hits("blocky", "blocked", "sni") == 1
+    data = hello_data(env, "blocked.test", c)
+    env.addon.tls_clienthello(data)
+    assert data.ignore_connection is True and c.id in env.addon._refuse
+    assert env.hits("blocky", "blocked", "sni") == 1
+    hello = raw_client_hello("watched.test")
+    cases = {
+        "proxy's own connection": next_layer_of(env, client("regular"), [hello], depth=1),
+        "reverse proxy": next_layer_of(env, client("reverse:https://example.test"), [hello]),
+        "incomplete ClientHello": next_layer_of(env, client(), [hello[:40]]),
+        "not TLS": next_layer_of(env, client(), [b"GET / HTTP/1.1\r\n\r\n"]),
+        "no data yet": next_layer_of(env, client(), []),
+    }
+    for why, nl in cases.items():
+        env.addon.next_layer(nl)
+        assert nl.layer is None, why
+    env.tctx.configure(env.addon, egresswatch_decrypt="all")
+    nl = next_layer_of(env, client(), [hello])
+    env.addon.next_layer(nl)
+    assert nl.layer is None  # decrypting everything: mitmproxy's TLS layers
+    assert env.hits("watchy", "monitor", "sni", "default") == 0  # not counted here then
+
+
+def test_next_layer_quic_monitored_goes_to_a_raw_udp_relay(env: Env) -> None:
+    c = client("wireguard")
+    c.transport_protocol = "udp"
+    nl = next_layer_of(env, c, quic_initials("watched.test"))
+    env.addon.next_layer(nl)
+    assert isinstance(nl.layer, UDPLayer) and nl.layer.flow is None
+    assert env.hits("watchy", "monitor", "quic", "default") == 1
+    assert c.id not in env.addon._refuse
+
+
+def test_next_layer_quic_blocked_is_refused_upstream(env: Env) -> None:
+    c = client("wireguard")
+    c.transport_protocol = "udp"
+    nl = next_layer_of(env, c, quic_initials("video.blocked.test"))
+    env.addon.next_layer(nl)
+    assert isinstance(nl.layer, UDPLayer)
+    assert c.id in env.addon._refuse  # server_connect refuses: not one datagram upstream
+    sd = server_data(c, "198.51.100.7")
+    env.addon.server_connect(sd)
+    assert sd.server.error == "egresswatch: blocked by policy"
+    assert env.hits("blocky", "blocked", "quic") == 1
+
+
+def test_next_layer_quic_hello_over_several_datagrams_is_collected(env: Env) -> None:
+    c = client("wireguard")
+    c.transport_protocol = "udp"
+    initials = quic_initials("watched.test", padding=4000)
+    assert len(initials) >= 3
+    nl = next_layer_of(env, c, initials[:1])
+    env.addon.next_layer(nl)
+    waiting = nl.layer
+    assert isinstance(waiting, addon_mod._QuicHello)
+    assert env.hits("watchy", "monitor", "quic", "default") == 0
+    # mitmproxy replays what NextLayer saw into the new layer, then the rest arrives through it;
+    # the decision comes with the last piece.
+    for e in [Start(), *nl.events]:
+        assert list(waiting.handle_event(e)) == []
+    cmds = [list(waiting.handle_event(DataReceived(c, d))) for d in initials[1:]]
+    assert isinstance(waiting.child, UDPLayer)
+    assert env.hits("watchy", "monitor", "quic", "default") == 1
+    assert any(cmds[-1])  # the relay started (it asks to open the server connection)
+
+
+def test_next_layer_leaves_dns_and_other_udp_to_mitmproxy(env: Env) -> None:
+    c = client("wireguard")
+    c.transport_protocol = "udp"
+    # A DNS query for blocked.test (header, question), as a WireGuard client sends it.
+    query = (
+        b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07blocked\x04test\x00\x00\x01\x00\x01"
+    )
+    for reads in ([query], [b"\xc0garbage that is not QUIC"]):
+        nl = next_layer_of(env, c, reads)
+        env.addon.next_layer(nl)
+        assert nl.layer is None
+    assert env.events() == []
 
 
 def test_decrypt_blocked_intercepts_only_blocked(env: Env) -> None:

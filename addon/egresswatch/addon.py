@@ -61,6 +61,7 @@ from mitmproxy.proxy import layers as proxy_layers
 from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.quic import quic_parse_client_hello_from_datagrams
+from mitmproxy.proxy.layers.tls import parse_client_hello
 from mitmproxy.utils import asyncio_utils
 
 import egresswatch
@@ -360,6 +361,7 @@ def _host_and_upgrade(req: http.Request) -> tuple[str | None, bool]:
 
 
 def _client_datagrams(context: Context, events: Sequence[proxy_events.Event]) -> list[bytes]:
+    """The data the client sent so far, one item per read (per datagram on UDP)."""
     client = context.client
     return [
         e.data
@@ -1219,24 +1221,42 @@ class EgressWatch:
         return None  # regular: counted in http_connect / requestheaders; upstream: the proxy
 
     def next_layer(self, nextlayer: proxy_layer.NextLayer) -> None:
-        """QUIC in transparent-type modes: decide before mitmproxy's QUIC layers start.
+        """Pass-through decided before mitmproxy builds TLS or QUIC layers.
 
-        mitmproxy 12.3.1 cannot pass a QUIC connection through once its QUIC layers run: setting
-        ``ignore_connection`` in ``tls_clienthello`` stalls it for good (mitmproxy #8338). Script
-        addons see ``next_layer`` before mitmproxy's own next-layer addon, so for a UDP flow that
-        starts with a QUIC Initial, the SNI is read from the Initial datagrams here, counted,
-        and the flow goes to a raw UDP relay: untouched when monitored, refused at
-        ``server_connect`` (nothing reaches the server) when blocked. With
-        ``egresswatch_decrypt=all`` a flow that is not blocked goes to mitmproxy's QUIC
-        interception. A ClientHello spread over several datagrams is collected first
-        (:class:`_QuicHello`); anything that is not a QUIC Initial is left to mitmproxy.
+        Script addons see ``next_layer`` before mitmproxy's own next-layer addon, so a
+        connection that egresswatch would pass through anyway can get its raw relay here, the
+        way ``--ignore-hosts`` does it, instead of after ``tls_clienthello``:
+
+        - TLS over TCP (``egresswatch_decrypt=off``, or ``blocked`` for names not blocked): the
+          SNI is read from the ClientHello already buffered, counted, and the connection goes
+          to a raw TCP relay. mitmproxy then builds no TLS layers and runs no ``tls_clienthello``
+          for it, which is most of the cost of reading SNI (``bench/proxy.py``: the ``hook``
+          config). Blocked names, block pages, decryption and a ClientHello that is not complete
+          yet take the ``tls_clienthello`` path as before.
+        - QUIC (transparent-type modes): mitmproxy 12.3.1 cannot pass a QUIC connection through
+          once its QUIC layers run: ``ignore_connection`` in ``tls_clienthello`` stalls it for
+          good (mitmproxy #8338). So the SNI is read from the Initial datagrams here (collected
+          by :class:`_QuicHello` when the ClientHello spans several), counted, and the flow goes
+          to a raw UDP relay: untouched when monitored, refused at ``server_connect`` (nothing
+          reaches the server) when blocked. With ``egresswatch_decrypt=all`` a flow that is not
+          blocked goes to mitmproxy's QUIC interception.
+
+        The proxy's own connections in regular, upstream and reverse modes (the explicit proxy
+        protocol, an HTTPS proxy's TLS, a reverse proxy's TLS) are left to mitmproxy.
         """
-        if nextlayer.layer is not None or nextlayer.context.client.transport_protocol != "udp":
+        if nextlayer.layer is not None:
+            return
+        context = nextlayer.context
+        client = context.client
+        mode = client.proxy_mode.type_name
+        if mode == "reverse" or (len(context.layers) <= 1 and mode in _PROXY_MODES):
             return
         with self._guard("next_layer"):
-            context = nextlayer.context
-            if context.client.proxy_mode.type_name not in _TRANSPARENT_MODES:
-                return  # reverse modes: the operator's own QUIC endpoint
+            if client.transport_protocol == "tcp":
+                self._tls_passthrough(nextlayer, context)
+                return
+            if mode not in _TRANSPARENT_MODES:
+                return
             datagrams = _client_datagrams(context, nextlayer.events)
             if not datagrams or not datagrams[0] or not datagrams[0][0] & 0x80:
                 return  # no QUIC long header: not a QUIC Initial
@@ -1248,6 +1268,23 @@ class EgressWatch:
                 nextlayer.layer = _QuicHello(context, self._quic_layer)
             else:
                 nextlayer.layer = self._quic_layer(context, hello)
+
+    def _tls_passthrough(self, nextlayer: proxy_layer.NextLayer, context: Context) -> None:
+        if self._decrypt == "all" or context.client.id in self._block_page:
+            return
+        data = b"".join(_client_datagrams(context, nextlayer.events))
+        if not data or data[0] != 0x16:  # not a TLS handshake record
+            return
+        try:
+            hello = parse_client_hello(data)
+        except Exception:  # not a ClientHello: mitmproxy decides
+            return
+        if hello is None:
+            return  # incomplete: tls_clienthello will see the whole of it
+        v = self._observe(hello.sni, Signal.SNI, context.client)
+        if v is not None and v.blocked:
+            return  # tls_clienthello blocks it (it finds this verdict: counted once)
+        nextlayer.layer = proxy_layers.TCPLayer(context, ignore=True)
 
     def _quic_layer(self, context: Context, hello: tls.ClientHello | None) -> proxy_layer.Layer:
         """The layer for a QUIC flow once its ClientHello is known (None: it never parsed)."""
