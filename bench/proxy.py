@@ -33,6 +33,12 @@ mitmdump runs on CPU 0, the load generator and the upstream servers on the other
 proxy's throughput depends on its own CPU cost per operation (addon threads included: the event
 writer shares CPU 0) rather than on how the scheduler places it next to the load generator;
 two identically configured plain mitmdumps measured 2% apart pinned, 10% unpinned.
+
+Fresh processes every round (``--no-restart`` keeps them): one mitmdump process can run several
+per cent faster or slower than another identical one for its whole life (memory layout, hash
+seeds); restarting every config each round turns that into round-to-round spread, which the
+median over rounds absorbs. Two identical plain configs on CONNECT: 0.86 apart kept, 0.99 apart
+restarted (median of 5-6 rounds).
 """
 
 from __future__ import annotations
@@ -193,6 +199,17 @@ def start_proxy(
     return Proxy(name, proc, int(port), log)
 
 
+def stop(p: Proxy) -> None:
+    if p.proc.poll() is not None:
+        return
+    p.proc.terminate()
+    try:
+        p.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.proc.kill()
+        p.proc.wait()
+
+
 # -- load -----------------------------------------------------------------------------------------
 def http_worker(port: int, host: str, stop: float, counts: list[int], i: int) -> None:
     req = f"GET http://{host}/bench HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
@@ -319,6 +336,7 @@ def main() -> int:
     ap.add_argument(
         "--no-pin", action="store_true", help="do not pin mitmdump to CPU 0 and the load elsewhere"
     )
+    ap.add_argument("--no-restart", action="store_true", help="keep each mitmdump for all rounds")
     a = ap.parse_args()
     rounds = a.rounds or (2 if a.quick else 5)
     seconds = a.seconds or (2.0 if a.quick else 5.0)
@@ -372,18 +390,35 @@ def main() -> int:
                 + [x for b in blocks for x in ("--set", f"block_list={b}")],
             }  # fmt: skip
             proxies: dict[str, Proxy] = {}
-            for name, extra in configs.items():
-                print(f"starting {name}…", file=sys.stderr)
-                t0 = time.monotonic()
-                proxies[name] = start_proxy(name, tmp, routes, ca, extra, proxy_cpus)
-                procs.append(proxies[name])
-                print(f"  ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
             ctx = ssl.create_default_context(cafile=ca)
-            for scenario, names in scenarios.items():  # warm-up, and a check that each works
-                for name in names:
-                    run_load(proxies[name], scenario, 0.5, a.clients, ctx)
+
+            def launch(name: str, run: int) -> None:
+                """Start (or restart) one config and warm it up on each of its scenarios (which
+                also checks that it works)."""
+                old = proxies.get(name)
+                if old is not None:
+                    stop(old)
+                t0 = time.monotonic()
+                proxies[name] = p = start_proxy(
+                    f"{name}-{run}", tmp, routes, ca, configs[name], proxy_cpus
+                )
+                procs.append(p)
+                if run == 0:
+                    print(f"{name}: ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+                for scenario, names in scenarios.items():
+                    if name in names:
+                        run_load(p, scenario, 0.5, a.clients, ctx)
+
+            for name in configs:
+                launch(name, 0)
             res = Results()
             for r in range(rounds):
+                if r and not a.no_restart:
+                    # Fresh processes each round: a process's memory layout (hash seeds, ASLR)
+                    # shifts its speed by several per cent for its whole life; new processes
+                    # every round make that part of the spread the median absorbs.
+                    for name in configs:
+                        launch(name, r)
                 for scenario, names in scenarios.items():
                     order = names[r % len(names) :] + names[: r % len(names)]
                     got: dict[str, float] = {}
@@ -402,11 +437,7 @@ def main() -> int:
             rss = {name: p.rss_mb() for name, p in proxies.items()}
         finally:
             for p in procs:
-                p.proc.terminate()
-                try:
-                    p.proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.proc.kill()
+                stop(p)
             assert ups.stdin is not None
             ups.stdin.close()
             ups.wait(timeout=10)
