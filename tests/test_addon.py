@@ -1076,6 +1076,7 @@ def test_reload_valid_swaps_and_logs(env: Env, caplog: pytest.LogCaptureFixture)
     new = env.addon.state
     assert new is not None and new is not old
     assert f"egresswatch: catalogue reloaded version={new.catalogue.version[:12]} (" in caplog.text
+    assert f"entries, {new.matcher.backend} matcher)" in caplog.text
     env.addon.http_connect(connect_flow("new.test"))
     assert [e.app for e in env.events()] == ["newapp"]
     configs = [e.detail for e in env.events(EventKind.CONFIG)]

@@ -742,10 +742,11 @@ class EgressWatch:
         verb = "loaded" if why == "load" and old is None else "reloaded"
         if cat_changed or force_log:
             logger.info(
-                "egresswatch: catalogue %s version=%s (%d entries)",
+                "egresswatch: catalogue %s version=%s (%d entries, %s matcher)",
                 verb,
                 new.catalogue.version[:12],
                 _catalogue_entries(new.catalogue),
+                new.matcher.backend,
             )
         if cat_changed:
             self._emit(self._config_event("catalogue", new, now))
