@@ -500,6 +500,22 @@ def test_startup_error_under_mitmdump_is_one_clear_log_record(
         check.finish()
 
 
+def test_proxy_state_keeps_bulk_names_only_in_the_native_matcher(env: Env) -> None:
+    (env.cat_dir / "listy.yaml").write_text(
+        "id: listy\nname: Listy\ncategory: other\nregimes: []\n"
+        "lists:\n  - file: listy.txt\n    source: test\n    confidence: low\n"
+    )
+    (env.cat_dir / "listy.txt").write_text("one.listy.test\ntwo.listy.test\n")
+    env.addon.reload()
+    st = env.addon.state
+    assert st is not None and st.matcher.backend == "native"
+    (bulk,) = st.catalogue.apps["listy"].lists
+    assert (len(bulk), bulk.names) == (2, [])
+    assert st.catalogue.apps["listy"].entries == 2
+    env.addon.http_connect(connect_flow("www.two.listy.test"))
+    assert [e.app for e in env.events() if e.app == "listy"] == ["listy"]
+
+
 def test_bundled_catalogue_loads(tmp_path: Path) -> None:
     a = EgressWatch(registry=CollectorRegistry())
     with taddons.context(a) as tctx:

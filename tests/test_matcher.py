@@ -165,6 +165,32 @@ def test_bulk_list(tmp_path: Path, backend: Backend) -> None:
     assert inline is None or m.explain(inline.rule) is inline.rule
 
 
+def test_slim_matcher_and_catalogue_keep_lookups_and_counts(
+    tmp_path: Path, backend: Backend
+) -> None:
+    (tmp_path / "regimes.yaml").write_text("regimes: []\n")
+    (tmp_path / "big.yaml").write_text(
+        "id: big\nname: Big\ncategory: other\nlists:\n  - file: big.txt\n    source: synthetic\n    confidence: low\n"
+    )
+    (tmp_path / "big.txt").write_text("".join(f"d{i}.example\n" for i in range(1000)))
+    cat = load_catalogue([tmp_path])
+    full = Matcher.from_catalogue(cat, backend)
+    slim, slim_cat = full.slim(), cat.slim()
+    hosts = ["www.d777.example", "d0.example", "d1000.example", "x.example", "D5.Example."]
+    assert [slim.match(h) for h in hosts] == [full.match(h) for h in hosts]
+    assert len(slim) == len(full) == 1000
+    assert slim_cat.entries == cat.entries == 1000 and slim_cat.version == cat.version
+    (slim_list,) = slim_cat.apps["big"].lists
+    assert (len(slim_list), slim_list.names, slim_list.slim()) == (1000, [], slim_list)
+    assert cat.apps["big"].lists[0].names[:1] == ["d0.example"]  # the original is untouched
+    hit = slim.match("www.d777.example")
+    assert hit is not None
+    if backend == "native":  # the names now live only in the native table
+        assert slim is not full and slim.explain(hit.rule).line == 0
+    else:  # the Python backend's dictionary is keyed by the names: nothing to free
+        assert slim is full and slim.explain(hit.rule).line == 778
+
+
 # --- property: the matcher agrees with a naive reference on generated catalogues -------------
 
 # "x" * 30 makes keys longer than the native table keeps inline in a slot.

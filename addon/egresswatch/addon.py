@@ -307,7 +307,11 @@ def _load_state(
     if old is not None and old.catalogue.version == cat.version and old.dirs == dirs:
         cat, matcher = old.catalogue, old.matcher
     else:
-        matcher = Matcher.from_catalogue(cat)
+        # The proxy never explains a bulk name's line: once the names are in the (native)
+        # matcher, neither it nor the catalogue keeps its own copy (70 bytes a name at 1M).
+        matcher = Matcher.from_catalogue(cat).slim()
+        if matcher.backend == "native":
+            cat = cat.slim()
     try:
         pol = load_policy(policy_path, cat)
     except PolicyError as e:

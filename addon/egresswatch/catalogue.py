@@ -156,9 +156,19 @@ class BulkList:
     declared_line: int
     names: list[str]
     lines: array[int]
+    #: Number of names; set (and ``names``/``lines`` emptied) by :meth:`slim`, -1 otherwise.
+    count: int = -1
 
     def __len__(self) -> int:
-        return len(self.names)
+        return self.count if self.count >= 0 else len(self.names)
+
+    def slim(self) -> BulkList:
+        """This list without its names (only their number): for a long-running process that
+        has put the names into a matcher and needs no more than the list's metadata. A slim
+        list cannot say where a name is (:meth:`line_of` gives 0)."""
+        if self.count >= 0:
+            return self
+        return replace(self, names=[], lines=array(self.lines.typecode), count=len(self.names))
 
     def line_of(self, name: str) -> int:
         """Line of ``name`` in the file, 0 if absent (a linear scan: for tools, not hooks)."""
@@ -238,6 +248,15 @@ class Catalogue:
     version: str
     files: tuple[Path, ...]
     notes: tuple[Problem, ...] = field(default=())  # normalisations applied while loading
+
+    def slim(self) -> Catalogue:
+        """The same catalogue with every bulk list slimmed (:meth:`BulkList.slim`): counts,
+        versions and metadata stay; the names themselves live only in the matcher."""
+        apps = {
+            app_id: replace(app, lists=tuple(b.slim() for b in app.lists)) if app.lists else app
+            for app_id, app in self.apps.items()
+        }
+        return replace(self, apps=apps)
 
     def entries_per_app(self) -> dict[str, int]:
         return {app_id: app.entries for app_id, app in sorted(self.apps.items())}

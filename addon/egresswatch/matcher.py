@@ -418,6 +418,20 @@ class Matcher:
                     return rule._replace(line=line)
         return rule
 
+    def slim(self) -> Matcher:
+        """This matcher holding slim bulk lists (:meth:`BulkList.slim`), so that a million-name
+        list costs only its native table. Lookups are unchanged; :meth:`explain` can no longer
+        find a bulk name's line. The Python backend keys its dictionary by the names
+        themselves, so slimming it would free nothing: it is returned as it is."""
+        if self._table is None or all(b.count >= 0 for b in self._bulk):
+            return self
+        return Matcher(
+            (self._table, self._values),
+            [b.slim() for b in self._bulk],
+            self._cidrs,
+            self._regimes,
+        )
+
     def __len__(self) -> int:
         return self.entries
 
