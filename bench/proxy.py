@@ -136,6 +136,33 @@ def bundled_block_list() -> list[str]:
     return [f"/~d {d}/403" for d in domains]
 
 
+def build_configs(tmp: Path, lists: Path, blocks: list[str]) -> dict[str, list[str]]:
+    """The mitmdump arguments of every configuration (files they need are written to ``tmp``)."""
+    (tmp / "hook.py").write_text(HOOK_ADDON)
+    block_conf = tmp / "block_list.json"
+    block_conf.write_text(json.dumps(blocks))
+    return {
+        "plain": ["--ignore-hosts", "."],
+        "hook": ["-s", str(tmp / "hook.py")],
+        "addon": [
+            "-s", str(ENTRY),
+            "--set", f"egresswatch_lists={lists}",
+            "--set", f"egresswatch_store=sqlite:///{tmp / 'events.db'}",
+            "--set", f"egresswatch_data_dir={tmp}",
+            "--set", "egresswatch_metrics_listen=127.0.0.1:0",
+        ],
+        "addon-memstore": [
+            "-s", str(ENTRY),
+            "--set", f"egresswatch_lists={lists}",
+            "--set", "egresswatch_store=memory://",
+            "--set", f"egresswatch_data_dir={tmp}",
+            "--set", "egresswatch_metrics_listen=127.0.0.1:0",
+        ],
+        "block_list": ["--ignore-hosts", "."]
+        + [x for b in blocks for x in ("--set", f"block_list={b}")],
+    }  # fmt: skip
+
+
 def pin_cpus(enabled: bool) -> set[int] | None:
     """Move this process (load generator; children inherit it) off CPU 0; the proxies' CPU set."""
     cpus = sorted(os.sched_getaffinity(0))
@@ -165,12 +192,17 @@ def start_proxy(
     ca: str,
     extra: list[str],
     cpus: set[int] | None = None,
+    wrapper: list[str] | None = None,
+    timeout: float = 300,
 ) -> Proxy:
+    """Start one mitmdump (``wrapper``, e.g. a valgrind command line, runs it) and wait for its
+    port; ``bench/proxy_instructions.py`` uses the wrapper and a longer ``timeout``."""
     run = tmp / name
     (run / "conf").mkdir(parents=True)
     portfile = run / "ports.json"
     log = run / "mitmdump.log"
     args = [
+        *(wrapper or []),
         str(MITMDUMP),
         "--listen-host", "127.0.0.1",
         "-p", "0",
@@ -190,7 +222,7 @@ def start_proxy(
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=run)
     if cpus is not None:
         os.sched_setaffinity(proc.pid, cpus)  # before it starts any thread: all inherit it
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + timeout
     while not portfile.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"{name}: mitmdump did not start:\n{log.read_text()[-3000:]}")
@@ -211,15 +243,38 @@ def stop(p: Proxy) -> None:
 
 
 # -- load -----------------------------------------------------------------------------------------
+def http_request_bytes(host: str) -> bytes:
+    return f"GET http://{host}/bench HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+
+
+def http_request(sock: socket.socket, req: bytes) -> None:
+    """One keep-alive proxy request (``http_request_bytes``) on ``sock``."""
+    sock.sendall(req)
+    r = read_http_response(sock)
+    if r.status != 200:
+        raise RuntimeError(f"HTTP {r.status} through the proxy")
+
+
+def connect_once(port: int, host: str, ctx: ssl.SSLContext, timeout: float = 10) -> None:
+    """One CONNECT + TLS handshake (verifying the upstream) + one request, then close."""
+    connect = f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n".encode()
+    req = f"GET /bench HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(connect)
+        if read_http_response(sock).status != 200:
+            raise RuntimeError("CONNECT refused")
+        with ctx.wrap_socket(sock, server_hostname=host) as tls:
+            tls.sendall(req)
+            if read_http_response(tls).status != 200:
+                raise RuntimeError("request in the tunnel failed")
+
+
 def http_worker(port: int, host: str, stop: float, counts: list[int], i: int) -> None:
-    req = f"GET http://{host}/bench HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    req = http_request_bytes(host)
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
         while time.monotonic() < stop:
-            sock.sendall(req)
-            r = read_http_response(sock)
-            if r.status != 200:
-                raise RuntimeError(f"HTTP {r.status} through the proxy")
+            http_request(sock, req)
             counts[i] += 1
     finally:
         sock.close()
@@ -228,17 +283,8 @@ def http_worker(port: int, host: str, stop: float, counts: list[int], i: int) ->
 def connect_worker(
     port: int, host: str, stop: float, counts: list[int], i: int, ctx: ssl.SSLContext
 ) -> None:
-    connect = f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n".encode()
-    req = f"GET /bench HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
     while time.monotonic() < stop:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(connect)
-            if read_http_response(sock).status != 200:
-                raise RuntimeError("CONNECT refused")
-            with ctx.wrap_socket(sock, server_hostname=host) as tls:
-                tls.sendall(req)
-                if read_http_response(tls).status != 200:
-                    raise RuntimeError("request in the tunnel failed")
+        connect_once(port, host, ctx)
         counts[i] += 1
 
 
@@ -366,29 +412,7 @@ def main() -> int:
             print(f"writing a {n_domains:,}-domain synthetic list…", file=sys.stderr)
             lists = synthetic_list(tmp / "lists", n_domains)
             blocks = bundled_block_list()
-            (tmp / "hook.py").write_text(HOOK_ADDON)
-            block_conf = tmp / "block_list.json"
-            block_conf.write_text(json.dumps(blocks))
-            configs: dict[str, list[str]] = {
-                "plain": ["--ignore-hosts", "."],
-                "hook": ["-s", str(tmp / "hook.py")],
-                "addon": [
-                    "-s", str(ENTRY),
-                    "--set", f"egresswatch_lists={lists}",
-                    "--set", f"egresswatch_store=sqlite:///{tmp / 'events.db'}",
-                    "--set", f"egresswatch_data_dir={tmp}",
-                    "--set", "egresswatch_metrics_listen=127.0.0.1:0",
-                ],
-                "addon-memstore": [
-                    "-s", str(ENTRY),
-                    "--set", f"egresswatch_lists={lists}",
-                    "--set", "egresswatch_store=memory://",
-                    "--set", f"egresswatch_data_dir={tmp}",
-                    "--set", "egresswatch_metrics_listen=127.0.0.1:0",
-                ],
-                "block_list": ["--ignore-hosts", "."]
-                + [x for b in blocks for x in ("--set", f"block_list={b}")],
-            }  # fmt: skip
+            configs = build_configs(tmp, lists, blocks)
             proxies: dict[str, Proxy] = {}
             ctx = ssl.create_default_context(cafile=ca)
 
