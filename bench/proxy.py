@@ -172,6 +172,17 @@ def pin_cpus(enabled: bool) -> set[int] | None:
     return {cpus[0]}
 
 
+def upstream_routes(info: dict[str, object]) -> tuple[dict[str, list[object]], str]:
+    """``route_loopback`` routes to the upstreams ``start_upstreams`` reported, and their CA."""
+    direct = info["direct_ports"]
+    assert isinstance(direct, dict)
+    routes: dict[str, list[object]] = {
+        "80": ["127.0.0.1", direct["http"]],
+        "443": ["127.0.0.1", direct["tls"]],
+    }
+    return routes, str(info["ca"])
+
+
 def start_upstreams(tmp: Path) -> tuple[subprocess.Popen[str], dict[str, object]]:
     proc = subprocess.Popen(
         [sys.executable, str(SUPPORT / "upstreams.py"), str(tmp / "pki")],
@@ -402,13 +413,7 @@ def main() -> int:
         ups, info = start_upstreams(tmp)
         procs: list[Proxy] = []
         try:
-            direct = info["direct_ports"]
-            assert isinstance(direct, dict)
-            routes: dict[str, list[object]] = {
-                "80": ["127.0.0.1", direct["http"]],
-                "443": ["127.0.0.1", direct["tls"]],
-            }
-            ca = str(info["ca"])
+            routes, ca = upstream_routes(info)
             print(f"writing a {n_domains:,}-domain synthetic list…", file=sys.stderr)
             lists = synthetic_list(tmp / "lists", n_domains)
             blocks = bundled_block_list()

@@ -326,13 +326,7 @@ def main() -> int:
         tmp = Path(t)
         ups, info = bp.start_upstreams(tmp)
         try:
-            direct = info["direct_ports"]
-            assert isinstance(direct, dict)
-            routes: dict[str, list[object]] = {
-                "80": ["127.0.0.1", direct["http"]],
-                "443": ["127.0.0.1", direct["tls"]],
-            }
-            ca = str(info["ca"])
+            routes, ca = bp.upstream_routes(info)
             print(f"writing a {n_domains:,}-domain synthetic list…", file=sys.stderr)
             lists = bp.synthetic_list(tmp / "lists", n_domains)
             blocks = bp.bundled_block_list()

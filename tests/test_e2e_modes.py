@@ -55,6 +55,13 @@ def curl_in(ns: NetNS, *args: str) -> Any:
     return ns.run(["curl", "-q", "-sS", "--noproxy", "*", "--max-time", "10", *args], timeout=20)
 
 
+def curl_tls(ns: NetNS, url: str, cafile: Path) -> Any:
+    """curl ``url`` (https://NAME/...) with NAME resolved to the test-net target, verifying
+    against ``cafile`` only (so success means the upstream's own certificate came through)."""
+    name = url.split("/")[2]
+    return curl_in(ns, "--cacert", str(cafile), "--resolve", f"{name}:443:{TARGET}", url)
+
+
 def hits(proxy: RunningProxy) -> list[Any]:
     return [e for e in proxy.events() if e.kind == "hit"]
 
@@ -141,59 +148,12 @@ def transparent(
     proxy.stop()  # gracefully, before the namespace goes (the factory checks its log later)
 
 
-def test_transparent_sni_monitored_passes_tls_through(
-    transparent: tuple[RunningProxy, Upstreams], tns: NetNS, test_pki: UpstreamPKI
-) -> None:
-    proxy, ups = transparent
-    before, conns = len(hits(proxy)), ups.stats("tls").connections
-    out = curl_in(
-        tns,
-        "--cacert",
-        str(test_pki.ca_cert),
-        "--resolve",
-        f"www.tiktok.com:443:{TARGET}",
-        "https://www.tiktok.com/watch",
-    )
-    # Verified against the upstream's own CA: the TLS session is the upstream's (pass-through).
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["sni"] == "www.tiktok.com"
-    assert ups.stats("tls").connections == conns + 1
-    e = wait_hit(proxy, before, lambda e: e.app == "tiktok")
-    assert (e.signal, e.app, e.action, e.host) == ("sni", "tiktok", "monitor", "www.tiktok.com")
-
-
-def test_transparent_sni_blocked_closes_before_any_byte_reaches_server(
-    transparent: tuple[RunningProxy, Upstreams], tns: NetNS, test_pki: UpstreamPKI
-) -> None:
-    proxy, ups = transparent
-    before, tls = len(hits(proxy)), ups.stats("tls")
-    out = curl_in(
-        tns,
-        "--cacert",
-        str(test_pki.ca_cert),
-        "--resolve",
-        f"api.deepseek.com:443:{TARGET}",
-        "https://api.deepseek.com/v1/models",
-    )
-    assert out.returncode == 35, out.stderr  # TLS connect error: closed after the ClientHello
-    e = wait_hit(proxy, before, lambda e: e.app == "deepseek")
-    assert (e.signal, e.action, e.host) == ("sni", "blocked", "api.deepseek.com")
-    assert ups.stats("tls").bytes_in == tls.bytes_in
-
-
 def test_transparent_neutral_name_passes_uncounted(
     transparent: tuple[RunningProxy, Upstreams], tns: NetNS, test_pki: UpstreamPKI
 ) -> None:
     proxy, ups = transparent
     before, tls = len(hits(proxy)), ups.stats("tls")
-    out = curl_in(
-        tns,
-        "--cacert",
-        str(test_pki.ca_cert),
-        "--resolve",
-        f"neutral.test:443:{TARGET}",
-        "https://neutral.test/",
-    )
+    out = curl_tls(tns, "https://neutral.test/", test_pki.ca_cert)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["sni"] == "neutral.test"
     assert ups.stats("tls").bytes_in > tls.bytes_in
@@ -294,42 +254,39 @@ def wireguard(
     proxy.stop()  # gracefully, before the namespace goes (the factory checks its log later)
 
 
-def test_wireguard_sni_monitored_passes_tls_through(
-    wireguard: tuple[RunningProxy, Upstreams], wns: NetNS, test_pki: UpstreamPKI
+@pytest.fixture(params=["transparent", "wireguard"])
+def redirected(
+    request: pytest.FixtureRequest,
+) -> tuple[RunningProxy, Upstreams, NetNS]:
+    """The proxy, upstreams and client namespace of one transparent-type mode."""
+    proxy, ups = request.getfixturevalue(request.param)
+    ns = request.getfixturevalue("tns" if request.param == "transparent" else "wns")
+    return proxy, ups, ns
+
+
+def test_sni_monitored_passes_tls_through(
+    redirected: tuple[RunningProxy, Upstreams, NetNS], test_pki: UpstreamPKI
 ) -> None:
-    proxy, ups = wireguard
+    proxy, ups, ns = redirected
     before, conns = len(hits(proxy)), ups.stats("tls").connections
-    out = curl_in(
-        wns,
-        "--cacert",
-        str(test_pki.ca_cert),
-        "--resolve",
-        f"www.tiktok.com:443:{TARGET}",
-        "https://www.tiktok.com/watch",
-    )
+    out = curl_tls(ns, "https://www.tiktok.com/watch", test_pki.ca_cert)
+    # Verified against the upstream's own CA: the TLS session is the upstream's (pass-through).
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["sni"] == "www.tiktok.com"
     assert ups.stats("tls").connections == conns + 1
     e = wait_hit(proxy, before, lambda e: e.app == "tiktok")
-    assert (e.signal, e.action, e.host) == ("sni", "monitor", "www.tiktok.com")
+    assert (e.signal, e.app, e.action, e.host) == ("sni", "tiktok", "monitor", "www.tiktok.com")
 
 
-def test_wireguard_sni_blocked_closes_before_any_byte_reaches_server(
-    wireguard: tuple[RunningProxy, Upstreams], wns: NetNS, test_pki: UpstreamPKI
+def test_sni_blocked_closes_before_any_byte_reaches_server(
+    redirected: tuple[RunningProxy, Upstreams, NetNS], test_pki: UpstreamPKI
 ) -> None:
-    proxy, ups = wireguard
+    proxy, ups, ns = redirected
     before, tls = len(hits(proxy)), ups.stats("tls")
-    out = curl_in(
-        wns,
-        "--cacert",
-        str(test_pki.ca_cert),
-        "--resolve",
-        f"chat.deepseek.com:443:{TARGET}",
-        "https://chat.deepseek.com/",
-    )
-    assert out.returncode == 35, out.stderr
+    out = curl_tls(ns, "https://api.deepseek.com/v1/models", test_pki.ca_cert)
+    assert out.returncode == 35, out.stderr  # TLS connect error: closed after the ClientHello
     e = wait_hit(proxy, before, lambda e: e.app == "deepseek")
-    assert (e.signal, e.action, e.host) == ("sni", "blocked", "chat.deepseek.com")
+    assert (e.signal, e.action, e.host) == ("sni", "blocked", "api.deepseek.com")
     assert ups.stats("tls").bytes_in == tls.bytes_in
 
 
