@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/matcher.py            # full run (about a minute)
     .venv/bin/python bench/matcher.py --quick    # 10 and 10k only
+    .venv/bin/python bench/matcher.py --instructions   # instructions per lookup (callgrind, ~1 min)
 
 Contenders, all on the same probe hosts in the same process: the matcher on its native backend
 (the C suffix table; what the proxy uses when the extension is built), the matcher on its
@@ -140,6 +141,81 @@ def lookup_contenders(n: int, tmp: Path) -> tuple[list[str], dict[str, Callable[
     return hosts, fns
 
 
+def instructions_child(n: int, backend: Backend) -> None:
+    """Child under callgrind: build one matcher, then one pass over the probes when told.
+
+    Protocol on stdin/stdout: prints ``ready`` when built; on a line from the parent (who has
+    switched instrumentation on) runs the pass and prints ``done``; exits on the next line."""
+    from egresswatch.catalogue import load_catalogue
+    from egresswatch.matcher import Matcher
+
+    rng = random.Random(n)
+    domains = synthetic_domains(n, rng)
+    hosts = probe_hosts(domains, rng)
+    with tempfile.TemporaryDirectory() as tmp:
+        build_catalogue_dir(Path(tmp), domains)
+        matcher = Matcher.from_catalogue(load_catalogue([Path(tmp)]), backend)
+    del domains
+    match = matcher.match
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for h in hosts:
+        match(h)
+    print("done", flush=True)
+    sys.stdin.readline()
+
+
+def instructions_per_lookup(n: int, backend: Backend, out: Path) -> float:
+    """Instructions (callgrind ``Ir``) per ``Matcher.match`` call: one pass over the probe hosts
+    with instrumentation on only for the pass (the build and the interpreter start-up are not
+    counted). Deterministic for the same binary and inputs, whatever else the machine does."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _callgrind import VALGRIND
+    from _callgrind import control
+    from _callgrind import dump_total
+
+    cmd = [VALGRIND, "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    cmd += [sys.executable, __file__, "--ir-child", str(n), "--backend", backend]
+    child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        if child.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"callgrind child for {n}/{backend} did not start")
+        control(child.pid, "--instr=on")
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        if child.stdout.readline().strip() != "done":
+            raise RuntimeError(f"callgrind child for {n}/{backend} failed")
+        before = set(out.parent.glob(out.name + "*"))
+        control(child.pid, "--dump")
+        total = dump_total(out, before)
+        child.stdin.write("\n")
+        child.stdin.flush()
+        child.wait(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    return total / PROBES
+
+
+def instructions_report(sizes: tuple[int, ...]) -> None:
+    """Print instructions per lookup per size and backend, and the ratio to the 10-domain
+    figure: the work a lookup does, without the memory latency that the timed passes include."""
+    ir: dict[tuple[int, str], float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            for backend in BACKENDS:
+                ir[(n, backend)] = instructions_per_lookup(
+                    n, backend, Path(tmp) / f"{n}-{backend}.cg"
+                )
+                print(f"{n:,} {backend}: {ir[(n, backend)]:,.0f} Ir/lookup", file=sys.stderr)
+    print(f"instructions per lookup (callgrind Ir, {PROBES:,} hosts, half hits, one pass)")
+    print(f"{'domains':>9} " + " ".join(f"{b:>8} {'vs 10':>6}" for b in BACKENDS))
+    for n in sizes:
+        cells = [f"{ir[(n, b)]:>8,.0f} {ir[(n, b)] / ir[(sizes[0], b)]:>5.2f}x" for b in BACKENDS]
+        print(f"{n:>9,} " + " ".join(cells))
+
+
 def one_pass(fn: Callable[[str], object], hosts: list[str]) -> float:
     t0 = time.perf_counter()
     for h in hosts:
@@ -154,13 +230,25 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10 and 10k domains only")
     parser.add_argument("--load-size", type=int, help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--backend", choices=BACKENDS, help=argparse.SUPPRESS)  # child mode
+    parser.add_argument("--ir-child", type=int, help=argparse.SUPPRESS)  # child mode
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per lookup under callgrind instead of timing",
+    )
     args = parser.parse_args()
     if args.load_size:
         print(json.dumps(measure_load(args.load_size, args.backend)))
         return
+    if args.ir_child:
+        instructions_child(args.ir_child, args.backend)
+        return
     if not NATIVE_AVAILABLE:
         sys.exit("egresswatch._suffixtable is not built: pip install -e . (needs a C compiler)")
     sizes = SIZES[:2] if args.quick else SIZES
+    if args.instructions:
+        instructions_report(sizes)
+        return
     loads = {}
     for n in sizes:
         for backend in BACKENDS:

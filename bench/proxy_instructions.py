@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import os
 import queue
-import re
 import socket
 import sqlite3
 import ssl
@@ -56,9 +55,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import proxy as bp  # noqa: E402  (bench/proxy.py; it puts the repository on sys.path)
+from _callgrind import VALGRIND  # noqa: E402
+from _callgrind import control  # noqa: E402
+from _callgrind import dump_total  # noqa: E402
 
-VALGRIND = "/usr/bin/valgrind"
-CALLGRIND_CONTROL = "/usr/bin/callgrind_control"
 CONFIGS = ("plain", "hook", "addon", "block_list")
 SCENARIOS = {
     "http-miss": ["plain", "hook", "addon", "block_list"],
@@ -76,37 +76,6 @@ class Window:
     ir: int
     ops: int
     seconds: float
-
-
-# -- callgrind ------------------------------------------------------------------------------------
-def control(pid: int, *args: str) -> None:
-    r = subprocess.run(
-        [CALLGRIND_CONTROL, *args, str(pid)], capture_output=True, text=True, timeout=300
-    )
-    if r.returncode != 0 or "Error" in r.stdout + r.stderr:
-        raise RuntimeError(f"callgrind_control {' '.join(args)} {pid}: {r.stdout}{r.stderr}")
-
-
-def dump_total(out: Path, before: set[Path]) -> int:
-    """Total ``Ir`` of the one dump file that appeared since ``before``."""
-    deadline = time.monotonic() + 120
-    while True:
-        new = [p for p in out.parent.glob(out.name + "*") if p not in before]
-        done = [p for p in new if p.stat().st_size and _totals(p) is not None]
-        if done:
-            if len(done) > 1:
-                raise RuntimeError(f"more than one new dump: {done}")
-            total = _totals(done[0])
-            assert total is not None
-            return total
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no callgrind dump appeared next to {out}")
-        time.sleep(0.2)
-
-
-def _totals(path: Path) -> int | None:
-    m = re.search(r"^totals:\s*(\d+)", path.read_text(errors="replace"), re.M)
-    return int(m.group(1)) if m else None
 
 
 def measure(
