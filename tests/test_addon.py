@@ -853,6 +853,8 @@ def test_next_layer_leaves_blocks_and_special_cases_to_tls_clienthello(env: Env)
     env.addon.tls_clienthello(data)
     assert data.ignore_connection is True and c.id in env.addon._refuse
     assert env.hits("blocky", "blocked", "sni") == 1
+    inspected = env.registry.get_sample_value("egresswatch_inspected_total", {"signal": "sni"})
+    assert inspected == 1  # one name, examined once, though both hooks looked at it
     hello = raw_client_hello("watched.test")
     cases = {
         "proxy's own connection": next_layer_of(env, client("regular"), [hello], depth=1),

@@ -481,6 +481,9 @@ class EgressWatch:
         self._conn_apps: dict[str, dict[str, Verdict]] = {}
         self._refuse: set[str] = set()
         self._block_page: dict[str, Verdict] = {}
+        # Connections whose SNI next_layer already counted as inspected (blocked ones, which it
+        # leaves to tls_clienthello): the name is counted once.
+        self._sni_inspected: set[str] = set()
         self._users: dict[str, str] = {}
         self._identities: dict[str, str | None] = {}
         self._guards: dict[str, _Guard] = {}
@@ -1036,13 +1039,17 @@ class EgressWatch:
         user: str | None = None,
         *,
         dedupe: bool = True,
+        inspected: bool = True,
     ) -> Verdict | None:
-        """Match one destination name, decide, count and record. None: not a designated app."""
+        """Match one destination name, decide, count and record. None: not a designated app.
+
+        ``inspected=False``: the name was already counted in ``egresswatch_inspected_total``."""
         st = self.state
         m = self.metrics
         if st is None or m is None or not raw:
             return None
-        m.inspected(signal)
+        if inspected:
+            m.inspected(signal)
         name = hostnames.normalise_host(raw)
         if name is None:
             m.invalid_name(signal)
@@ -1152,6 +1159,7 @@ class EgressWatch:
         self._block_page.pop(cid, None)
         self._users.pop(cid, None)
         self._identities.pop(cid, None)
+        self._sni_inspected.discard(cid)
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         with self._guard("http_connect"):
@@ -1288,7 +1296,10 @@ class EgressWatch:
             return  # incomplete: tls_clienthello will see the whole of it
         v = self._observe(hello.sni, Signal.SNI, context.client)
         if v is not None and v.blocked:
-            return  # tls_clienthello blocks it (it finds this verdict: counted once)
+            # tls_clienthello blocks it; it finds this verdict (one hit) and counts no second
+            # inspection of the same name.
+            self._sni_inspected.add(context.client.id)
+            return
         nextlayer.layer = proxy_layers.TCPLayer(context, ignore=True)
 
     def _quic_layer(self, context: Context, hello: tls.ClientHello | None) -> proxy_layer.Layer:
@@ -1307,7 +1318,9 @@ class EgressWatch:
             client = data.context.client
             sni = data.client_hello.sni
             quic = client.transport_protocol == "udp"
-            v = self._observe(sni, Signal.QUIC if quic else Signal.SNI, client)
+            seen = client.id in self._sni_inspected
+            self._sni_inspected.discard(client.id)
+            v = self._observe(sni, Signal.QUIC if quic else Signal.SNI, client, inspected=not seen)
             page = self._block_page.get(client.id)
             blocked = v if v is not None and v.blocked else page
             verifiable = verifiable_sni(sni)
