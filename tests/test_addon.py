@@ -30,7 +30,9 @@ from egresswatch.addon import verifiable_sni
 from egresswatch.events import Event
 from egresswatch.events import EventKind
 from egresswatch.store.memory import MemoryStore
+from hypothesis import HealthCheck
 from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 from mitmproxy import dns
 from mitmproxy import exceptions
@@ -928,6 +930,47 @@ def test_next_layer_leaves_dns_and_other_udp_to_mitmproxy(env: Env) -> None:
         env.addon.next_layer(nl)
         assert nl.layer is None
     assert env.events() == []
+
+
+def _corrupt_hello(flips: list[tuple[int, int]]) -> bytes:
+    hello = bytearray(raw_client_hello("a.test"))
+    for pos, value in flips:
+        hello[pos % len(hello) or 5] = value
+    return bytes(hello)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    transport=st.sampled_from(["tcp", "udp"]),
+    reads=st.lists(
+        st.one_of(
+            st.binary(max_size=300),
+            # Starts that take the parsers furthest: a TLS handshake record, a QUIC long header.
+            st.binary(max_size=300).map(lambda b: b"\x16\x03\x01" + b),
+            st.binary(max_size=1300).map(lambda b: b"\xc0\x00\x00\x00\x01" + b),
+            st.binary(min_size=5, max_size=200).map(lambda b: raw_client_hello("a.test")[:5] + b),
+            # A whole ClientHello record with some bytes of its body overwritten.
+            st.lists(st.tuples(st.integers(5, 250), st.integers(0, 255)), min_size=1).map(
+                _corrupt_hello
+            ),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_next_layer_survives_arbitrary_client_bytes(
+    env: Env, transport: str, reads: list[bytes]
+) -> None:
+    """Whatever the client sends first, next_layer decides or defers without an error."""
+    c = client("wireguard" if transport == "udp" else "transparent")
+    c.transport_protocol = transport  # type: ignore[assignment]
+    nl = next_layer_of(env, c, reads)
+    env.addon.next_layer(nl)
+    assert nl.layer is None or isinstance(nl.layer, (TCPLayer, UDPLayer, addon_mod._QuicHello))
+    errors = env.registry.get_sample_value("egresswatch_hook_errors_total", {"hook": "next_layer"})
+    assert errors == 0.0
 
 
 def test_decrypt_blocked_intercepts_only_blocked(env: Env) -> None:
