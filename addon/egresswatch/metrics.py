@@ -168,9 +168,8 @@ class Metrics:
         self._department_label = department_label
         self._inner = CollectorRegistry(auto_describe=True)
         self._lock = threading.Lock()
-        self._hit_keys: set[tuple[str, ...]] = set()
-        # Hot path: label tuple -> [child, time of its last exemplar]. Looking a child up through
-        # labels() validates and locks on every call; a hit costs one dict probe instead.
+        # Every hit series: label tuple -> [child, time of its last exemplar]. Looking a child up
+        # through labels() validates and locks on every call; a hit costs one dict probe instead.
         self._hit_children: dict[tuple[str, ...], list[Any]] = {}
         self._entry_apps: set[str] = set()
         self._mode_apps: set[str] = set()
@@ -357,16 +356,14 @@ class Metrics:
                         else:
                             wanted.add((app, regime, action, signal))
         with self._lock:
-            for key in self._hit_keys - wanted:
+            for key in self._hit_children.keys() - wanted:
                 app_gone = key[0] not in app_regimes
                 dept_gone = self._department_label and key[4] not in depts
                 if app_gone or dept_gone:
                     self._hits.remove(*key)
-                    self._hit_keys.discard(key)
-                    self._hit_children.pop(key, None)
-            for key in wanted - self._hit_keys:
+                    del self._hit_children[key]
+            for key in wanted - self._hit_children.keys():
                 self._hit_children[key] = [self._hits.labels(*key), -math.inf]
-            self._hit_keys |= wanted
 
     def hit(
         self,
@@ -390,8 +387,7 @@ class Metrics:
         slot = self._hit_children.get(key)
         if slot is None:
             with self._lock:
-                self._hit_keys.add(key)
-                slot = self._hit_children[key] = [self._hits.labels(*key), -math.inf]
+                slot = self._hit_children.setdefault(key, [self._hits.labels(*key), -math.inf])
         child = slot[0]
         if event_id and (now is None or now - slot[1] >= EXEMPLAR_INTERVAL):
             if now is not None:
