@@ -141,23 +141,21 @@ def build_configs(tmp: Path, lists: Path, blocks: list[str]) -> dict[str, list[s
     (tmp / "hook.py").write_text(HOOK_ADDON)
     block_conf = tmp / "block_list.json"
     block_conf.write_text(json.dumps(blocks))
+
+    def addon(store: str) -> list[str]:
+        return [
+            "-s", str(ENTRY),
+            "--set", f"egresswatch_lists={lists}",
+            "--set", f"egresswatch_store={store}",
+            "--set", f"egresswatch_data_dir={tmp}",
+            "--set", "egresswatch_metrics_listen=127.0.0.1:0",
+        ]  # fmt: skip
+
     return {
         "plain": ["--ignore-hosts", "."],
         "hook": ["-s", str(tmp / "hook.py")],
-        "addon": [
-            "-s", str(ENTRY),
-            "--set", f"egresswatch_lists={lists}",
-            "--set", f"egresswatch_store=sqlite:///{tmp / 'events.db'}",
-            "--set", f"egresswatch_data_dir={tmp}",
-            "--set", "egresswatch_metrics_listen=127.0.0.1:0",
-        ],
-        "addon-memstore": [
-            "-s", str(ENTRY),
-            "--set", f"egresswatch_lists={lists}",
-            "--set", "egresswatch_store=memory://",
-            "--set", f"egresswatch_data_dir={tmp}",
-            "--set", "egresswatch_metrics_listen=127.0.0.1:0",
-        ],
+        "addon": addon(f"sqlite:///{tmp / 'events.db'}"),
+        "addon-memstore": addon("memory://"),
         "block_list": ["--ignore-hosts", "."]
         + [x for b in blocks for x in ("--set", f"block_list={b}")],
     }  # fmt: skip

@@ -309,8 +309,9 @@ def _load_state(
     else:
         # The proxy never explains a bulk name's line: once the names are in the (native)
         # matcher, neither it nor the catalogue keeps its own copy (70 bytes a name at 1M).
-        matcher = Matcher.from_catalogue(cat).slim()
-        if matcher.backend == "native":
+        full = Matcher.from_catalogue(cat)
+        matcher = full.slim()
+        if matcher is not full:  # the names now live in the native table only
             cat = cat.slim()
     try:
         pol = load_policy(policy_path, cat)
