@@ -55,6 +55,8 @@ from mitmproxy.test import tutils
 from mitmproxy.tls import ClientHelloData
 from prometheus_client import CollectorRegistry
 
+from tests.support.quic import padding_alpn
+
 NOW = 1_790_000_000.0  # 2026-09-21, before the exception below expires
 
 APPS: dict[str, dict[str, Any]] = {
@@ -827,7 +829,7 @@ def quic_initials(sni: str, padding: int = 0) -> list[bytes]:
     from aioquic.quic.configuration import QuicConfiguration
     from aioquic.quic.connection import QuicConnection
 
-    alpn = ["h3", *(f"x-{i:04d}-{'p' * 40}" for i in range(padding // 48))]
+    alpn = ["h3", *padding_alpn(padding)]
     conn = QuicConnection(
         configuration=QuicConfiguration(is_client=True, server_name=sni, alpn_protocols=alpn)
     )

@@ -175,6 +175,12 @@ class _H3ClientProtocol(QuicConnectionProtocol):
                 fut.set_result((acc[0], acc[1]))
 
 
+def padding_alpn(nbytes: int) -> list[str]:
+    """About ``nbytes`` of made-up ALPN names (50 characters each, plus a length byte): added to
+    a ClientHello, they make it span several QUIC Initial datagrams."""
+    return [f"x-pad-{i:04d}-{'p' * 39}" for i in range(nbytes // 51)]
+
+
 def h3_get(
     address: str,
     port: int,
@@ -189,7 +195,7 @@ def h3_get(
 
     ``hello_padding`` adds about that many bytes of extra ALPN names to the ClientHello, so that
     it spans several Initial datagrams (as post-quantum key shares make browsers' do)."""
-    extra = [f"x-pad-{i:04d}-{'p' * 40}".encode()[:50].decode() for i in range(hello_padding // 51)]
+    extra = padding_alpn(hello_padding)
 
     async def run() -> tuple[int, bytes]:
         config = QuicConfiguration(
