@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import tldextract
+from egresswatch.catalogue import Catalogue
 from egresswatch.matcher import NATIVE_AVAILABLE
 from egresswatch.matcher import Backend
 
@@ -107,17 +108,24 @@ def measure_load(n: int, backend: Backend) -> dict[str, float]:
     return {"n": n, "load_s": load_s, "bytes_per_domain": (after - before) / n}
 
 
-def lookup_contenders(n: int, tmp: Path) -> tuple[list[str], dict[str, Callable[[str], object]]]:
+def workload(n: int, d: Path) -> tuple[list[str], list[str], Catalogue]:
+    """The ``n`` synthetic domains, the probe hosts, and the catalogue written to ``d``: the
+    same for a given ``n`` in every mode of this script."""
     from egresswatch.catalogue import load_catalogue
-    from egresswatch.matcher import Matcher
 
     rng = random.Random(n)
     domains = synthetic_domains(n, rng)
     hosts = probe_hosts(domains, rng)
+    build_catalogue_dir(d, domains)
+    return domains, hosts, load_catalogue([d])
+
+
+def lookup_contenders(n: int, tmp: Path) -> tuple[list[str], dict[str, Callable[[str], object]]]:
+    from egresswatch.matcher import Matcher
+
     d = tmp / str(n)
     d.mkdir()
-    build_catalogue_dir(d, domains)
-    catalogue = load_catalogue([d])
+    domains, hosts, catalogue = workload(n, d)
     fns: dict[str, Callable[[str], object]] = {}
     for backend in BACKENDS:
         matcher = Matcher.from_catalogue(catalogue, backend)
@@ -146,16 +154,12 @@ def instructions_child(n: int, backend: Backend) -> None:
 
     Protocol on stdin/stdout: prints ``ready`` when built; on a line from the parent (who has
     switched instrumentation on) runs the pass and prints ``done``; exits on the next line."""
-    from egresswatch.catalogue import load_catalogue
     from egresswatch.matcher import Matcher
 
-    rng = random.Random(n)
-    domains = synthetic_domains(n, rng)
-    hosts = probe_hosts(domains, rng)
     with tempfile.TemporaryDirectory() as tmp:
-        build_catalogue_dir(Path(tmp), domains)
-        matcher = Matcher.from_catalogue(load_catalogue([Path(tmp)]), backend)
-    del domains
+        domains, hosts, catalogue = workload(n, Path(tmp))
+        matcher = Matcher.from_catalogue(catalogue, backend)
+    del domains, catalogue
     match = matcher.match
     print("ready", flush=True)
     sys.stdin.readline()
