@@ -173,6 +173,53 @@ def test_kubernetes_manifests_fit_together() -> None:
     assert "--metrics-listen=0.0.0.0:9464" in container["args"]
 
 
+CORE_API_GROUPS = ("v1", "apps/", "autoscaling/", "policy/")
+
+
+def test_kubernetes_manifests_validate_against_the_kubernetes_schemas() -> None:
+    """kubernetes-validate carries the API server's OpenAPI schemas (offline); --strict also
+    rejects unknown fields. The Prometheus operator's CRDs have no schema there and are checked
+    by the structural test above."""
+    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not installed")
+    checked = []
+    for path in sorted((DEPLOY / "kubernetes").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc["apiVersion"].startswith(CORE_API_GROUPS):
+                continue
+            kv.validate(doc, kv.latest_version(), strict=True)
+            checked.append(doc["kind"])
+    assert sorted(checked) == sorted(
+        [
+            "ConfigMap",
+            "ConfigMap",
+            "Deployment",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+            "Service",
+        ]
+    )
+
+
+def test_kubernetes_probes_scaling_and_disruption_budget() -> None:
+    docs = k8s()
+    dep = docs["Deployment/egresswatch"]
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    probes = {k: container[k]["httpGet"] for k in ("readinessProbe", "livenessProbe")}
+    assert probes["readinessProbe"] == {"path": "/readyz", "port": "metrics"}
+    assert probes["livenessProbe"] == {"path": "/healthz", "port": "metrics"}
+    hpa = docs["HorizontalPodAutoscaler/egresswatch"]["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "egresswatch",
+    }
+    assert 2 <= hpa["minReplicas"] < hpa["maxReplicas"]
+    pdb = docs["PodDisruptionBudget/egresswatch"]["spec"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert pdb["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["minAvailable"] < hpa["minReplicas"]
+
+
 def test_prometheusrule_matches_the_rules_file() -> None:
     rule = k8s()["PrometheusRule/egresswatch"]
     assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]

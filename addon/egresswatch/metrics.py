@@ -43,11 +43,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import Counter
 from prometheus_client import Gauge
 from prometheus_client import Info
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app
 from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from egresswatch import endpoints
+from egresswatch.endpoints import Health
 from egresswatch.events import Action
 from egresswatch.events import Signal
 
@@ -487,18 +489,20 @@ class Metrics:
         port: int,
         certfile: str | None = None,
         keyfile: str | None = None,
+        *,
+        health: Health | None = None,
+        pac: str | None = None,
     ) -> tuple[str, int]:
-        """Serve ``/metrics`` over HTTP (HTTPS when both cert and key are given) in a thread.
+        """Serve ``/metrics`` over HTTP (HTTPS when both cert and key are given) in a thread,
+        with ``/healthz`` and ``/readyz`` when ``health`` is given and ``/proxy.pac`` when a PAC
+        file is (:mod:`egresswatch.endpoints`).
 
         Returns the bound ``(host, port)``; ``port`` 0 picks a free port.
         """
-        if (certfile is None) != (keyfile is None):
-            raise ValueError("TLS needs both a certificate file and a key file")
         if self._httpd is not None:
             raise RuntimeError("metrics server already running")
-        httpd, thread = start_http_server(
-            port, addr=host, registry=self._registry, certfile=certfile, keyfile=keyfile
-        )
+        app = endpoints.routes(make_wsgi_app(self._registry), health=health, pac=pac)
+        httpd, thread = endpoints.serve(host, port, app, certfile=certfile, keyfile=keyfile)
         self._httpd, self._thread = httpd, thread
         bound = httpd.server_address
         logger.info(
