@@ -258,6 +258,8 @@ class ProxyFactory:
         portfile = run / "ports.json"
         log_path = run / "mitmdump.log"
         store_url = f"sqlite:///{data_dir / 'events.db'}"
+        if isinstance(custom_store := (options or {}).get("egresswatch_store"), str):
+            store_url = custom_store
 
         args: list[str] = [str(MITMDUMP), "--listen-host", "127.0.0.1"]
         for i, mode in enumerate(modes):
@@ -288,6 +290,9 @@ class ProxyFactory:
             args += ["-s", str(SUPPORT / name)]
         for k, v in (options or {}).items():
             if isinstance(v, str):
+                # A test's value replaces the harness default: mitmproxy silently ignores every
+                # --set of an option that is given twice.
+                sets = [(name, value) for name, value in sets if name != k]
                 sets.append((k, v))
             else:
                 sets += [(k, item) for item in v]
