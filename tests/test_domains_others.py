@@ -62,8 +62,7 @@ _ALIPAY_CLIENT = [
 POSITIVES: dict[str, list[str]] = {
     "alipay": [
         *_ALIPAY_CLIENT,
-        # mxk0921/tb:sources/com/alipay/android/msp/framework/dns/DnsValue.java (payment SDK)
-        "amdc.alipay.com",
+        # (amdc.alipay.com is also the payment SDK's resolver: mxk0921/tb DnsValue.java)
         # Ehco1996/django-sspanel pull request 892: the Open Platform gateways
         "openapi.alipay.com",
         "openapi-sandbox.dl.alipaydev.com",
@@ -187,6 +186,7 @@ NEGATIVES: list[tuple[str, str]] = [
     # VidMate (another app), VMate AI (another product), UC's browser
     ("api.v-mate.mobi", "vmate"),
     ("api.vmate.ai", "vmate"),
+    ("vmate.app", "vmate"),  # a music player of the same name
     ("www.ucweb.com", "vmate"),
     ("vmate.in.evil.example", "vmate"),
     # INTSIG's OCR API platform, look-alikes
@@ -211,6 +211,7 @@ NEGATIVES: list[tuple[str, str]] = [
     ("d4z1onkegyrs5.cloudfront.net", "wps-office"),
     ("www.cheetahmobile.com", "wps-office"),
     ("wps.com.evil.example", "wps-office"),
+    ("www.wpsio.com", "wps-office"),  # an unofficial download site
     # third-party domains, Volcano Engine (the iOS app's analytics cloud), other GitHub Pages
     ("deepseek.ai", "deepseek"),
     ("www.deepseek.cn", "deepseek"),
