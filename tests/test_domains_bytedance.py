@@ -49,6 +49,7 @@ POSITIVES: list[tuple[str, str]] = [
     ("pull-f5-gcp01.ttlivecdn.com", "tiktok"),
     ("sf16-ies-music-va.tiktokcdn.com", "tiktok"),
     ("v16-tiktokcdn-com.akamaized.net", "tiktok"),
+    ("v16m-default.akamaized.net", "tiktok"),  # TikTok video URLs in several code files
     ("musical.ly", "tiktok"),
     # TikTok -- developers.tiktok.com OAuth docs; ipfans/tiktok client.go (TikTok Shop Open API)
     ("open.tiktokapis.com", "tiktok"),
@@ -126,8 +127,17 @@ def test_real_hostnames_are_attributed_to_their_app(matcher: Matcher, host: str,
 
 @pytest.mark.parametrize(
     "host",
-    # Names under ByteDance infrastructure that TikTok and the China-side apps both use.
-    ["p16-sign.byteimg.com", "ib.snssdk.com", "pull-f5-hs.flive.pstatp.com", "log.snssdk.com"],
+    # Names under ByteDance infrastructure that TikTok and the other ByteDance apps both use:
+    # tiktok-pihole and hagezi (snssdk, pstatp), bytedance/AdsGlobalPackage (ibytedtos, Pangle),
+    # hagezi issue 2584 (ibyteimg, Pangle ads in a third-party app).
+    [
+        "p16-sign.byteimg.com",
+        "ib.snssdk.com",
+        "pull-f5-hs.flive.pstatp.com",
+        "log.snssdk.com",
+        "sf-tb-sg.ibytedtos.com",
+        "p16-ttam-va.ibyteimg.com",
+    ],
 )
 def test_shared_bytedance_infrastructure_is_attributed_to_both(matcher: Matcher, host: str) -> None:
     match = matcher.match(host)
