@@ -104,6 +104,10 @@ POSITIVES: list[tuple[str, str]] = [
     ("www.lemon8-app.com", "lemon8"),
     ("log22-normal-useast1a.lemon8-app.com", "lemon8"),
     ("mcs-ttp.lemon8-app.us", "lemon8"),
+    # Lemon8 -- image URLs in several code files (search index)
+    ("p16-va.lemon8cdn.com", "lemon8"),
+    ("p16-sign-sg.lemon8cdn.com", "lemon8"),
+    ("p16-lemon8-sign-sg.tiktokcdn.com", "lemon8"),
     # PICO -- ALVR build script (sdk.picovr.com); hagezi issue 11422; code hits for store/OTA hosts
     ("sdk.picovr.com", "pico"),
     ("matrix-us.picovr.com", "pico"),
