@@ -56,6 +56,14 @@ POSITIVES: list[tuple[str, str]] = [
     ("open-api.tiktokglobalshop.com", "tiktok"),
     ("auth.tiktok-shops.com", "tiktok"),
     ("business-api.tiktok.com", "tiktok"),
+    # TikTok -- decompiled TikTok app's US network config (code search): names and zones it lists
+    ("us.tiktokapis.com", "tiktok"),
+    ("affiliate-us.tiktok.com", "tiktok"),
+    ("www.tiktoklinksafety.us", "tiktok"),
+    ("cashier.pipopayment.us", "tiktok"),
+    ("adsintegrity.us", "tiktok"),
+    ("tiktokshops.us", "tiktok"),
+    ("tiktokglobalshop.us", "tiktok"),
     # Douyin / Toutiao / Xigua ... -- Douyin's web CSP (filesite-io/machete_hero bypass/douyin.md),
     # mrxehmad tiktok-pihole (Douyin live hosts), v2fly data/bytedance, douyin, fqnovel, juejin
     ("www.douyin.com", "bytedance"),
