@@ -55,7 +55,6 @@ POSITIVES: list[tuple[str, str]] = [
     ("open.tiktokapis.com", "tiktok"),
     ("open-api.tiktokglobalshop.com", "tiktok"),
     ("auth.tiktok-shops.com", "tiktok"),
-    ("business-api.tiktok.com", "tiktok"),
     # TikTok -- decompiled TikTok app's US network config (code search): names and zones it lists
     ("us.tiktokapis.com", "tiktok"),
     ("affiliate-us.tiktok.com", "tiktok"),
@@ -64,6 +63,15 @@ POSITIVES: list[tuple[str, str]] = [
     ("adsintegrity.us", "tiktok"),
     ("tiktokshops.us", "tiktok"),
     ("tiktokglobalshop.us", "tiktok"),
+    # TikTok -- decompiled TikTok app's 'pns_inner_domains' first-party list (code search)
+    ("m.tiktok.shop", "tiktok"),
+    ("ttlstatic.com", "tiktok"),
+    ("oecstatic.com", "tiktok"),
+    ("sgsnssdk.com", "tiktok"),
+    ("tiktokimgcdn.com", "tiktok"),
+    ("capcut.net", "capcut"),
+    # TikTok -- bytedance/tiktok-business-android-sdk TTRequest.java (the Business SDK's config host)
+    ("business-api.tiktok.com", "tiktok"),
     # Douyin / Toutiao / Xigua ... -- Douyin's web CSP (filesite-io/machete_hero bypass/douyin.md),
     # mrxehmad tiktok-pihole (Douyin live hosts), v2fly data/bytedance, douyin, fqnovel, juejin
     ("www.douyin.com", "bytedance"),
