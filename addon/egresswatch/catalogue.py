@@ -408,9 +408,9 @@ def _parse_app(
     if doc.data is None and not doc.problems:
         sink.err(file, 1, "empty app file")
     sink.problems.extend(doc.problems)
-    if doc.problems or doc.data is None:
-        return None, None
-    parsed = _validate(AppFile, doc, describe_app, sink)
+    parsed = None
+    if not doc.problems and doc.data is not None:
+        parsed = _validate(AppFile, doc, describe_app, sink)
     if parsed is None:
         # Keep the app's name, so that the files and regimes naming it do not fail as well.
         raw_id = lookup(doc.data, ("id",))

@@ -204,7 +204,14 @@ class _Entry(BaseModel):
 class EntryDepartment(_Entry):
     """A department: a metric label value and the client networks that belong to it."""
 
-    name: Annotated[str, Field(pattern=DEPARTMENT_PATTERN), AfterValidator(_department_name)]
+    name: Annotated[
+        str,
+        Field(
+            pattern=DEPARTMENT_PATTERN,
+            json_schema_extra={"not": {"enum": list(RESERVED_DEPARTMENTS)}},
+        ),
+        AfterValidator(_department_name),
+    ]
     cidrs: list[Cidr] = Field(min_length=1)
 
 
@@ -242,15 +249,27 @@ class PolicyFile(_Entry):
 
     model_config = ConfigDict(title="egresswatch policy file")
 
-    version: Annotated[Literal[1], BeforeValidator(_version)] | None = None
-    default: Mode = Mode.MONITOR
-    dry_run: Flag = False
-    only_in_force: Flag = False
-    regimes: dict[RegimeId, Mode] | None = None
-    apps: dict[AppId, Mode] | None = None
-    contact: Text | None = None
-    departments: list[EntryDepartment] | None = None
-    exceptions: list[EntryException] | None = None
+    version: Annotated[Literal[1], BeforeValidator(_version)] | None = Field(
+        None, description="The format version: 1."
+    )
+    default: Mode = Field(Mode.MONITOR, description="The action for an app no rule names.")
+    dry_run: Flag = Field(False, description="Record block as would_block; traffic passes.")
+    only_in_force: Flag = Field(
+        False, description="Regimes revoked or not yet effective on the day set no action."
+    )
+    regimes: dict[RegimeId, Mode] | None = Field(
+        None, description="An action per regime id (the strictest of an app's regimes wins)."
+    )
+    apps: dict[AppId, Mode] | None = Field(
+        None, description="An action per app id; overrides the regimes."
+    )
+    contact: Text | None = Field(None, description="Who to ask, shown on the block page.")
+    departments: list[EntryDepartment] | None = Field(
+        None, description="Client networks per department (the metrics' department label)."
+    )
+    exceptions: list[EntryException] | None = Field(
+        None, description="The exceptions register: scoped, approved, expiring."
+    )
 
     @field_validator("departments")
     @classmethod
