@@ -51,10 +51,15 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
+from egresswatch.catalogue_model import CatalogueLike
 from egresswatch.events import Action
+from egresswatch.policy_schema import DRY_RUN
+from egresswatch.policy_schema import MODE_LABELS
 from egresswatch.policy_schema import OTHER
+from egresswatch.policy_schema import RULE_APP
+from egresswatch.policy_schema import RULE_DEFAULT
+from egresswatch.policy_schema import RULE_LABELS
 from egresswatch.policy_schema import UNKNOWN
-from egresswatch.policy_schema import CatalogueLike
 from egresswatch.policy_schema import Mode
 from egresswatch.policy_schema import PolicyFile
 from egresswatch.policy_schema import describe
@@ -65,7 +70,9 @@ from egresswatch.yamlpos import read_yaml
 
 __all__ = [
     "BUILTIN_VERSION",
+    "MODE_LABELS",
     "OTHER",
+    "RULE_LABELS",
     "UNKNOWN",
     "CatalogueLike",
     "MAX_DEPARTMENTS",
@@ -354,7 +361,7 @@ class Policy:
     ) -> tuple[Mode, str]:
         rule = self.app_rules.get(app_id)
         if rule is not None:
-            return rule, "app"
+            return rule, RULE_APP
         best: tuple[Mode, str] | None = None
         for regime_id in sorted(set(regimes)):
             mode = self.regime_rules.get(regime_id)
@@ -366,7 +373,7 @@ class Policy:
                     continue
             if best is None or _STRICTNESS[mode] > _STRICTNESS[best[0]]:
                 best = (mode, regime_id)
-        return best if best is not None else (self.default, "default")
+        return best if best is not None else (self.default, RULE_DEFAULT)
 
     def _build_table(self, on: date | None) -> dict[str, tuple[Mode, str]]:
         return {
@@ -479,12 +486,12 @@ class Policy:
         out: dict[str, str] = {}
         for app_id in sorted(table):
             mode = table[app_id][0]
-            out[app_id] = "dry_run" if mode is Mode.BLOCK and self.dry_run else mode.value
+            out[app_id] = DRY_RUN if mode is Mode.BLOCK and self.dry_run else mode.value
         return out
 
     def regime_labels(self) -> tuple[str, ...]:
         """Every ``Decision.regime`` value this policy can produce (bounded metric label)."""
-        return tuple(sorted({"app", "default", *self.regime_rules}))
+        return tuple(sorted({*RULE_LABELS, *self.regime_rules}))
 
     def snapshot(self, now: datetime | None = None) -> dict[str, object]:
         """JSON-able description of the policy, stored in the event store on load."""

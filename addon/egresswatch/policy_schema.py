@@ -7,8 +7,10 @@ context so that unknown app and regime ids are errors too, and turns every error
 ``schemas/egresswatch-policy.schema.json`` for an editor's YAML language server (which has no
 catalogue: it checks the shape, the loader checks the ids).
 
-This module also owns the policy's label vocabularies: the actions (:class:`Mode`) and the two
-reserved department names (:data:`OTHER`, :data:`UNKNOWN`), which the metrics derive from.
+This module also owns the policy's label vocabularies, which :mod:`egresswatch.metrics` derives
+its label values from: the actions (:class:`Mode`, :data:`MODE_LABELS`), the rule labels of a
+decision (:data:`RULE_APP`, :data:`RULE_DEFAULT`) and the two reserved department names
+(:data:`OTHER`, :data:`UNKNOWN`).
 
 >>> PolicyFile.model_validate({"default": "off", "dry_run": "yes"}).default
 <Mode.OFF: 'off'>
@@ -17,8 +19,6 @@ reserved department names (:data:`OTHER`, :data:`UNKNOWN`), which the metrics de
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
-from collections.abc import Sequence
 from datetime import UTC
 from datetime import date
 from datetime import datetime
@@ -28,7 +28,6 @@ from enum import StrEnum
 from typing import Annotated
 from typing import Any
 from typing import Literal
-from typing import Protocol
 
 from pydantic import AfterValidator
 from pydantic import BaseModel
@@ -40,16 +39,20 @@ from pydantic import field_validator
 from pydantic import model_validator
 from pydantic_core import PydanticCustomError
 
+from .catalogue_model import CatalogueLike
 from .yamlpos import YamlDoc
 from .yamlpos import YamlPath
 from .yamlpos import lookup
 
 __all__ = [
+    "DRY_RUN",
     "MODE_LABELS",
     "OTHER",
     "RESERVED_DEPARTMENTS",
+    "RULE_APP",
+    "RULE_DEFAULT",
+    "RULE_LABELS",
     "UNKNOWN",
-    "CatalogueLike",
     "EntryDepartment",
     "EntryException",
     "Mode",
@@ -67,8 +70,16 @@ class Mode(StrEnum):
     OFF = "off"
 
 
-#: Values of the per-app mode metric label: each action, and ``dry_run`` (a block staged).
-MODE_LABELS: tuple[str, ...] = (*(m.value for m in Mode), "dry_run")
+#: Per-app mode of a ``block`` staged by ``dry_run`` (``Policy.modes``).
+DRY_RUN = "dry_run"
+#: Values of the per-app mode metric label: each action, and ``dry_run``.
+MODE_LABELS: tuple[str, ...] = (*(m.value for m in Mode), DRY_RUN)
+#: ``Decision.regime`` of a hit decided by an ``apps:`` rule.
+RULE_APP = "app"
+#: ``Decision.regime`` of a hit no app or regime rule decided.
+RULE_DEFAULT = "default"
+#: Regime label values every app can get besides its regimes' ids.
+RULE_LABELS: tuple[str, ...] = (RULE_APP, RULE_DEFAULT)
 #: Department of a client that no configured department's CIDR contains.
 OTHER = "other"
 #: Department of a hit without a usable client address.
@@ -76,25 +87,6 @@ UNKNOWN = "unknown"
 RESERVED_DEPARTMENTS = (OTHER, UNKNOWN)
 DEPARTMENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _BOOLS = {"yes": True, "no": False, "on": True, "off": False}
-
-
-# The catalogue as the policy sees it: structural, so that any object with these attributes (the
-# real ``catalogue.Catalogue`` or a test stand-in) works. The report's view derives from it.
-class AppLike(Protocol):
-    @property
-    def regimes(self) -> Sequence[str]: ...
-
-
-class RegimeLike(Protocol):
-    def status(self, on: date) -> str: ...
-
-
-class CatalogueLike(Protocol):
-    @property
-    def apps(self) -> Mapping[str, AppLike]: ...
-
-    @property
-    def regimes(self) -> Mapping[str, RegimeLike]: ...
 
 
 def fail(message: str) -> PydanticCustomError:
