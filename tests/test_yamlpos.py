@@ -32,6 +32,11 @@ from egresswatch.yamlpos import read_yaml
         ("v:", None),
         ("v: null", None),
         ("v: |\n  12\n", "12\n"),
+        ("v: tRUe", "tRUe"),
+        ("v: +7", 7),
+        ("v: .5", 0.5),
+        ("v: -x", "-x"),
+        ("v: !!str 12", "12"),
     ],
 )
 def test_scalars_read_as_yaml_1_2(text: str, value: object) -> None:

@@ -8,7 +8,7 @@ Checks that need more than one entry (an id equal to the file name, a regime tha
 file that exists, names shared between apps) are the loader's.
 
 >>> AppFile.model_validate({"id": "a1", "name": "A", "category": "other"}).regimes
-[]
+()
 >>> from pydantic import ValidationError
 >>> try:
 ...     EntryDomain.model_validate({"domain": "x..y", "source": "s", "confidence": "low"})
@@ -121,7 +121,7 @@ Text = Annotated[str, Field(min_length=1)]
 Hostname = Annotated[str, AfterValidator(_hostname)]
 IsoDate = Annotated[str, Field(pattern=DATE_PATTERN), AfterValidator(_iso_date)]
 Texts = Annotated[
-    list[str],
+    tuple[str, ...],
     BeforeValidator(_one_or_many),
     WithJsonSchema(
         {
@@ -148,9 +148,9 @@ class EntryDomain(_Entry):
     match: MatchKind = Field("suffix", description="suffix: the name and every name under it.")
     source: Text = Field(description="Where the entry comes from: repo:path@commit or URL.")
     confidence: Confidence
-    tags: Texts = []
+    tags: Texts = ()
     note: str | None = None
-    shared_with: Texts = Field([], description="Other apps that list the same name.")
+    shared_with: Texts = Field((), description="Other apps that list the same name.")
 
 
 class EntryList(_Entry):
@@ -160,7 +160,7 @@ class EntryList(_Entry):
     match: MatchKind = "suffix"
     source: Text
     confidence: Confidence
-    tags: Texts = []
+    tags: Texts = ()
 
 
 class EntryCarveOut(_Entry):
@@ -177,7 +177,7 @@ class EntryCidr(_Entry):
     cidr: Annotated[str, AfterValidator(_network)]
     source: Text
     confidence: Confidence
-    tags: Texts = []
+    tags: Texts = ()
     note: str | None = None
 
 
@@ -203,7 +203,7 @@ class AppFile(_Entry):
     vendor: str | None = None
     parent: str | None = None
     category: Literal[CATEGORIES] | None = None  # type: ignore[valid-type]
-    regimes: Texts = Field([], description="Regime ids from any regimes.yaml.")
+    regimes: Texts = Field((), description="Regime ids from any regimes.yaml.")
     description: str | None = None
     domains: list[EntryDomain] | None = None
     lists: list[EntryList] | None = None
@@ -222,8 +222,8 @@ class EntryRegime(_Entry):
     revoked: IsoDate | None = None
     revoked_by: str | None = None
     citation: str | None = None
-    sources: Texts = []
-    apps: Texts = Field([], description="App ids of the catalogue.")
+    sources: Texts = ()
+    apps: Texts = Field((), description="App ids of the catalogue.")
     notes: str | None = None
 
 

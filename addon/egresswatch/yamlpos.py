@@ -46,10 +46,33 @@ __all__ = [
 
 type YamlPath = tuple[str | int, ...]
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_NULL_TAG = "tag:yaml.org,2002:null"
+_BASE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+_PLAIN = "egresswatch:implicit"  # a scalar without an explicit tag: typed by _scalar
+_KIND_TAGS = {
+    yaml.ScalarNode: _PLAIN,
+    yaml.SequenceNode: "tag:yaml.org,2002:seq",
+    yaml.MappingNode: "tag:yaml.org,2002:map",
+}
+
+
+class _Loader(_BASE_LOADER):  # type: ignore[misc,valid-type]
+    """Composes without PyYAML's YAML 1.1 tag resolution (a regex walk per scalar, most of the
+    time of a load): :func:`_scalar` types plain scalars itself, the YAML 1.2 way."""
+
+    def resolve(self, kind: type[yaml.Node], value: object, implicit: object) -> str:
+        return _KIND_TAGS[kind]
+
+    def descend_resolver(self, current_node: object, current_index: object) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
+
+
 # YAML 1.2 core schema: the plain scalars that are not text.
 _BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_NUMBER_START = frozenset("0123456789+-.tTfF")  # the first characters of non-text scalars
 _INT = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 
@@ -94,9 +117,13 @@ class YamlDoc:
 
 def _scalar(node: yaml.ScalarNode) -> object:
     value = str(node.value)
-    if node.tag == _NULL_TAG:
-        return None
     if node.style:  # quoted or block text (plain is None, or "" with the C loader)
+        return value
+    if node.tag != _PLAIN:  # explicitly tagged (``!!str 12``): text as written
+        return value
+    if value in _NULLS:
+        return None
+    if value[0] not in _NUMBER_START:
         return value
     if value in _BOOL:
         return _BOOL[value]
@@ -108,10 +135,11 @@ def _scalar(node: yaml.ScalarNode) -> object:
 
 
 def _convert(node: yaml.Node, path: YamlPath, doc: YamlDoc) -> object:
-    doc.positions.lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.ScalarNode):
+    lines = doc.positions.lines
+    lines[path] = node.start_mark.line + 1
+    if node.__class__ is yaml.ScalarNode:
         return _scalar(node)
-    if isinstance(node, yaml.SequenceNode):
+    if node.__class__ is yaml.SequenceNode:
         return [_convert(item, (*path, i), doc) for i, item in enumerate(node.value)]
     assert isinstance(node, yaml.MappingNode)
     out: dict[str, object] = {}
@@ -128,10 +156,11 @@ def _convert(node: yaml.Node, path: YamlPath, doc: YamlDoc) -> object:
             )
             continue
         first[key] = line
-        out[key] = _convert(vnode, (*path, key), doc)
+        where = (*path, key)
+        value = out[key] = _convert(vnode, where, doc)
         # A null value written as nothing (``reason:``) has no node of its own: its key's line.
-        if out[key] is None:
-            doc.positions.lines[(*path, key)] = line
+        if value is None:
+            lines[where] = line
     return out
 
 
@@ -139,11 +168,13 @@ def read_yaml(text: str, file: str) -> YamlDoc:
     """Compose ``text``; a syntax error, a duplicate key or a non-text key is a problem."""
     doc = YamlDoc(file, None, Positions(), [])
     try:
-        root = yaml.compose(text, Loader=_LOADER)
+        root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else 1
-        doc.problems.append(Problem(file, line, f"YAML syntax error: {e.problem or e.context}"))
+        doc.problems.append(
+            Problem(file, line, f"YAML syntax error: {e.problem or e.context or e}")
+        )
         return doc
     except yaml.YAMLError as e:
         doc.problems.append(Problem(file, 1, f"YAML error: {e}"))
