@@ -252,7 +252,11 @@ def _describe(
 ) -> str:
     if kind == "egresswatch":
         message = str(err["ctx"]["message"])
-        return f"{loc[-1]}: {message}" if loc[-1] in _DATES else message
+        if loc[-1] in _DATES:
+            return f"{loc[-1]}: {message}"
+        if loc[-1] == "domain" and loc[0] in _LABEL:
+            return f"{_LABEL[str(loc[0])]}: {message}"  # "domain: 'x' is not a valid hostname"
+        return message
     value = err.get("input")
     model: type[BaseModel] = top
     what = label = "regimes file" if top is RegimesFile else "app file"
