@@ -23,8 +23,8 @@ def line_of(path: Path, text: str) -> int:
     )
 
 
-def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict[str, Any]]:
-    assert main(["match", "--json", *argv]) == 0
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str, code: int = 0) -> list[dict[str, Any]]:
+    assert main(["match", "--json", *argv]) == code
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
@@ -144,7 +144,10 @@ def test_json_no_match_and_invalid(
     sample_catalogue: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     hosts = ["notalpha.example", "news.alpha.example", "a..b", "x" * 300]
-    nomatch, carved, invalid, long = run_json(capsys, *sample_args(sample_catalogue), *hosts)
+    # an invalid host: exit 3, every host still explained
+    nomatch, carved, invalid, long = run_json(
+        capsys, *sample_args(sample_catalogue), *hosts, code=3
+    )
     assert nomatch == {
         "input": "notalpha.example",
         "host": "notalpha.example",
@@ -183,7 +186,7 @@ def test_text_output(sample_catalogue: Path, capsys: pytest.CaptureFixture[str])
                 "a..b",
             ]
         )
-        == 0
+        == 3  # a..b is not a valid hostname
     )
     out = capsys.readouterr().out.splitlines()
     alpha_file = sample_catalogue / "alpha.yaml"
@@ -242,6 +245,17 @@ def test_user_dir_after_bundled(
     assert d["app"] == "tiktok" and d["rule"]["file"] == str(user / "mine.yaml")
 
 
+def test_valid_names_exit_0_whether_matched_or_not(
+    sample_catalogue: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["match", *sample_args(sample_catalogue)]
+    assert main([*argv, "beta.example", "nothing.example"]) == 0
+    assert main([*argv, "nothing.example", "a..b"]) == 3
+    assert main([*argv, "--json", "bad host"]) == 3
+    out = capsys.readouterr().out
+    assert out.count("nothing.example: no match") == 2
+
+
 def test_needs_a_host(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         main(["match"])
@@ -265,6 +279,6 @@ def test_console_script(sample_catalogue: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 3, proc.stderr  # "bad host" is not a valid hostname
     first, second = (json.loads(line) for line in proc.stdout.splitlines())
     assert first["app"] == "beta" and second["valid"] is False

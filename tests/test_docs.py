@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from egresswatch.addon import EgressWatch
 from egresswatch.cli import build_parser
+from egresswatch.commands.match import EXIT_INVALID
+from egresswatch.commands.match import EXIT_OK
 from egresswatch.importers import FORMATS
 from egresswatch.lint import Severity
 from egresswatch.metrics import Metrics
@@ -323,7 +325,10 @@ def test_catalogue_readme_describes_the_tools(docs: dict[str, str]) -> None:
     _, imp, _ = resolve(["lists", "import"])
     defaults = {a.dest: a.default for a in imp._actions}
     assert f"`--confidence {defaults['confidence']}`" in text
-    assert "exits 0 whenever the catalogue loads" in text
+    # the exit codes of `egresswatch match`, one table row each (was: "exits 0 whenever the
+    # catalogue loads"; an invalid host now exits 3)
+    codes = [r[0] for r in _table_rows(text, "| exit | meaning |")]
+    assert codes == [str(EXIT_OK), str(EXIT_INVALID), "1", "2"]
 
 
 def test_repository_paths_in_the_docs_exist(docs: dict[str, str]) -> None:

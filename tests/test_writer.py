@@ -107,16 +107,45 @@ def test_batch_commits_when_full_without_waiting_for_the_interval(make_event: Ma
     w.close()
 
 
+class FakeClock:
+    """The writer's clock, moved by the test; ``wait_reads(n)`` waits until the writer has read
+    it ``n`` more times (so its loop has seen what the test did before)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.reads = 0
+        self.cond = threading.Condition()
+
+    def __call__(self) -> float:
+        with self.cond:
+            self.reads += 1
+            self.cond.notify_all()
+            return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self.cond:
+            self.now += seconds
+
+    def wait_reads(self, n: int) -> None:
+        with self.cond:
+            target = self.reads + n
+            assert self.cond.wait_for(lambda: self.reads >= target, timeout=60.0)
+
+
 def test_flush_interval_commits_a_partial_batch(make_event: MakeEvent) -> None:
+    """A partial batch is committed when, and only when, the (injected) clock passes the
+    flush interval: before that the writer keeps it, however often it wakes up."""
     store = MemoryStore()
-    w = EventWriter(lambda: store, batch_size=1000, flush_interval=0.1)
+    clock = FakeClock()
+    w = EventWriter(lambda: store, batch_size=1000, flush_interval=0.01, clock=clock)
     w.start()
-    t0 = time.monotonic()
     for _ in range(3):
         w.put(make_event())
-    wait_for(lambda: len(store.rows) == 3, timeout=2.0)
-    assert time.monotonic() - t0 < 1.0
-    assert w.queue_depth() == 0
+    clock.wait_reads(20)  # several turns of the writer's loop, all before the interval
+    assert store.rows == [] and w.queue_depth() == 3
+    clock.advance(0.02)
+    wait_for(lambda: len(store.rows) == 3, timeout=60.0)
+    assert store.writes == 1 and w.queue_depth() == 0
     w.close()
 
 
@@ -146,18 +175,43 @@ def test_failing_store_counts_failures_retries_and_never_stalls_put(
         **counts.kwargs(),
     )
     w.start()
-    worst = 0.0
     for _ in range(2000):
-        t = time.perf_counter()
         assert w.put(make_event())
-        worst = max(worst, time.perf_counter() - t)
-    assert worst < 0.05  # put never waits for the store
-    wait_for(lambda: len(store.rows) == 2000, timeout=10.0)
+    wait_for(lambda: len(store.rows) == 2000, timeout=60.0)
     w.close()
     assert len(counts.failures) == 4 and all(isinstance(e, StoreError) for e in counts.failures)
     assert counts.dropped == 0 and counts.written == 2000
     # Rate-limited: the first failure is logged, the next ones within 30 s are not.
     assert caplog.text.count("event store write failed") == 1
+
+
+class StuckStore(MemoryStore):
+    """A store whose first write hangs until the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def write(self, events: Sequence[Event]) -> None:
+        self.entered.set()
+        assert self.release.wait(60.0)
+        super().write(events)
+
+
+def test_put_never_waits_for_a_stuck_store(make_event: MakeEvent) -> None:
+    """While the writer thread is inside a write that does not return, put() still accepts
+    every event at once (were it to wait for the store, this test would hang)."""
+    store = StuckStore()
+    w = EventWriter(lambda: store, batch_size=1, flush_interval=0.01, queue_size=1000)
+    w.start()
+    assert w.put(make_event())
+    assert store.entered.wait(60.0)
+    assert all(w.put(make_event()) for _ in range(999))
+    assert store.rows == [] and w.queue_depth() == 1000
+    store.release.set()
+    w.close()
+    assert len(store.rows) == 1000
 
 
 def test_store_that_cannot_open_is_retried(make_event: MakeEvent) -> None:
@@ -201,9 +255,7 @@ def test_store_down_for_good_fills_the_queue_then_drops(make_event: MakeEvent) -
     assert accepted <= 100 + 50
     assert counts.dropped == 1000 - accepted
     assert len(counts.failures) >= 2
-    t0 = time.monotonic()
-    w.close(timeout=0.3)
-    assert time.monotonic() - t0 < 2.0
+    w.close(timeout=0.3)  # gives up on the store (were it to wait for it, this would hang)
     assert counts.written == 0 and counts.dropped == 1000  # whatever was held is counted too
     assert w.queue_depth() == 0
 
@@ -348,59 +400,68 @@ CHILD = textwrap.dedent(
     from egresswatch.store import open_store
     from egresswatch.writer import EventWriter
 
-    url, rate, flush = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-    w = EventWriter(lambda: open_store(url), flush_interval=flush, queue_size=100000)
+    url, flush = sys.argv[1], float(sys.argv[2])
+    committed = 0
+
+    def on_written(n):
+        global committed
+        committed += n
+
+    w = EventWriter(
+        lambda: open_store(url), flush_interval=flush, queue_size=100000, batch_size=10**6,
+        on_written=on_written,
+    )
     w.start()
     n = 0
-    t0 = time.monotonic()
     while True:
-        due = int((time.monotonic() - t0) * rate)
-        while n < due:
+        seen = committed  # read before the puts: every event counted here was committed
+        for _ in range(10):
             n += 1
             w.put(Event(ts=time.time(), kind=EventKind.HIT, instance="k", event_id=str(n), app="x"))
-        print(n, time.time(), flush=True)
+        print(n, seen, flush=True)
         time.sleep(0.005)
     """
 )
 
 
-def test_hard_kill_loses_at_most_one_flush_interval(tmp_path: Path) -> None:
-    """SIGKILL a process writing at a steady rate; count what reached the database."""
-    rate, flush = 2000, 1.0
+def test_hard_kill_loses_only_what_was_not_yet_committed(tmp_path: Path) -> None:
+    """SIGKILL a process that keeps putting events, once its writer has committed twice (only
+    the flush interval commits: the batch never fills). Every event the writer reported
+    committed survives, as a gap-free prefix of what was put; what is lost was put after the
+    last commit. With ``test_flush_interval_commits_a_partial_batch`` (commits happen every
+    flush interval) this is the bound "kill -9 loses at most one flush interval"; its figure in
+    events per second is the benchmark's to measure, not a unit test's."""
     url = f"sqlite://{tmp_path / 'events.db'}"
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     proc = subprocess.Popen(
-        [sys.executable, str(script), url, str(rate), str(flush)],
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, str(script), url, "0.1"], stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
-    put = 0
+    put = committed = commits = 0
     try:
-        start = time.time()
         for line in proc.stdout:
-            put = int(line.split()[0])
-            if time.time() - start > 3.5 and put > rate * 2:
+            put, seen = (int(x) for x in line.split())
+            if seen > committed:
+                commits += 1
+                committed = seen
+            if commits >= 2 and put > committed:
                 break
         os.kill(proc.pid, signal.SIGKILL)
-        killed_at = time.time()
         for line in proc.stdout:  # whatever the child printed before it died
-            put = int(line.split()[0])
+            put, seen = (int(x) for x in line.split())
+            committed = max(committed, seen)
     finally:
         proc.kill()
         proc.wait()
         proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
+    assert commits >= 2, "the child never committed twice"
     store = open_store(url)
     stored = list(store.iter_events(0, 2e9))
     ids = sorted(int(e.event_id) for e in stored)
     assert ids == list(range(1, len(ids) + 1))  # a gap-free prefix of what was put
-    lost = put - len(ids)
-    # At most one flush interval's worth (plus the child's 5 ms print cadence and the commit).
-    assert 0 <= lost <= rate * (flush + 0.3), (put, len(ids))
-    newest = max(e.ts for e in stored)
-    assert newest >= killed_at - flush - 0.3
+    assert committed <= len(ids) <= put, (committed, len(ids), put)
     assert store.verify().ok  # the chain survives a kill
     store.close()
 

@@ -12,7 +12,7 @@ from . import __version__
 # Each module in egresswatch.commands defines ``register(subparsers) -> None``; the parsers it adds
 # set ``func=<callable(args) -> int>``. Imported lazily so that ``egresswatch report`` never pays
 # for mitmproxy.
-COMMAND_MODULES = ("run", "lists", "match", "db", "events", "report", "pac")
+COMMAND_MODULES = ("run", "lists", "policy", "match", "db", "events", "report", "pac")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -52,11 +53,15 @@ from egresswatch import endpoints
 from egresswatch.endpoints import Health
 from egresswatch.events import Action
 from egresswatch.events import Signal
+from egresswatch.policy import MODE_LABELS
+from egresswatch.policy import OTHER
+from egresswatch.policy import RULE_LABELS
 
 __all__ = [
     "ACTIONS",
     "BACKENDS",
     "HOOKS",
+    "Hook",
     "new_registry",
     "KINDS",
     "MODES",
@@ -72,22 +77,29 @@ ACTIONS: tuple[str, ...] = tuple(a.value for a in Action)
 SIGNALS: tuple[str, ...] = tuple(s.value for s in Signal)
 KINDS: tuple[str, ...] = ("catalogue", "policy")
 REASONS: tuple[str, ...] = ("parse", "validation", "io", "other")
-MODES: tuple[str, ...] = ("monitor", "block", "off", "dry_run")
+#: Values of the per-app mode label (the policy's actions, and ``dry_run``).
+MODES: tuple[str, ...] = MODE_LABELS
 BACKENDS: tuple[str, ...] = ("sqlite", "postgresql", "memory")
-#: Hook names pre-initialised on ``egresswatch_hook_errors_total`` (the addon's guarded hooks).
-HOOKS: tuple[str, ...] = (
-    "requestheaders",
-    "http_connect",
-    "server_connect",
-    "tls_clienthello",
-    "next_layer",
-    "dns_request",
-    "websocket_start",
-)
+
+
+class Hook(StrEnum):
+    """The addon's guarded mitmproxy hooks: the ``hook`` label of ``egresswatch_hook_errors_total``
+    (each series is pre-initialised). Each is a hook method of ``EgressWatch`` whose guard
+    counts under this name (tests/test_vocabularies.py)."""
+
+    REQUESTHEADERS = "requestheaders"
+    HTTP_CONNECT = "http_connect"
+    SERVER_CONNECT = "server_connect"
+    TLS_CLIENTHELLO = "tls_clienthello"
+    NEXT_LAYER = "next_layer"
+    DNS_REQUEST = "dns_request"
+
+
+HOOKS: tuple[str, ...] = tuple(h.value for h in Hook)
 #: Label value for a hit whose client maps to no policy department (department label on).
-OTHER_DEPARTMENT = "other"
+OTHER_DEPARTMENT = OTHER
 #: Regime label values every app gets besides its own regimes (see ``Policy.decide``).
-EXTRA_REGIMES: tuple[str, ...] = ("app", "default")
+EXTRA_REGIMES: tuple[str, ...] = RULE_LABELS
 #: Above this many department values the department label is a cardinality risk.
 DEPARTMENT_WARN = 50
 #: Minimum seconds between two exemplars on one hit series (see :meth:`Metrics.hit`).

@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
-import re
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -47,19 +46,35 @@ from dataclasses import field
 from datetime import UTC
 from datetime import date
 from datetime import datetime
-from datetime import time
-from datetime import timedelta
-from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
-import yaml
+from pydantic import ValidationError
 
-from egresswatch.catalogue import Problem
+from egresswatch.catalogue_model import CatalogueLike
 from egresswatch.events import Action
+from egresswatch.policy_schema import DRY_RUN
+from egresswatch.policy_schema import MODE_LABELS
+from egresswatch.policy_schema import OTHER
+from egresswatch.policy_schema import RULE_APP
+from egresswatch.policy_schema import RULE_DEFAULT
+from egresswatch.policy_schema import RULE_LABELS
+from egresswatch.policy_schema import UNKNOWN
+from egresswatch.policy_schema import Mode
+from egresswatch.policy_schema import PolicyFile
+from egresswatch.policy_schema import describe
+from egresswatch.policy_schema import expiry
+from egresswatch.yamlpos import Problem
+from egresswatch.yamlpos import problems_from
+from egresswatch.yamlpos import read_yaml
 
 __all__ = [
     "BUILTIN_VERSION",
+    "MODE_LABELS",
+    "OTHER",
+    "RULE_LABELS",
+    "UNKNOWN",
+    "CatalogueLike",
     "MAX_DEPARTMENTS",
     "Decision",
     "Department",
@@ -79,45 +94,14 @@ BUILTIN_VERSION = "builtin"
 MAX_DEPARTMENTS = 50
 """Above this many departments a warning is logged: each name is a metric label value."""
 
-OTHER = "other"
-UNKNOWN = "unknown"
-_RESERVED_DEPARTMENTS = frozenset({OTHER, UNKNOWN})
-_DEPARTMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
 type _IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 type _IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class Mode(StrEnum):
-    """A configured action (``monitor`` counts only, ``block`` blocks, ``off`` ignores)."""
-
-    MONITOR = "monitor"
-    BLOCK = "block"
-    OFF = "off"
 
 
 _STRICTNESS = {Mode.OFF: 0, Mode.MONITOR: 1, Mode.BLOCK: 2}
 
 
-# The catalogue and matcher types as the policy sees them: structural, so that any object with
-# these attributes (the real ``catalogue.Catalogue``/``matcher.Match`` or a test stand-in) works.
-class _AppLike(Protocol):
-    @property
-    def regimes(self) -> Sequence[str]: ...
-
-
-class _RegimeLike(Protocol):
-    def status(self, on: date) -> str: ...
-
-
-class CatalogueLike(Protocol):
-    @property
-    def apps(self) -> Mapping[str, _AppLike]: ...
-
-    @property
-    def regimes(self) -> Mapping[str, _RegimeLike]: ...
-
-
+# The matcher type as the policy sees it: structural (``matcher.Match`` or a test stand-in).
 class MatchLike(Protocol):
     @property
     def app(self) -> str: ...
@@ -377,7 +361,7 @@ class Policy:
     ) -> tuple[Mode, str]:
         rule = self.app_rules.get(app_id)
         if rule is not None:
-            return rule, "app"
+            return rule, RULE_APP
         best: tuple[Mode, str] | None = None
         for regime_id in sorted(set(regimes)):
             mode = self.regime_rules.get(regime_id)
@@ -389,7 +373,7 @@ class Policy:
                     continue
             if best is None or _STRICTNESS[mode] > _STRICTNESS[best[0]]:
                 best = (mode, regime_id)
-        return best if best is not None else (self.default, "default")
+        return best if best is not None else (self.default, RULE_DEFAULT)
 
     def _build_table(self, on: date | None) -> dict[str, tuple[Mode, str]]:
         return {
@@ -502,12 +486,12 @@ class Policy:
         out: dict[str, str] = {}
         for app_id in sorted(table):
             mode = table[app_id][0]
-            out[app_id] = "dry_run" if mode is Mode.BLOCK and self.dry_run else mode.value
+            out[app_id] = DRY_RUN if mode is Mode.BLOCK and self.dry_run else mode.value
         return out
 
     def regime_labels(self) -> tuple[str, ...]:
         """Every ``Decision.regime`` value this policy can produce (bounded metric label)."""
-        return tuple(sorted({"app", "default", *self.regime_rules}))
+        return tuple(sorted({*RULE_LABELS, *self.regime_rules}))
 
     def snapshot(self, now: datetime | None = None) -> dict[str, object]:
         """JSON-able description of the policy, stored in the event store on load."""
@@ -533,335 +517,14 @@ class Policy:
 
 # --- loading ---------------------------------------------------------------------------------
 
-_TOP_KEYS = frozenset(
-    {
-        "version",
-        "default",
-        "dry_run",
-        "only_in_force",
-        "regimes",
-        "apps",
-        "contact",
-        "departments",
-        "exceptions",
-    }
-)
-_DEPARTMENT_KEYS = frozenset({"name", "cidrs"})
-_EXCEPTION_KEYS = frozenset(
-    {"id", "apps", "regimes", "clients", "users", "reason", "approver", "ticket", "expires"}
-)
-_NULL_TAG = "tag:yaml.org,2002:null"
-_BOOL_TAG = "tag:yaml.org,2002:bool"
-
-
-class _Reader:
-    """Walks a composed YAML node tree, collecting problems with their lines."""
-
-    def __init__(self, file: str, catalogue: CatalogueLike) -> None:
-        self.file = file
-        self.catalogue = catalogue
-        self.problems: list[Problem] = []
-
-    def error(self, node: yaml.Node | None, message: str) -> None:
-        line = node.start_mark.line + 1 if node is not None else 0
-        self.problems.append(Problem(self.file, line, message))
-
-    @staticmethod
-    def is_null(node: yaml.Node) -> bool:
-        return isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG
-
-    def mapping(
-        self, node: yaml.Node, what: str, allowed: frozenset[str] | None
-    ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-        """Keys (raw text) to (key node, value node); reports non-mappings, dupes, unknown keys."""
-        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-        if self.is_null(node):
-            return out
-        if not isinstance(node, yaml.MappingNode):
-            self.error(node, f"{what} must be a mapping")
-            return out
-        for knode, vnode in node.value:
-            if not isinstance(knode, yaml.ScalarNode):
-                self.error(knode, f"{what}: keys must be plain names")
-                continue
-            key = str(knode.value)
-            if key in out:
-                first = out[key][0].start_mark.line + 1
-                self.error(knode, f"{what}: duplicate key {key!r} (first on line {first})")
-                continue
-            if allowed is not None and key not in allowed:
-                self.error(
-                    knode, f"{what}: unknown key {key!r} (known: {', '.join(sorted(allowed))})"
-                )
-                continue
-            out[key] = (knode, vnode)
-        return out
-
-    def text(self, node: yaml.Node, what: str) -> str | None:
-        """A scalar's raw text (so that ``off``/``no``/``1`` stay strings); None if not text."""
-        if not isinstance(node, yaml.ScalarNode) or self.is_null(node):
-            self.error(node, f"{what} must be a value")
-            return None
-        value = str(node.value).strip()
-        if not value:
-            self.error(node, f"{what} must not be empty")
-            return None
-        return value
-
-    def boolean(self, node: yaml.Node, what: str) -> bool:
-        if isinstance(node, yaml.ScalarNode) and node.tag == _BOOL_TAG:
-            return str(node.value).lower() in ("true", "yes", "on", "y")
-        self.error(node, f"{what} must be true or false")
-        return False
-
-    def mode(self, node: yaml.Node, what: str) -> Mode | None:
-        # The raw text: PyYAML (YAML 1.1) would read an unquoted `off` as the boolean false.
-        value = node.value if isinstance(node, yaml.ScalarNode) else None
-        try:
-            return Mode(str(value))
-        except ValueError:
-            shown = value if value is not None else "a non-scalar"
-            self.error(node, f"{what}: {shown!r} is not an action (monitor, block or off)")
-            return None
-
-    def texts(self, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node]]:
-        if self.is_null(node):
-            return []
-        if not isinstance(node, yaml.SequenceNode):
-            self.error(node, f"{what} must be a list")
-            return []
-        out: list[tuple[str, yaml.Node]] = []
-        for item in node.value:
-            value = self.text(item, f"{what} entry")
-            if value is not None:
-                out.append((value, item))
-        return out
-
-    def cidr(self, text: str, node: yaml.Node, what: str) -> _IPNetwork | None:
-        try:
-            return ipaddress.ip_network(text)
-        except ValueError as e:
-            self.error(node, f"{what}: bad CIDR {text!r} ({e})")
-            return None
-
-    def app_id(self, text: str, node: yaml.Node, what: str) -> bool:
-        if text not in self.catalogue.apps:
-            self.error(node, f"{what}: unknown app {text!r} (not in the catalogue)")
-            return False
-        return True
-
-    def regime_id(self, text: str, node: yaml.Node, what: str) -> bool:
-        if text not in self.catalogue.regimes:
-            self.error(node, f"{what}: unknown regime {text!r} (not in the catalogue)")
-            return False
-        return True
-
-    def expiry(self, node: yaml.Node, what: str) -> datetime | None:
-        text = self.text(node, what)
-        if text is None:
-            return None
-        try:
-            if len(text) == 10:
-                day = date.fromisoformat(text)
-                return datetime.combine(day, time(), tzinfo=UTC) + timedelta(days=1)
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            self.error(node, f"{what}: {text!r} is not a date (YYYY-MM-DD) or ISO datetime")
-            return None
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-    # --- sections --------------------------------------------------------------------------
-
-    def rules(self, node: yaml.Node, what: str, check: str) -> dict[str, Mode]:
-        out: dict[str, Mode] = {}
-        for key, (knode, vnode) in self.mapping(node, what, None).items():
-            known = (
-                self.app_id(key, knode, what)
-                if check == "app"
-                else self.regime_id(key, knode, what)
-            )
-            mode = self.mode(vnode, f"{what}.{key}")
-            if known and mode is not None:
-                out[key] = mode
-        return out
-
-    def departments(self, node: yaml.Node) -> list[Department]:
-        if self.is_null(node):
-            return []
-        if not isinstance(node, yaml.SequenceNode):
-            self.error(node, "departments must be a list")
-            return []
-        out: list[Department] = []
-        names: dict[str, int] = {}
-        seen: dict[_IPNetwork, str] = {}
-        for item in node.value:
-            entry = self.mapping(item, "department", _DEPARTMENT_KEYS)
-            if "name" not in entry or "cidrs" not in entry:
-                if isinstance(item, yaml.MappingNode):
-                    self.error(item, "department needs a name and cidrs")
-                continue
-            name = self.text(entry["name"][1], "department name")
-            if name is None:
-                continue
-            name_node = entry["name"][1]
-            ok = True
-            if name in _RESERVED_DEPARTMENTS:
-                self.error(name_node, f"department name {name!r} is reserved")
-                ok = False
-            elif not _DEPARTMENT_RE.fullmatch(name):
-                self.error(
-                    name_node,
-                    f"department name {name!r}: use letters, digits, '_', '.', '-' (max 64)",
-                )
-                ok = False
-            elif name in names:
-                self.error(
-                    name_node, f"duplicate department {name!r} (first on line {names[name]})"
-                )
-                ok = False
-            names.setdefault(name, name_node.start_mark.line + 1)
-            cidrs: list[str] = []
-            before = len(self.problems)
-            items = self.texts(entry["cidrs"][1], f"department {name} cidrs")
-            if not items:
-                if len(self.problems) == before:
-                    self.error(entry["cidrs"][1], f"department {name} has no cidrs")
-                ok = False
-            for text, cnode in items:
-                net = self.cidr(text, cnode, f"department {name}")
-                if net is None:
-                    ok = False
-                    continue
-                if net in seen:
-                    self.error(
-                        cnode, f"department {name}: {net} is already in department {seen[net]}"
-                    )
-                    ok = False
-                    continue
-                seen[net] = name
-                cidrs.append(str(net))
-            if ok:
-                out.append(Department(name, tuple(cidrs)))
-        return out
-
-    def exceptions(self, node: yaml.Node) -> list[ExceptionRule]:
-        if self.is_null(node):
-            return []
-        if not isinstance(node, yaml.SequenceNode):
-            self.error(node, "exceptions must be a list")
-            return []
-        out: list[ExceptionRule] = []
-        ids: dict[str, int] = {}
-        for item in node.value:
-            rule = self.exception(item, ids)
-            if rule is not None:
-                out.append(rule)
-        return out
-
-    def exception(self, item: yaml.Node, ids: dict[str, int]) -> ExceptionRule | None:
-        if not isinstance(item, yaml.MappingNode):
-            self.error(item, "exception must be a mapping")
-            return None
-        before = len(self.problems)
-        entry = self.mapping(item, "exception", _EXCEPTION_KEYS)
-        line = item.start_mark.line + 1
-
-        def required(key: str) -> str | None:
-            if key not in entry:
-                self.error(item, f"exception {exc_id or '?'}: missing {key}")
-                return None
-            return self.text(entry[key][1], f"exception {exc_id or '?'} {key}")
-
-        exc_id: str | None = None
-        exc_id = required("id")
-        if exc_id is not None:
-            if exc_id in ids:
-                self.error(
-                    entry["id"][1],
-                    f"duplicate exception id {exc_id!r} (first on line {ids[exc_id]})",
-                )
-            else:
-                ids[exc_id] = entry["id"][1].start_mark.line + 1
-        label = f"exception {exc_id or '?'}"
-        apps = (
-            [
-                t
-                for t, n in self.texts(entry["apps"][1], f"{label} apps")
-                if self.app_id(t, n, label)
-            ]
-            if "apps" in entry
-            else []
-        )
-        regimes = (
-            [
-                t
-                for t, n in self.texts(entry["regimes"][1], f"{label} regimes")
-                if self.regime_id(t, n, label)
-            ]
-            if "regimes" in entry
-            else []
-        )
-        if "apps" not in entry and "regimes" not in entry:
-            self.error(item, f"{label}: list the apps or regimes it covers")
-        elif not apps and not regimes and len(self.problems) == before:
-            self.error(item, f"{label}: apps and regimes are empty")
-        clients: list[str] = []
-        if "clients" in entry:
-            for text, cnode in self.texts(entry["clients"][1], f"{label} clients"):
-                net = self.cidr(text, cnode, label)
-                if net is None:
-                    continue
-                if net.prefixlen == 0:
-                    self.error(cnode, f"{label}: {net} is every address (a blanket exception)")
-                    continue
-                clients.append(str(net))
-        users: list[str] = []
-        if "users" in entry:
-            for text, unode in self.texts(entry["users"][1], f"{label} users"):
-                if text == "*":
-                    self.error(unode, f"{label}: '*' is not a user (a blanket exception)")
-                    continue
-                users.append(text)
-        has_scope = any(k in entry for k in ("clients", "users"))
-        if not has_scope or (not clients and not users and len(self.problems) == before):
-            self.error(
-                item,
-                f"{label}: no clients and no users: blanket exceptions are not allowed "
-                "(OMB M-23-13); list client CIDRs and/or proxy users",
-            )
-        reason = required("reason")
-        approver = required("approver")
-        ticket = self.text(entry["ticket"][1], f"{label} ticket") if "ticket" in entry else None
-        expires = (
-            self.expiry(entry["expires"][1], f"{label} expires") if "expires" in entry else None
-        )
-        if "expires" not in entry:
-            self.error(item, f"{label}: missing expires (every exception must expire)")
-        if len(self.problems) != before:
-            return None
-        assert exc_id is not None and reason is not None and approver is not None
-        assert expires is not None
-        return ExceptionRule(
-            id=exc_id,
-            reason=reason,
-            approver=approver,
-            expires=expires,
-            apps=tuple(apps),
-            regimes=tuple(regimes),
-            clients=tuple(clients),
-            users=tuple(users),
-            ticket=ticket,
-            line=line,
-            expires_text=str(entry["expires"][1].value).strip(),
-        )
-
 
 def load_policy(path: str | Path | None, catalogue: CatalogueLike) -> Policy:
     """Read and validate a policy file against ``catalogue``; ``None`` gives the built-in one.
 
     The built-in policy monitors everything, blocks nothing and has version ``"builtin"``. A
     file's version is the sha256 hex of its bytes. Raises :class:`PolicyError` listing every
-    problem found (``file:line: reason``); nothing is partially applied.
+    problem found (``file:line: reason``, in line order); nothing is partially applied. The
+    format is :class:`egresswatch.policy_schema.PolicyFile`.
     """
     if path is None:
         return Policy(catalogue)
@@ -875,47 +538,39 @@ def load_policy(path: str | Path | None, catalogue: CatalogueLike) -> Policy:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise PolicyError([Problem(file, 0, f"not UTF-8 text ({e.reason})")]) from e
+    doc = read_yaml(text, file)
+    if doc.problems:
+        raise PolicyError(sorted(doc.problems, key=lambda p: p.line))
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else 0
-        raise PolicyError([Problem(file, line, f"YAML: {e.problem or e.context}")]) from e
-    except yaml.YAMLError as e:
-        raise PolicyError([Problem(file, 0, f"YAML: {e}")]) from e
-
-    reader = _Reader(file, catalogue)
-    if root is None:  # an empty file: all defaults
-        return Policy(catalogue, version=version, file=file)
-    top = reader.mapping(root, "policy", _TOP_KEYS)
-    if "version" in top:
-        node = top["version"][1]
-        if not (isinstance(node, yaml.ScalarNode) and node.value == "1"):
-            reader.error(node, "version: only version 1 is supported")
-    default = reader.mode(top["default"][1], "default") if "default" in top else Mode.MONITOR
-    dry_run = reader.boolean(top["dry_run"][1], "dry_run") if "dry_run" in top else False
-    only = (
-        reader.boolean(top["only_in_force"][1], "only_in_force")
-        if "only_in_force" in top
-        else False
-    )
-    regime_rules = reader.rules(top["regimes"][1], "regimes", "regime") if "regimes" in top else {}
-    app_rules = reader.rules(top["apps"][1], "apps", "app") if "apps" in top else {}
-    contact = reader.text(top["contact"][1], "contact") if "contact" in top else None
-    departments = reader.departments(top["departments"][1]) if "departments" in top else []
-    exceptions = reader.exceptions(top["exceptions"][1]) if "exceptions" in top else []
-    if reader.problems:
-        raise PolicyError(sorted(reader.problems, key=lambda p: p.line))
+        parsed = PolicyFile.model_validate(doc.data or {}, context={"catalogue": catalogue})
+    except ValidationError as e:
+        problems = problems_from(e, doc, describe)
+        raise PolicyError(sorted(problems, key=lambda p: p.line)) from None
     return Policy(
         catalogue,
-        default=default or Mode.MONITOR,
-        dry_run=dry_run,
-        only_in_force=only,
-        regime_rules=regime_rules,
-        app_rules=app_rules,
-        contact=contact,
-        departments=departments,
-        exceptions=exceptions,
+        default=parsed.default,
+        dry_run=parsed.dry_run,
+        only_in_force=parsed.only_in_force,
+        regime_rules=parsed.regimes,
+        app_rules=parsed.apps,
+        contact=parsed.contact,
+        departments=[Department(d.name, tuple(d.cidrs)) for d in parsed.departments or ()],
+        exceptions=[
+            ExceptionRule(
+                id=x.id,
+                reason=x.reason,
+                approver=x.approver,
+                expires=expiry(x.expires),
+                apps=tuple(x.apps or ()),
+                regimes=tuple(x.regimes or ()),
+                clients=tuple(str(ipaddress.ip_network(c)) for c in x.clients or ()),
+                users=tuple(x.users or ()),
+                ticket=x.ticket,
+                line=doc.positions.line(("exceptions", i)),
+                expires_text=x.expires.strip(),
+            )
+            for i, x in enumerate(parsed.exceptions or ())
+        ],
         version=version,
         file=file,
     )

@@ -4,9 +4,9 @@ For every HOST it prints the normalised name, the app(s), the deciding rule (dom
 ``file:line``, source, confidence, tags) and the app's regimes with their status today; a name
 that matches nothing says so, and names the carve-out that excluded it if one did.
 
-Exit status: 0 whenever the catalogue loads, whatever the hosts (an invalid or unmatched host is
-an answer, not a failure: scripts read ``app`` from ``--json``); 1 when the catalogue does not
-load; 2 for usage errors.
+Exit status: 0 when every HOST is a valid name, matched or not (an unmatched host is an answer,
+not a failure: scripts read ``app`` from ``--json``); 3 when any HOST is not a valid hostname
+(every host is still explained); 1 when the catalogue does not load; 2 for usage errors.
 
 ``--json`` prints one object per host and line::
 
@@ -42,7 +42,12 @@ from .lists import STATUS_TEXT
 from .lists import add_catalogue_args
 from .lists import load_from_args
 
-__all__ = ["explain", "register"]
+__all__ = ["EXIT_INVALID", "EXIT_OK", "explain", "register"]
+
+#: Every host was a valid name (matched or not).
+EXIT_OK = 0
+#: At least one host was not a valid hostname (1 and 2 are the catalogue and usage errors).
+EXIT_INVALID = 3
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,8 +57,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Explain which designated app each HOST is attributed to: the normalised name, "
             "the deciding rule with its file:line and provenance, and the regimes with their "
-            "status. Exits 0 whenever the catalogue loads (unmatched and invalid hosts are "
-            "answers, not failures), 1 if the catalogue does not load."
+            "status. Exits 0 when every HOST is a valid name (matched or not), 3 when any "
+            "HOST is not a valid hostname, 1 if the catalogue does not load, 2 on usage errors."
         ),
     )
     add_catalogue_args(p)
@@ -194,11 +199,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     matcher = Matcher.from_catalogue(cat)
     today: date = args.today or date.today()
     carve = _carve_outs(cat)
+    rc = EXIT_OK
     for raw in args.hosts:
         d = explain(raw, matcher, cat, today, carve)
+        if not d["valid"]:
+            rc = EXIT_INVALID
         if args.json:
             print(json.dumps(d, sort_keys=False), file=out)
         else:
             for line in _text(d, cat):
                 print(line, file=out)
-    return 0
+    return rc

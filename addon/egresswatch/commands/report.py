@@ -21,8 +21,8 @@ from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 
+from ..catalogue_model import CatalogueLike
 from ..report import FORMATS
-from ..report import CatalogueLike
 from ..report import build_report
 from ..report import month_bounds
 from ..report import previous_month
