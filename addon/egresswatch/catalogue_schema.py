@@ -65,6 +65,10 @@ CATEGORIES = (
     "file-sharing",
     "ai",
     "other",
+    # Categories of their own, never designated apps: loaded from domains/encrypted-dns and
+    # domains/ech for the attribution signals (docs/attribution.md).
+    "encrypted-dns",
+    "ech-frontend",
 )
 APP_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 REGIME_ID_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,62}$"
