@@ -38,6 +38,7 @@ import logging
 import re
 from collections.abc import Iterable
 from collections.abc import Iterator
+from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
@@ -461,11 +462,14 @@ def render_yaml(
     extends: bool = False,
     header: str = "",
     description: str | None = None,
+    cidrs: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """A catalogue app file (or an ``extends:`` file) holding ``entries``.
 
     Every entry's ``source`` is ``source`` when given, else ``<origin>:<line>``; ``match``
     forces one match kind for every entry. ``header`` becomes leading ``#`` comment lines.
+    ``cidrs`` are written as given (``cidr``, ``source``, ``confidence``, optional ``tags``)
+    under ``cidrs:``; ``domains:`` is left out when there are only ranges.
     """
     if not _ID_RE.fullmatch(app):
         raise ListImportError(f"app id {app!r} must be 1-63 lower-case letters, digits and hyphens")
@@ -482,10 +486,16 @@ def render_yaml(
         doc["description"] = (
             description or "Imported with egresswatch lists import; review before use."
         )
-    doc["domains"] = [
+    domains = [
         _entry_yaml(e, source=source, confidence=confidence, match=match, tags=tags)
         for e in entries
     ]
+    if domains or not cidrs:
+        doc["domains"] = domains
+    if cidrs:
+        doc["cidrs"] = [
+            {k: _FlowList(v) if k == "tags" else v for k, v in c.items()} for c in cidrs
+        ]
     body = yaml.dump(
         doc,
         Dumper=_Dumper,

@@ -1,8 +1,9 @@
-"""``egresswatch lists check | import | show``: validate, import and summarise catalogues.
+"""``egresswatch lists check | import | show | update``: validate, import, summarise, refresh.
 
 Exit status: ``check`` 0 when there is no error (no warning either with ``--strict``), 1
 otherwise; ``import`` 0 when at least one name was written, 1 when nothing could be imported or
-the input is unreadable; ``show`` 0, or 1 when the catalogue does not load. Usage errors exit 2.
+the input is unreadable; ``show`` 0, or 1 when the catalogue does not load; ``update``: see
+:mod:`egresswatch.commands.lists_update`. Usage errors exit 2.
 """
 
 from __future__ import annotations
@@ -22,16 +23,15 @@ from ..catalogue import CatalogueError
 from ..catalogue import bundled_dir
 from ..catalogue import load_catalogue
 from ..importers import FORMATS
-from ..importers import Entry
 from ..importers import ListImportError
-from ..importers import Skipped
 from ..importers import parse
 from ..importers import parse_file
 from ..importers import render_yaml
-from ..lint import NameChecker
 from ..lint import Severity
 from ..lint import check_dirs
 from ..lint import exit_status
+from ..updates import screen
+from .lists_update import register_update
 
 __all__ = ["register"]
 
@@ -174,6 +174,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.add_argument("--json", action="store_true", help="one JSON document")
     show.set_defaults(func=run_show)
 
+    register_update(sub)
+
 
 # --- check ---------------------------------------------------------------------------------------
 
@@ -218,25 +220,6 @@ def run_check(
 # --- import --------------------------------------------------------------------------------------
 
 
-def _screen(
-    entries: Sequence[Entry], forced_match: str | None, tags: Sequence[str]
-) -> tuple[list[Entry], list[Skipped], list[str]]:
-    """Drop entries the catalogue check would reject; return (kept, dropped, warnings)."""
-    checker = NameChecker()
-    kept: list[Entry] = []
-    dropped: list[Skipped] = []
-    warnings: list[str] = []
-    for e in entries:
-        findings = checker.check(e.domain, forced_match or e.match, (*tags, *e.tags))
-        errors = [m for s, m in findings if s is Severity.ERROR]
-        if errors:
-            dropped.append(Skipped(e.origin, e.line, e.domain, errors[0]))
-            continue
-        warnings.extend(f"{e.origin}:{e.line}: warning: {m}" for s, m in findings)
-        kept.append(e)
-    return kept, dropped, warnings
-
-
 def _read_stdin() -> str:
     try:
         return sys.stdin.read()
@@ -265,7 +248,7 @@ def run_import(
     except ListImportError as e:
         print(f"egresswatch: {e}", file=err)
         return 1
-    kept, dropped, warnings = _screen(result.entries, args.match, args.tag)
+    kept, dropped, warnings = screen(result.entries, args.match, args.tag)
     skipped = sorted([*result.skipped, *dropped], key=lambda s: (s.origin, s.line))
     for s in skipped:
         print(s, file=err)

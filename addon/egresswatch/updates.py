@@ -1,0 +1,407 @@
+"""``egresswatch lists update``: fetch upstream lists, diff them, write them into a catalogue.
+
+For each :class:`~egresswatch.sources.Source`, :func:`update_source` fetches the list
+(:mod:`egresswatch.fetch`), checks its digest against the pin, parses it with the importers
+(or :mod:`egresswatch.ranges` for ``ranges-json``), drops names the catalogue check would reject,
+compares the result with the file the previous update wrote, and writes the new file atomically
+(a temporary file in the same directory, then ``os.replace``) when every guard passes:
+
+- a pinned ``sha256`` must match the fetched bytes;
+- the list must parse and yield at least one name or range;
+- it must not remove more than the allowed share of the names and ranges the file held;
+- the catalogue directory with the new file must not have a ``lists check`` error the directory
+  did not have before (checked on a copy, merged after the bundled catalogue);
+- a ``review`` source is written only when accepted.
+
+A refused update leaves the old file as it was. A list whose entries did not change is not
+rewritten (the running proxy has nothing to reload).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import date
+from pathlib import Path
+from typing import Any
+from typing import Literal
+
+import yaml
+
+from .catalogue import load_catalogue
+from .fetch import Fetched
+from .fetch import FetchError
+from .fetch import fetch
+from .importers import Entry
+from .importers import ImportResult
+from .importers import ListImportError
+from .importers import Skipped
+from .importers import parse
+from .importers import render_yaml
+from .lint import NameChecker
+from .lint import Severity
+from .lint import check_dirs
+from .ranges import parse_ranges_json
+from .sources import Source
+
+__all__ = [
+    "Diff",
+    "FetchOptions",
+    "Item",
+    "Outcome",
+    "is_inside",
+    "screen",
+    "update_source",
+]
+
+Status = Literal["written", "would-write", "unchanged", "needs-review", "refused"]
+
+
+def screen(
+    entries: Sequence[Entry], forced_match: str | None, tags: Sequence[str]
+) -> tuple[list[Entry], list[Skipped], list[str]]:
+    """Drop entries the catalogue check would reject; return (kept, dropped, warnings)."""
+    checker = NameChecker()
+    kept: list[Entry] = []
+    dropped: list[Skipped] = []
+    warnings: list[str] = []
+    for e in entries:
+        findings = checker.check(e.domain, forced_match or e.match, (*tags, *e.tags))
+        errors = [m for s, m in findings if s is Severity.ERROR]
+        if errors:
+            dropped.append(Skipped(e.origin, e.line, e.domain, errors[0]))
+            continue
+        warnings.extend(f"{e.origin}:{e.line}: warning: {m}" for s, m in findings)
+        kept.append(e)
+    return kept, dropped, warnings
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One name or range of a list file: ``kind`` is suffix, exact or cidr."""
+
+    kind: str
+    value: str
+    source: str = ""
+    confidence: str = ""
+    tags: tuple[str, ...] = ()
+
+    def key(self) -> tuple[str, str, str, tuple[str, ...]]:
+        return (self.kind, self.value, self.confidence, self.tags)
+
+
+@dataclass(slots=True)
+class Diff:
+    added: list[Item] = field(default_factory=list)
+    removed: list[Item] = field(default_factory=list)
+    changed: list[tuple[Item, Item]] = field(default_factory=list)  # (old, new), same value
+    unchanged: int = 0
+    before: int = 0  # names and ranges in the old file
+
+    @property
+    def removed_share(self) -> float:
+        return len(self.removed) / self.before if self.before else 0.0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.changed)
+
+
+def diff_items(old: Sequence[Item], new: Sequence[Item]) -> Diff:
+    old_by = {i.value: i for i in old}
+    new_by = {i.value: i for i in new}
+    d = Diff(before=len(old_by))
+    for value, item in new_by.items():
+        prev = old_by.get(value)
+        if prev is None:
+            d.added.append(item)
+        elif prev.key() != item.key():
+            d.changed.append((prev, item))
+        else:
+            d.unchanged += 1
+    d.removed = [i for v, i in old_by.items() if v not in new_by]
+    return d
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOptions:
+    timeout: float = 30.0
+    max_bytes: int = 20 * 1024 * 1024
+    retries: int = 2
+    backoff: float = 1.0
+
+
+@dataclass(slots=True)
+class Outcome:
+    source: Source
+    path: Path
+    status: Status
+    message: str = ""
+    fetched: Fetched | None = None
+    diff: Diff | None = None
+    extends: bool = True
+    skipped: list[str] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)  # lists check errors that refused it
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "refused"
+
+
+def is_inside(path: Path, directory: Path) -> bool:
+    """Whether ``path`` resolves to ``directory`` or somewhere under it."""
+    p, d = path.resolve(), directory.resolve()
+    return p == d or d in p.parents
+
+
+def _old_items(path: Path) -> list[Item]:
+    """The names and ranges of a file written by a previous update (empty when absent)."""
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    if not isinstance(doc, dict):
+        return []
+    items: list[Item] = []
+    for key, kind_key in (("domains", "match"), ("cidrs", None)):
+        for e in doc.get(key) or ():
+            if not isinstance(e, dict):
+                continue
+            value = e.get("domain" if kind_key else "cidr")
+            if value is None:
+                continue
+            tags = e.get("tags") or ()
+            items.append(
+                Item(
+                    str(e.get(kind_key, "suffix")) if kind_key else "cidr",
+                    str(value),
+                    str(e.get("source", "")),
+                    str(e.get("confidence", "")),
+                    tuple(str(t) for t in tags) if isinstance(tags, list) else (),
+                )
+            )
+    return items
+
+
+def provenance(src: Source, got: Fetched) -> str:
+    """The ``source:`` of every entry written from ``got``: URL, fetch date and digest."""
+    return f"{src.url} (retrieved {got.fetched_at.date().isoformat()}, sha256 {got.sha256})"
+
+
+def _parse(
+    src: Source, text: str, prov: str
+) -> tuple[list[Entry], list[dict[str, Any]], list[str], str | None]:
+    """(names, cidr entries, skipped lines, display name found in the input)."""
+    tags = list(src.tags)
+    if src.format == "ranges-json":
+        r = parse_ranges_json(text, src.json_paths)
+        cidrs: list[dict[str, Any]] = []
+        for net in r.networks:
+            c: dict[str, Any] = {"cidr": str(net), "source": prov, "confidence": src.confidence}
+            if tags:
+                c["tags"] = tags
+            cidrs.append(c)
+        return [], cidrs, [str(s) for s in r.skipped], None
+    result: ImportResult = parse(src.format, text, origin=src.url)
+    kept, dropped, _ = screen(result.entries, src.match, tags)
+    skipped = sorted([*result.skipped, *dropped], key=lambda s: s.line)
+    return kept, [], [str(s) for s in skipped], result.name
+
+
+def _items(
+    src: Source, names: Sequence[Entry], cidrs: Sequence[dict[str, Any]], prov: str
+) -> list[Item]:
+    items = [
+        Item(
+            src.match or e.match,
+            e.domain,
+            prov,
+            src.confidence,
+            tuple(dict.fromkeys([*src.tags, *e.tags])),
+        )
+        for e in names
+    ]
+    items.extend(Item("cidr", c["cidr"], prov, src.confidence, tuple(src.tags)) for c in cidrs)
+    return items
+
+
+def _new_errors(into: Path, bundled: Path, target: Path, text: str, today: date) -> list[str]:
+    """``lists check`` errors that writing ``text`` to ``target`` would add to ``into``."""
+
+    def errors(d: Path) -> list[tuple[str, int, str]]:
+        return [
+            (f.file, f.line, f.message)
+            for f in check_dirs([bundled, d], today=today)
+            if f.severity is Severity.ERROR
+        ]
+
+    with tempfile.TemporaryDirectory(prefix="egresswatch-update-") as tmp:
+        copy = Path(tmp) / "lists"
+        if into.is_dir():
+            shutil.copytree(into, copy, symlinks=True)
+            before = {(f, m) for f, _, m in errors(copy)}
+        else:
+            copy.mkdir()
+            before = set()
+        staged = copy / target.name
+        staged.write_text(text, encoding="utf-8")
+        out = []
+        for f, line, m in errors(copy):
+            if f == str(staged) or (f, m) not in before:
+                out.append(f"{f.replace(str(copy), str(into), 1)}:{line}: error: {m}")
+        return out
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` in one rename: a reader sees the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o644 & ~umask
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _header(src: Source, got: Fetched, n_names: int, n_cidrs: int, n_skipped: int) -> str:
+    return "\n".join(
+        [
+            f"Written by egresswatch lists update from source {src.id!r} ({src.where}).",
+            "Do not edit: the next update replaces this file; change the sources file instead.",
+            f"url: {src.url}",
+            f"retrieved: {got.fetched_at.strftime('%Y-%m-%dT%H:%M:%SZ')}",
+            f"sha256: {got.sha256}",
+            f"format: {src.format}; {n_names} name(s), {n_cidrs} range(s), "
+            f"{n_skipped} input item(s) skipped",
+        ]
+    )
+
+
+def update_source(
+    src: Source,
+    into: Path,
+    *,
+    bundled: Path,
+    bundled_apps: Iterable[str],
+    max_removed_share: float,
+    dry_run: bool = False,
+    accept: bool = False,
+    options: FetchOptions = FetchOptions(),
+    today: date | None = None,
+) -> Outcome:
+    """Fetch, check and (unless refused, unchanged, dry-run or awaiting review) write one source."""
+    extends = src.extends or src.app in set(bundled_apps)
+    path = into / f"{src.id if extends else src.app}.yaml"
+    out = Outcome(src, path, "refused", extends=extends)
+    if not extends and src.id != src.app:
+        out.message = (
+            f"source {src.id!r} defines the new app {src.app!r}, whose file must be "
+            f"{src.app}.yaml: drop its 'id:' or use 'extends:' for an app defined elsewhere"
+        )
+        return out
+    try:
+        got = fetch(
+            src.url,
+            timeout=options.timeout,
+            max_bytes=options.max_bytes,
+            retries=options.retries,
+            backoff=options.backoff,
+        )
+    except FetchError as e:
+        tries = f" after {e.attempts} attempt(s)" if e.attempts > 1 else ""
+        out.message = f"cannot fetch {src.url}{tries}: {e}"
+        return out
+    out.fetched = got
+    if src.sha256 is not None and got.sha256 != src.sha256:
+        out.message = (
+            f"checksum mismatch: {src.url} has sha256 {got.sha256}, the sources file pins "
+            f"{src.sha256}; review the change, then pin the new digest"
+        )
+        return out
+    try:
+        text = got.body.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        out.message = f"the list is not UTF-8 text: {e}"
+        return out
+    prov = provenance(src, got)
+    try:
+        names, cidrs, out.skipped, found_name = _parse(src, text, prov)
+    except ListImportError as e:
+        out.message = f"the list does not parse as {src.format}: {e}"
+        return out
+    if not names and not cidrs:
+        out.message = (
+            f"the list yields no usable name or range ({len(out.skipped)} item(s) skipped); "
+            f"is it really {src.format}?"
+        )
+        return out
+    diff = diff_items(_old_items(path), _items(src, names, cidrs, prov))
+    out.diff = diff
+    if diff.empty:
+        out.status, out.message = "unchanged", "no change"
+        return out
+    share = src.max_removed_share if src.max_removed_share is not None else max_removed_share
+    if diff.removed_share > share:
+        out.message = (
+            f"the update would remove {len(diff.removed)} of {diff.before} entries "
+            f"({diff.removed_share:.0%}), more than the allowed {share:.0%}"
+        )
+        return out
+    rendered = render_yaml(
+        names,
+        app=src.app,
+        name=src.name or found_name,
+        source=prov,
+        confidence=src.confidence,
+        match=src.match,
+        tags=src.tags,
+        extends=extends,
+        header=_header(src, got, len(names), len(cidrs), len(out.skipped)),
+        description=f"Fetched from {src.url} ({src.format}) by egresswatch lists update.",
+        cidrs=cidrs,
+    )
+    errors = _new_errors(into, bundled, path, rendered, today or date.today())
+    if errors:
+        out.findings = errors
+        out.message = (
+            f"the result would not pass 'egresswatch lists check' ({len(errors)} error(s))"
+        )
+        return out
+    if src.sha256 is None and not accept:
+        out.status = "needs-review"
+        out.message = (
+            "review source: not written; rerun with --accept to write it, or pin "
+            f"sha256: {got.sha256}"
+        )
+        return out
+    if dry_run:
+        out.status, out.message = "would-write", "dry run: nothing written"
+        return out
+    write_atomically(path, rendered)
+    out.status, out.message = "written", f"wrote {path}"
+    return out
+
+
+def bundled_app_ids(bundled: Path) -> set[str]:
+    return set(load_catalogue([bundled]).apps)
