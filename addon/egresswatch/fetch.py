@@ -116,6 +116,7 @@ def _attempt(url: str, timeout: float, max_bytes: int) -> tuple[bytes, str]:
                 chunks.append(chunk)
             return b"".join(chunks), resp.geturl()
     except urllib.error.HTTPError as e:
+        e.close()  # the error holds the response and its socket
         reason = f"HTTP {e.code} {e.reason}"
         if e.code in _TRANSIENT_STATUS:
             raise _Transient(reason) from e

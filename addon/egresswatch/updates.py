@@ -253,7 +253,8 @@ def _new_errors(into: Path, bundled: Path, target: Path, text: str, today: date)
         out = []
         for f, line, m in errors(copy):
             if f == str(staged) or (f, m) not in before:
-                out.append(f"{f.replace(str(copy), str(into), 1)}:{line}: error: {m}")
+                text = f"{f}:{line}: error: {m}"
+                out.append(text.replace(str(copy), str(into)))
         return out
 
 
