@@ -30,6 +30,7 @@ from ..importers import render_yaml
 from ..lint import Severity
 from ..lint import check_dirs
 from ..lint import exit_status
+from ..provenance import app_evidence
 from ..updates import screen
 from .lists_update import register_update
 
@@ -167,8 +168,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     show = sub.add_parser(
         "show",
-        help="list apps, domain counts and regimes with their status",
-        description="List the apps with their domain counts and regimes with their status today.",
+        help="list apps, their names, ranges, sources and evidence age, and regimes",
+        description=(
+            "List the apps with their counts of names (domains and bulk-list names) and ranges "
+            "(CIDRs), the number of distinct sources in their provenance, the newest date found "
+            "in that provenance and its age in days ('unknown' when no date is written), and "
+            "the regimes with their status today."
+        ),
     )
     add_catalogue_args(show)
     show.add_argument("--json", action="store_true", help="one JSON document")
@@ -314,6 +320,17 @@ def _counts(app: App) -> dict[str, int]:
     return counts
 
 
+def _evidence(app: App, today: date) -> dict[str, Any]:
+    e = app_evidence(app, today)
+    return {
+        "names": e.names,
+        "ranges": e.ranges,
+        "sources": list(e.sources),
+        "newest_evidence": e.newest.isoformat() if e.newest else None,
+        "evidence_age_days": e.age_days,
+    }
+
+
 def show_data(cat: Catalogue, today: date) -> dict[str, Any]:
     """The JSON document printed by ``lists show --json``."""
     return {
@@ -328,6 +345,7 @@ def show_data(cat: Catalogue, today: date) -> dict[str, Any]:
                 "category": app.category,
                 "file": app.file,
                 "counts": _counts(app),
+                **_evidence(app, today),
                 "regimes": [
                     {
                         "id": rid,
@@ -384,9 +402,13 @@ def run_show(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
     if args.json:
         print(json.dumps(data, indent=2), file=out)
         return 0
-    rows: list[list[str]] = [["APP", "NAME", "CATEGORY", "SUFFIX", "EXACT", "CIDR", "REGIMES"]]
+    rows: list[list[str]] = [
+        ["APP", "NAME", "CATEGORY", "NAMES", "RANGES", "SOURCES", "NEWEST EVIDENCE", "REGIMES"]
+    ]
     for a in data["apps"]:
-        c = a["counts"]
+        age = "unknown"
+        if a["newest_evidence"] is not None:
+            age = f"{a['newest_evidence']} ({a['evidence_age_days']} d)"
         regimes = ", ".join(
             f"{r['id']} ({STATUS_TEXT.get(r['status'], 'undefined')})" for r in a["regimes"]
         )
@@ -395,9 +417,10 @@ def run_show(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
                 a["id"],
                 a["name"],
                 a["category"],
-                str(c["suffix"]),
-                str(c["exact"]),
-                str(c["cidr"]),
+                str(a["names"]),
+                str(a["ranges"]),
+                str(len(a["sources"])),
+                age,
                 regimes or "-",
             ]
         )
