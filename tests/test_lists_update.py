@@ -503,3 +503,29 @@ def test_console_script_end_to_end(server: ListServer, tmp_path: Path) -> None:
         [*cmd, "--max-removed-share", "1.5"], capture_output=True, text=True, timeout=60
     )
     assert usage.returncode == 2 and "not a share from 0 to 1" in usage.stderr
+
+
+def test_names_already_in_the_catalogue_are_skipped_not_duplicated(
+    server: ListServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundled = load_catalogue([bundled_dir()])
+    own = bundled.apps["tiktok"].rules[0]  # already listed for tiktok: a duplicate is an error
+    other = bundled.apps["wechat"].rules[0]  # another app's name: not silently re-attributed
+    body = f"{own.domain}\n{other.domain}\nnew.demo-tiktok.example\n"
+    sources = write_sources(
+        tmp_path / "s.yaml",
+        src(server.serve("/t", body), "plain", "tiktok", id="tiktok-extra", match="exact"),
+    )
+    into = tmp_path / "lists"
+    assert update(sources, into) == 0
+    out = capsys.readouterr().out
+    assert f"skipped {own.domain!r}: already listed for app tiktok at {own.where}" in out
+    assert f"skipped {other.domain!r}: listed for app wechat at {other.where}" in out
+    assert "1 added, 0 removed" in out
+    mine = [
+        r
+        for r in load_catalogue([bundled_dir(), into]).apps["tiktok"].rules
+        if r.file == str(into / "tiktok-extra.yaml")
+    ]
+    assert [r.domain for r in mine] == ["new.demo-tiktok.example"]
+    assert main(["lists", "check", "--with-bundled", str(into)]) == 0

@@ -33,6 +33,7 @@ from typing import Literal
 
 import yaml
 
+from .catalogue import CatalogueError
 from .catalogue import load_catalogue
 from .fetch import Fetched
 from .fetch import FetchError
@@ -45,6 +46,7 @@ from .importers import parse
 from .importers import render_yaml
 from .lint import NameChecker
 from .lint import Severity
+from .lint import check_catalogue
 from .lint import check_dirs
 from .ranges import parse_ranges_json
 from .sources import Source
@@ -230,32 +232,76 @@ def _items(
     return items
 
 
-def _new_errors(into: Path, bundled: Path, target: Path, text: str, today: date) -> list[str]:
-    """``lists check`` errors that writing ``text`` to ``target`` would add to ``into``."""
+class _Stage:
+    """A copy of ``into`` in a temporary directory, to try a new file before writing it.
 
-    def errors(d: Path) -> list[tuple[str, int, str]]:
-        return [
-            (f.file, f.line, f.message)
-            for f in check_dirs([bundled, d], today=today)
-            if f.severity is Severity.ERROR
-        ]
+    ``claims`` maps every name the merged catalogue (bundled, then the copy) lists outside the
+    target file to ``(app, "file:line")``; ``new_errors(text)`` gives the ``lists check`` errors
+    that writing ``text`` as the target would add (file paths shown as under ``into``).
+    """
 
-    with tempfile.TemporaryDirectory(prefix="egresswatch-update-") as tmp:
-        copy = Path(tmp) / "lists"
+    def __init__(self, tmp: Path, into: Path, bundled: Path, target: Path, today: date) -> None:
+        self.into, self.bundled, self.today = into, bundled, today
+        self.copy = tmp / "lists"
         if into.is_dir():
-            shutil.copytree(into, copy, symlinks=True)
-            before = {(f, m) for f, _, m in errors(copy)}
+            shutil.copytree(into, self.copy, symlinks=True)
         else:
-            copy.mkdir()
-            before = set()
-        staged = copy / target.name
-        staged.write_text(text, encoding="utf-8")
+            self.copy.mkdir()
+        self.staged = self.copy / target.name
+        self.claims: dict[str, tuple[str, str]] = {}
+        self.before: set[tuple[str, str]] = set()
+        try:
+            cat = load_catalogue([bundled, self.copy])
+        except CatalogueError as e:
+            self.before = {(p.file, p.message) for p in e.problems}
+            return
+        self.before = {
+            (f.file, f.message)
+            for f in check_catalogue(cat, today=today)
+            if f.severity is Severity.ERROR
+        }
+        for app in cat.apps.values():
+            for r in app.rules:
+                if r.file != str(self.staged):
+                    self.claims.setdefault(r.domain, (app.id, self.shown(r.where)))
+            for b in app.lists:
+                for name, line in zip(b.names, b.lines, strict=True):
+                    self.claims.setdefault(name, (app.id, self.shown(f"{b.file}:{line}")))
+
+    def shown(self, text: str) -> str:
+        return text.replace(str(self.copy), str(self.into))
+
+    def new_errors(self, text: str) -> list[str]:
+        self.staged.write_text(text, encoding="utf-8")
         out = []
-        for f, line, m in errors(copy):
-            if f == str(staged) or (f, m) not in before:
-                text = f"{f}:{line}: error: {m}"
-                out.append(text.replace(str(copy), str(into)))
+        for f in check_dirs([self.bundled, self.copy], today=self.today):
+            if f.severity is not Severity.ERROR:
+                continue
+            if f.file == str(self.staged) or (f.file, f.message) not in self.before:
+                out.append(self.shown(f"{f.file}:{f.line}: error: {f.message}"))
         return out
+
+
+def _drop_claimed(
+    src: Source, names: list[Entry], claims: dict[str, tuple[str, str]]
+) -> tuple[list[Entry], list[str]]:
+    """``names`` without those another file already lists (for this app or another one)."""
+    kept: list[Entry] = []
+    dropped: list[str] = []
+    for e in names:
+        claim = claims.get(e.domain)
+        if claim is None:
+            kept.append(e)
+            continue
+        app, where = claim
+        reason = (
+            f"already listed for app {app} at {where}"
+            if app == src.app
+            else f"listed for app {app} at {where}, not added to {src.app} (two apps "
+            "sharing a name is declared by hand with shared_with)"
+        )
+        dropped.append(f"{e.origin}:{e.line}: skipped {e.domain!r}: {reason}")
+    return kept, dropped
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -357,32 +403,36 @@ def update_source(
             f"is it really {src.format}?"
         )
         return out
-    diff = diff_items(_old_items(path), _items(src, names, cidrs, prov))
-    out.diff = diff
-    if diff.empty:
-        out.status, out.message = "unchanged", "no change"
-        return out
-    share = src.max_removed_share if src.max_removed_share is not None else max_removed_share
-    if diff.removed_share > share:
-        out.message = (
-            f"the update would remove {len(diff.removed)} of {diff.before} entries "
-            f"({diff.removed_share:.0%}), more than the allowed {share:.0%}"
+    with tempfile.TemporaryDirectory(prefix="egresswatch-update-") as tmp:
+        stage = _Stage(Path(tmp), into, bundled, path, today or date.today())
+        names, dropped = _drop_claimed(src, names, stage.claims)
+        out.skipped.extend(dropped)
+        diff = diff_items(_old_items(path), _items(src, names, cidrs, prov))
+        out.diff = diff
+        if diff.empty:
+            out.status, out.message = "unchanged", "no change"
+            return out
+        share = src.max_removed_share if src.max_removed_share is not None else max_removed_share
+        if diff.removed_share > share:
+            out.message = (
+                f"the update would remove {len(diff.removed)} of {diff.before} entries "
+                f"({diff.removed_share:.0%}), more than the allowed {share:.0%}"
+            )
+            return out
+        rendered = render_yaml(
+            names,
+            app=src.app,
+            name=src.name or found_name,
+            source=prov,
+            confidence=src.confidence,
+            match=src.match,
+            tags=src.tags,
+            extends=extends,
+            header=_header(src, got, len(names), len(cidrs), len(out.skipped)),
+            description=f"Fetched from {src.url} ({src.format}) by egresswatch lists update.",
+            cidrs=cidrs,
         )
-        return out
-    rendered = render_yaml(
-        names,
-        app=src.app,
-        name=src.name or found_name,
-        source=prov,
-        confidence=src.confidence,
-        match=src.match,
-        tags=src.tags,
-        extends=extends,
-        header=_header(src, got, len(names), len(cidrs), len(out.skipped)),
-        description=f"Fetched from {src.url} ({src.format}) by egresswatch lists update.",
-        cidrs=cidrs,
-    )
-    errors = _new_errors(into, bundled, path, rendered, today or date.today())
+        errors = stage.new_errors(rendered)
     if errors:
         out.findings = errors
         out.message = (
