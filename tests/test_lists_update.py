@@ -529,3 +529,15 @@ def test_names_already_in_the_catalogue_are_skipped_not_duplicated(
     ]
     assert [r.domain for r in mine] == ["new.demo-tiktok.example"]
     assert main(["lists", "check", "--with-bundled", str(into)]) == 0
+
+
+def test_the_documented_sources_example_is_valid() -> None:
+    from egresswatch.sources import parse_sources
+
+    readme = (Path(__file__).parent.parent / "domains" / "README.md").read_text()
+    section = readme.split("## Updating: `egresswatch lists update`", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    first, second = parse_sources(example, "README")
+    assert (first.app, first.extends, first.sha256) == ("demo", False, None)
+    assert (second.id, second.extends, second.max_removed_share) == ("tiktok-ranges", True, 0.05)
+    assert second.json_paths == ("prefixes[service=DEMO].ip_prefix", "ipv6_prefixes[].ipv6_prefix")
