@@ -72,6 +72,11 @@ def update(sources: Path, into: Path, *extra: str) -> int:
     )
 
 
+def plain_source(server: ListServer, tmp_path: Path) -> Path:
+    """A sources file with one review source: PLAIN served at /p, feeding app demo-plain."""
+    return write_sources(tmp_path / "s.yaml", src(server.serve("/p", PLAIN), "plain", "demo-plain"))
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -201,9 +206,7 @@ def test_pinned_checksum_ok_and_mismatch(
 def test_review_source_is_written_only_with_accept(
     server: ListServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sources = write_sources(
-        tmp_path / "s.yaml", src(server.serve("/p", PLAIN), "plain", "demo-plain")
-    )
+    sources = plain_source(server, tmp_path)
     into = tmp_path / "lists"
     assert main(["lists", "update", "--sources", str(sources), "--into", str(into)]) == 0
     out = capsys.readouterr().out
@@ -297,9 +300,7 @@ def test_redirect_to_a_non_http_scheme_is_refused(server: ListServer) -> None:
 def test_removal_share_refusal_keeps_the_old_file(
     server: ListServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sources = write_sources(
-        tmp_path / "s.yaml", src(server.serve("/p", PLAIN), "plain", "demo-plain")
-    )
+    sources = plain_source(server, tmp_path)
     into = tmp_path / "lists"
     assert update(sources, into) == 0
     old = (into / "demo-plain.yaml").read_bytes()
@@ -360,9 +361,7 @@ def test_output_failing_lists_check_is_refused(
 def test_dry_run_writes_nothing(
     server: ListServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sources = write_sources(
-        tmp_path / "s.yaml", src(server.serve("/p", PLAIN), "plain", "demo-plain")
-    )
+    sources = plain_source(server, tmp_path)
     into = tmp_path / "lists"
     assert update(sources, into, "--dry-run") == 0
     out = capsys.readouterr().out
@@ -373,9 +372,7 @@ def test_dry_run_writes_nothing(
 def test_bundled_directory_is_refused(
     server: ListServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sources = write_sources(
-        tmp_path / "s.yaml", src(server.serve("/p", PLAIN), "plain", "demo-plain")
-    )
+    sources = plain_source(server, tmp_path)
     before = sorted(p.name for p in bundled_dir().iterdir())
     link = tmp_path / "link"
     link.symlink_to(bundled_dir())
@@ -541,3 +538,23 @@ def test_the_documented_sources_example_is_valid() -> None:
     assert (first.app, first.extends, first.sha256) == ("demo", False, None)
     assert (second.id, second.extends, second.max_removed_share) == ("tiktok-ranges", True, 0.05)
     assert second.json_paths == ("prefixes[service=DEMO].ip_prefix", "ipv6_prefixes[].ipv6_prefix")
+
+
+def test_a_second_concurrent_run_is_refused(
+    server: ListServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import fcntl
+    import os
+
+    sources = plain_source(server, tmp_path)
+    into = tmp_path / "lists"
+    into.mkdir()
+    fd = os.open(into, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a running update holds it
+        assert update(sources, into) == 1
+        assert "another 'lists update' is writing" in capsys.readouterr().err
+        assert update(sources, into, "--dry-run") == 0  # a dry run writes nothing: no lock
+    finally:
+        os.close(fd)
+    assert update(sources, into) == 0

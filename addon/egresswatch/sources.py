@@ -39,7 +39,7 @@ from .importers import FORMATS as IMPORT_FORMATS
 from .ranges import DEFAULT_PATH
 from .ranges import parse_path
 
-__all__ = ["FORMATS", "Source", "SourcesError", "load_sources", "parse_sources"]
+__all__ = ["FORMATS", "Source", "SourcesError", "load_sources", "parse_share", "parse_sources"]
 
 FORMATS = (*IMPORT_FORMATS, "ranges-json")
 
@@ -138,17 +138,22 @@ class _Reader:
         return out
 
 
+def parse_share(text: str) -> float | None:
+    """A share from 0 to 1 (``0.2``), or ``None`` when ``text`` is not one."""
+    try:
+        share = float(text)
+    except ValueError:
+        return None
+    return share if 0.0 <= share <= 1.0 else None
+
+
 def _share(r: _Reader, node: yaml.Node | None) -> float | None:
     text = r.scalar(node, "max_removed_share")
     if text is None or node is None:
         return None
-    try:
-        share = float(text)
-    except ValueError:
-        share = -1.0
-    if not 0.0 <= share <= 1.0:
+    share = parse_share(text)
+    if share is None:
         r.err(node, f"max_removed_share {text!r} must be a number from 0 to 1")
-        return None
     return share
 
 

@@ -19,11 +19,14 @@ rewritten (the running proxy has nothing to reload).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import date
@@ -55,8 +58,10 @@ __all__ = [
     "Diff",
     "FetchOptions",
     "Item",
+    "LockedError",
     "Outcome",
     "is_inside",
+    "locked",
     "screen",
     "update_source",
 ]
@@ -452,6 +457,26 @@ def update_source(
     write_atomically(path, rendered)
     out.status, out.message = "written", f"wrote {path}"
     return out
+
+
+class LockedError(Exception):
+    """Another ``lists update`` holds the directory."""
+
+
+@contextmanager
+def locked(into: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the directory ``into`` (created if missing) for one run, so
+    that two updates never interleave their checks and writes."""
+    into.mkdir(parents=True, exist_ok=True)
+    fd = os.open(into, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise LockedError(f"another 'lists update' is writing {into}") from e
+        yield
+    finally:
+        os.close(fd)
 
 
 def bundled_app_ids(bundled: Path) -> set[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TextIO
 
@@ -17,11 +18,14 @@ from ..catalogue import CatalogueError
 from ..catalogue import bundled_dir
 from ..sources import SourcesError
 from ..sources import load_sources
+from ..sources import parse_share
 from ..updates import FetchOptions
 from ..updates import Item
+from ..updates import LockedError
 from ..updates import Outcome
 from ..updates import bundled_app_ids
 from ..updates import is_inside
+from ..updates import locked
 from ..updates import update_source
 
 __all__ = ["register_update", "run_update"]
@@ -31,11 +35,8 @@ _MAX_SKIPPED_SHOWN = 20
 
 
 def _share(value: str) -> float:
-    try:
-        share = float(value)
-    except ValueError:
-        share = -1.0
-    if not 0.0 <= share <= 1.0:
+    share = parse_share(value)
+    if share is None:
         raise argparse.ArgumentTypeError(f"{value!r} is not a share from 0 to 1")
     return share
 
@@ -208,20 +209,25 @@ def run_update(
         print(f"egresswatch: the bundled catalogue does not load: {e}", file=err)
         return 1
     options = FetchOptions(args.timeout, args.max_bytes, args.retries)
-    outcomes = []
-    for src in sorted(sources, key=lambda s: (s.app, s.id)):
-        o = update_source(
-            src,
-            into,
-            bundled=bundled,
-            bundled_apps=apps,
-            max_removed_share=args.max_removed_share,
-            dry_run=args.dry_run,
-            accept=args.accept,
-            options=options,
-        )
-        print_outcome(o, out)
-        outcomes.append(o)
+    outcomes: list[Outcome] = []
+    try:
+        with nullcontext() if args.dry_run else locked(into):
+            for src in sorted(sources, key=lambda s: (s.app, s.id)):
+                o = update_source(
+                    src,
+                    into,
+                    bundled=bundled,
+                    bundled_apps=apps,
+                    max_removed_share=args.max_removed_share,
+                    dry_run=args.dry_run,
+                    accept=args.accept,
+                    options=options,
+                )
+                print_outcome(o, out)
+                outcomes.append(o)
+    except LockedError as e:
+        print(f"egresswatch: {e}; try again when it has finished", file=err)
+        return 1
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
