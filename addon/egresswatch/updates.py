@@ -66,6 +66,9 @@ __all__ = [
     "update_source",
 ]
 
+# Every scalar as a string (no type resolution): the C parser when built, else the Python one.
+_LOADER = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
+
 Status = Literal["written", "would-write", "unchanged", "needs-review", "refused"]
 
 
@@ -169,7 +172,7 @@ def is_inside(path: Path, directory: Path) -> bool:
 def _old_items(path: Path) -> list[Item]:
     """The names and ranges of a file written by a previous update (empty when absent)."""
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return []
     if not isinstance(doc, dict):
@@ -436,6 +439,7 @@ def update_source(
             header=_header(src, got, len(names), len(cidrs), len(out.skipped)),
             description=f"Fetched from {src.url} ({src.format}) by egresswatch lists update.",
             cidrs=cidrs,
+            fast=True,
         )
         errors = stage.new_errors(rendered)
     if errors:
