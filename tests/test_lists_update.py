@@ -228,11 +228,12 @@ def test_unreachable_source_is_refused_after_retries(
     sources = write_sources(tmp_path / "s.yaml", src(url, "plain", "demo-plain"))
     into = tmp_path / "lists"
     into.mkdir()
-    (into / "demo-plain.yaml").write_text("old: file\n")
+    old = "# Written by egresswatch lists update from source 'demo-plain' (earlier).\nid: x\n"
+    (into / "demo-plain.yaml").write_text(old)
     assert update(sources, into, "--retries", "0") == 1
     out = capsys.readouterr().out
     assert f"REFUSED: cannot fetch {url}: cannot connect" in out
-    assert (into / "demo-plain.yaml").read_text() == "old: file\n"
+    assert (into / "demo-plain.yaml").read_text() == old
 
 
 def test_fetch_retries_with_backoff(server: ListServer) -> None:
@@ -558,3 +559,17 @@ def test_a_second_concurrent_run_is_refused(
     finally:
         os.close(fd)
     assert update(sources, into) == 0
+
+
+def test_a_hand_written_file_is_never_replaced(
+    server: ListServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sources = plain_source(server, tmp_path)
+    into = tmp_path / "lists"
+    into.mkdir()
+    mine = "id: demo-plain\nname: Mine\ncategory: other\ndomains: []\n"
+    (into / "demo-plain.yaml").write_text(mine)
+    assert update(sources, into) == 1
+    assert "exists and was not written by 'lists update'" in capsys.readouterr().out
+    assert (into / "demo-plain.yaml").read_text() == mine
+    assert server.hits["/p"] == 0  # refused before fetching

@@ -107,7 +107,7 @@ def _attempt(url: str, timeout: float, max_bytes: int) -> tuple[bytes, str]:
             while True:
                 if time.monotonic() > deadline:
                     raise _Transient(f"timed out after {timeout:g} s")
-                chunk = resp.read(_CHUNK)
+                chunk = resp.read1(_CHUNK)  # one receive: a trickling server meets the deadline
                 if not chunk:
                     break
                 total += len(chunk)

@@ -339,10 +339,22 @@ def write_atomically(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
+_HEADER_FIRST = "# Written by egresswatch lists update"
+
+
+def _written_by_update(path: Path) -> bool:
+    """Whether ``path`` starts with the header :func:`_header` writes (so it may be replaced)."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            return f.readline().startswith(_HEADER_FIRST)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def _header(src: Source, got: Fetched, n_names: int, n_cidrs: int, n_skipped: int) -> str:
     return "\n".join(
         [
-            f"Written by egresswatch lists update from source {src.id!r} ({src.where}).",
+            f"{_HEADER_FIRST.removeprefix('# ')} from source {src.id!r} ({src.where}).",
             "Do not edit: the next update replaces this file; change the sources file instead.",
             f"url: {src.url}",
             f"retrieved: {got.fetched_at.strftime('%Y-%m-%dT%H:%M:%SZ')}",
@@ -373,6 +385,12 @@ def update_source(
         out.message = (
             f"source {src.id!r} defines the new app {src.app!r}, whose file must be "
             f"{src.app}.yaml: drop its 'id:' or use 'extends:' for an app defined elsewhere"
+        )
+        return out
+    if path.exists() and not _written_by_update(path):
+        out.message = (
+            f"{path} exists and was not written by 'lists update' (no header line "
+            f"{_HEADER_FIRST!r}): it is left alone; give the source another id, or move the file"
         )
         return out
     try:
