@@ -573,3 +573,18 @@ def test_a_hand_written_file_is_never_replaced(
     assert "exists and was not written by 'lists update'" in capsys.readouterr().out
     assert (into / "demo-plain.yaml").read_text() == mine
     assert server.hits["/p"] == 0  # refused before fetching
+
+
+def test_an_unreadable_previous_file_is_refused_not_ignored(
+    server: ListServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without the previous entries the removal share could not be enforced."""
+    sources = plain_source(server, tmp_path)
+    into = tmp_path / "lists"
+    assert update(sources, into) == 0
+    broken = (into / "demo-plain.yaml").read_text().replace("domains:", "domains: [", 1)
+    (into / "demo-plain.yaml").write_text(broken)
+    capsys.readouterr()
+    assert update(sources, into) == 1
+    assert "cannot read the previous" in capsys.readouterr().out
+    assert (into / "demo-plain.yaml").read_text() == broken

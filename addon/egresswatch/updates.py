@@ -2,8 +2,8 @@
 
 For each :class:`~egresswatch.sources.Source`, :func:`update_source` fetches the list
 (:mod:`egresswatch.fetch`), checks its digest against the pin, parses it with the importers
-(or :mod:`egresswatch.ranges` for ``ranges-json``), drops names the catalogue check would reject,
-compares the result with the file the previous update wrote, and writes the new file atomically
+(or :mod:`egresswatch.ranges` for ``ranges-json``), drops names the catalogue check would reject
+and names another catalogue file already lists, compares the result with the file the previous update wrote, and writes the new file atomically
 (a temporary file in the same directory, then ``os.replace``) when every guard passes:
 
 - a pinned ``sha256`` must match the fetched bytes;
@@ -170,13 +170,19 @@ def is_inside(path: Path, directory: Path) -> bool:
 
 
 def _old_items(path: Path) -> list[Item]:
-    """The names and ranges of a file written by a previous update (empty when absent)."""
+    """The names and ranges of a file written by a previous update (empty when absent).
+
+    Raises :class:`ValueError` when the file exists but cannot be read as one: without its
+    entries the removal share could not be enforced.
+    """
     try:
         doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    except FileNotFoundError:
         return []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ValueError(f"cannot read the previous {path}: {err}") from err
     if not isinstance(doc, dict):
-        return []
+        raise ValueError(f"the previous {path} is not a catalogue file (not a mapping)")
     items: list[Item] = []
     for key, kind_key in (("domains", "match"), ("cidrs", None)):
         for e in doc.get(key) or ():
@@ -433,7 +439,12 @@ def update_source(
         stage = _Stage(Path(tmp), into, bundled, path, today or date.today())
         names, dropped = _drop_claimed(src, names, stage.claims)
         out.skipped.extend(dropped)
-        diff = diff_items(_old_items(path), _items(src, names, cidrs, prov))
+        try:
+            old_items = _old_items(path)
+        except ValueError as e:
+            out.message = f"{e}; repair or remove it"
+            return out
+        diff = diff_items(old_items, _items(src, names, cidrs, prov))
         out.diff = diff
         if diff.empty:
             out.status, out.message = "unchanged", "no change"
