@@ -167,6 +167,12 @@ def test_diff_output_names_added_removed_and_their_source(
     assert update(sources, into, "--max-removed-share", "0.5") == 0
     lines = capsys.readouterr().out.splitlines()
     assert "  + suffix four.demo-plain.example" in lines
+    sha2 = hashlib.sha256(new.encode()).hexdigest()
+    assert any(
+        line.startswith(f"   source of the + and ~ entries: {url} (retrieved ")
+        and line.endswith(f", sha256 {sha2})")
+        for line in lines
+    )
     removed = next(line for line in lines if line.startswith("  - "))
     assert removed.startswith("  - suffix three.demo-plain.example    (from ")
     assert f"{url} (retrieved " in removed and sha1 in removed  # the old provenance

@@ -139,6 +139,9 @@ def print_outcome(o: Outcome, out: TextIO) -> None:
     print(f"   file: {o.path}" + ("" if o.path.exists() else " (new)"), file=out)
     d = o.diff
     if d is not None:
+        fresh = [*d.added, *(n for _, n in d.changed)]
+        if fresh:
+            print(f"   source of the + and ~ entries: {fresh[0].source}", file=out)
         for item in sorted(d.added, key=lambda i: (i.kind, i.value)):
             print(_line("+", item, False), file=out)
         for item in sorted(d.removed, key=lambda i: (i.kind, i.value)):
