@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import socket
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from egresswatch.cli import main
 from egresswatch.fetch import FetchError
 from egresswatch.fetch import fetch
 from egresswatch.reloader import FileWatcher
+from egresswatch.sources import parse_sources
 
 from tests.support.listserver import ListServer
 from tests.support.listserver import Reply
@@ -536,8 +539,6 @@ def test_names_already_in_the_catalogue_are_skipped_not_duplicated(
 
 
 def test_the_documented_sources_example_is_valid() -> None:
-    from egresswatch.sources import parse_sources
-
     readme = (Path(__file__).parent.parent / "domains" / "README.md").read_text()
     section = readme.split("## Updating: `egresswatch lists update`", 1)[1]
     example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
@@ -550,9 +551,6 @@ def test_the_documented_sources_example_is_valid() -> None:
 def test_a_second_concurrent_run_is_refused(
     server: ListServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import fcntl
-    import os
-
     sources = plain_source(server, tmp_path)
     into = tmp_path / "lists"
     into.mkdir()
