@@ -346,7 +346,8 @@ def test_show_text(sample_catalogue: Path, capsys: pytest.CaptureFixture[str]) -
     )
     lines = capsys.readouterr().out.splitlines()
     alpha = next(line for line in lines if line.startswith("alpha "))
-    assert alpha.split()[:6] == ["alpha", "Alpha", "Chat", "other", "2", "1"]
+    # names (2 suffix + 1 exact), ranges, sources ("tests" and "test"), no dated evidence
+    assert alpha.split()[:8] == ["alpha", "Alpha", "Chat", "other", "3", "1", "2", "unknown"]
     assert "test-order (in force), old-order (revoked)" in alpha
     assert any(line.startswith("future-order") and "not yet effective" in line for line in lines)
 

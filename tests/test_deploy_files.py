@@ -28,7 +28,7 @@ def unit(name: str) -> configparser.ConfigParser:
 def test_proxy_unit_is_hardened() -> None:
     service = unit("egresswatch.service")["Service"]
     assert service["DynamicUser"] == "yes"
-    assert service["StateDirectory"] == "egresswatch"
+    assert service["StateDirectory"].split()[0] == "egresswatch"
     assert service["ProtectSystem"] == "strict"
     assert service["NoNewPrivileges"] == "yes"
     assert service["CapabilityBoundingSet"] == ""  # no capability unless DNS mode on :53
@@ -239,3 +239,45 @@ def test_readme_describes_every_deploy_file() -> None:
             continue
         rel = path.relative_to(DEPLOY).as_posix()
         assert rel in readme, f"deploy/README.md does not mention {rel}"
+
+
+def test_lists_update_unit_writes_a_directory_the_proxy_reads() -> None:
+    from egresswatch.cli import build_parser
+
+    service = unit("egresswatch-lists-update.service")["Service"]
+    assert service["Type"] == "oneshot"
+    assert service["DynamicUser"] == "yes" and service["ProtectSystem"] == "strict"
+    # the proxy's dynamic user (named after egresswatch.service) so the proxy can read the files
+    assert service["User"] == "egresswatch"
+    argv = service["ExecStart"].split()
+    args = build_parser().parse_args(argv[1:])
+    assert (args.command, args.lists_command, args.accept) == ("lists", "update", False)
+    into = str(args.into)
+    assert into.removeprefix("/var/lib/") in service["StateDirectory"].split()
+    proxy = unit("egresswatch.service")["Service"]
+    proxy_args = build_parser().parse_args(proxy["ExecStart"].split()[1:])
+    assert into in [str(d) for d in proxy_args.lists]
+    # the proxy creates the directory too: it must exist before the first update has run
+    assert into.removeprefix("/var/lib/") in proxy["StateDirectory"].split()
+    timer = unit("egresswatch-lists-update.timer")["Timer"]
+    assert timer["Persistent"] == "true" and timer["OnCalendar"]
+
+
+def test_example_sources_file_is_valid_and_unpinned() -> None:
+    from egresswatch.sources import load_sources
+
+    sources = load_sources(DEPLOY / "lists.sources.example.yaml")
+    assert sources
+    for s in sources:
+        assert s.url.startswith("https://") and s.sha256 is None, s.id
+    # the commented ranges-json example is valid once uncommented
+    text = (DEPLOY / "lists.sources.example.yaml").read_text()
+    block = [
+        line.replace("  # ", "  ", 1)
+        for line in text.splitlines()
+        if line.startswith(("  # - ", "  #   "))
+    ]
+    from egresswatch.sources import parse_sources
+
+    (ranges,) = parse_sources("sources:\n" + "\n".join(block) + "\n", "example")
+    assert ranges.format == "ranges-json" and len(ranges.json_paths) == 2

@@ -1,8 +1,9 @@
-"""``egresswatch lists check | import | show``: validate, import and summarise catalogues.
+"""``egresswatch lists check | import | show | update``: validate, import, summarise, refresh.
 
 Exit status: ``check`` 0 when there is no error (no warning either with ``--strict``), 1
 otherwise; ``import`` 0 when at least one name was written, 1 when nothing could be imported or
-the input is unreadable; ``show`` 0, or 1 when the catalogue does not load. Usage errors exit 2.
+the input is unreadable; ``show`` 0, or 1 when the catalogue does not load; ``update``: see
+:mod:`egresswatch.commands.lists_update`. Usage errors exit 2.
 """
 
 from __future__ import annotations
@@ -22,16 +23,16 @@ from ..catalogue import CatalogueError
 from ..catalogue import bundled_dir
 from ..catalogue import load_catalogue
 from ..importers import FORMATS
-from ..importers import Entry
 from ..importers import ListImportError
-from ..importers import Skipped
 from ..importers import parse
 from ..importers import parse_file
 from ..importers import render_yaml
-from ..lint import NameChecker
 from ..lint import Severity
 from ..lint import check_dirs
 from ..lint import exit_status
+from ..provenance import app_evidence
+from ..updates import screen
+from .lists_update import register_update
 
 __all__ = ["register"]
 
@@ -167,12 +168,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     show = sub.add_parser(
         "show",
-        help="list apps, domain counts and regimes with their status",
-        description="List the apps with their domain counts and regimes with their status today.",
+        help="list apps, their names, ranges, sources and evidence age, and regimes",
+        description=(
+            "List the apps with their counts of names (domains and bulk-list names) and ranges "
+            "(CIDRs), the number of distinct sources in their provenance, the newest date found "
+            "in that provenance and its age in days ('unknown' when no date is written), and "
+            "the regimes with their status today."
+        ),
     )
     add_catalogue_args(show)
     show.add_argument("--json", action="store_true", help="one JSON document")
     show.set_defaults(func=run_show)
+
+    register_update(sub)
 
 
 # --- check ---------------------------------------------------------------------------------------
@@ -218,25 +226,6 @@ def run_check(
 # --- import --------------------------------------------------------------------------------------
 
 
-def _screen(
-    entries: Sequence[Entry], forced_match: str | None, tags: Sequence[str]
-) -> tuple[list[Entry], list[Skipped], list[str]]:
-    """Drop entries the catalogue check would reject; return (kept, dropped, warnings)."""
-    checker = NameChecker()
-    kept: list[Entry] = []
-    dropped: list[Skipped] = []
-    warnings: list[str] = []
-    for e in entries:
-        findings = checker.check(e.domain, forced_match or e.match, (*tags, *e.tags))
-        errors = [m for s, m in findings if s is Severity.ERROR]
-        if errors:
-            dropped.append(Skipped(e.origin, e.line, e.domain, errors[0]))
-            continue
-        warnings.extend(f"{e.origin}:{e.line}: warning: {m}" for s, m in findings)
-        kept.append(e)
-    return kept, dropped, warnings
-
-
 def _read_stdin() -> str:
     try:
         return sys.stdin.read()
@@ -265,7 +254,7 @@ def run_import(
     except ListImportError as e:
         print(f"egresswatch: {e}", file=err)
         return 1
-    kept, dropped, warnings = _screen(result.entries, args.match, args.tag)
+    kept, dropped, warnings = screen(result.entries, args.match, args.tag)
     skipped = sorted([*result.skipped, *dropped], key=lambda s: (s.origin, s.line))
     for s in skipped:
         print(s, file=err)
@@ -331,6 +320,17 @@ def _counts(app: App) -> dict[str, int]:
     return counts
 
 
+def _evidence(app: App, today: date) -> dict[str, Any]:
+    e = app_evidence(app, today)
+    return {
+        "names": e.names,
+        "ranges": e.ranges,
+        "sources": list(e.sources),
+        "newest_evidence": e.newest.isoformat() if e.newest else None,
+        "evidence_age_days": e.age_days,
+    }
+
+
 def show_data(cat: Catalogue, today: date) -> dict[str, Any]:
     """The JSON document printed by ``lists show --json``."""
     return {
@@ -345,6 +345,7 @@ def show_data(cat: Catalogue, today: date) -> dict[str, Any]:
                 "category": app.category,
                 "file": app.file,
                 "counts": _counts(app),
+                **_evidence(app, today),
                 "regimes": [
                     {
                         "id": rid,
@@ -401,9 +402,13 @@ def run_show(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
     if args.json:
         print(json.dumps(data, indent=2), file=out)
         return 0
-    rows: list[list[str]] = [["APP", "NAME", "CATEGORY", "SUFFIX", "EXACT", "CIDR", "REGIMES"]]
+    rows: list[list[str]] = [
+        ["APP", "NAME", "CATEGORY", "NAMES", "RANGES", "SOURCES", "NEWEST EVIDENCE", "REGIMES"]
+    ]
     for a in data["apps"]:
-        c = a["counts"]
+        age = "unknown"
+        if a["newest_evidence"] is not None:
+            age = f"{a['newest_evidence']} ({a['evidence_age_days']} d)"
         regimes = ", ".join(
             f"{r['id']} ({STATUS_TEXT.get(r['status'], 'undefined')})" for r in a["regimes"]
         )
@@ -412,9 +417,10 @@ def run_show(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
                 a["id"],
                 a["name"],
                 a["category"],
-                str(c["suffix"]),
-                str(c["exact"]),
-                str(c["cidr"]),
+                str(a["names"]),
+                str(a["ranges"]),
+                str(len(a["sources"])),
+                age,
                 regimes or "-",
             ]
         )
