@@ -516,8 +516,10 @@ def test_names_already_in_the_catalogue_are_skipped_not_duplicated(
     server: ListServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bundled = load_catalogue([bundled_dir()])
-    own = bundled.apps["tiktok"].rules[0]  # already listed for tiktok: a duplicate is an error
-    other = bundled.apps["wechat"].rules[0]  # another app's name: not silently re-attributed
+    # already listed for tiktok (and for tiktok alone): a duplicate is an error
+    own = next(r for r in bundled.apps["tiktok"].rules if not r.shared_with)
+    # another app's name: not silently re-attributed
+    other = next(r for r in bundled.apps["wechat"].rules if not r.shared_with)
     body = f"{own.domain}\n{other.domain}\nnew.demo-tiktok.example\n"
     sources = write_sources(
         tmp_path / "s.yaml",
