@@ -157,6 +157,7 @@ POSITIVES: list[tuple[str, str]] = [
     ("q1.qlogo.cn", "tencent-qq"),
     ("q2.qlogo.cn", "tencent-qq"),
     ("p.qlogo.cn", "tencent-qq"),
+    ("thirdqq.qlogo.cn", "tencent-qq"),  # BingChunMoLi/MoLiAPI QQ avatar API document
     ("qqdl.gtimg.cn", "tencent-qq"),
     ("miniapp.gtimg.cn", "tencent-qq"),
     # QQ Wallet -- QPay SDKs, decompiled QQ client, Tenpay CGIs
@@ -182,7 +183,7 @@ SHARED: list[tuple[str, set[str]]] = [
     ("dldir1.qq.com", {"wechat", "tencent-qq"}),  # /weixin/... and /qqfile/... installers
     ("dldir1v6.qq.com", {"wechat", "tencent-qq"}),
     ("p.qpic.cn", {"wechat", "tencent-qq"}),  # WeChat capture; QQ custom faces
-    ("thirdqq.qlogo.cn", {"wechat", "tencent-qq"}),  # only the shared qlogo.cn row covers it
+    ("q3.qlogo.cn", {"wechat", "tencent-qq"}),  # unlisted avatar host: only the shared qlogo.cn row
     ("www.tenpay.com", {"wechat", "wechat-pay", "qq-wallet"}),
     ("wechatpay.cn", {"wechat", "wechat-pay"}),
 ]
@@ -242,6 +243,11 @@ NEGATIVES: list[str] = [
     "isee.weishi.qq.com",
     "ssr.view.inews.qq.com",
     "api.unipay.qq.com",
+    "tech.qq.com",
+    "ugcbsy.qq.com",
+    "jiazhang.qq.com",
+    "appicsh.qq.com",
+    "kf.qq.com",
     # SDK services that third-party apps and sites embed
     "wup.imtt.qq.com",
     "log.tbs.qq.com",
