@@ -166,6 +166,7 @@ POSITIVES: list[tuple[str, str]] = [
     ("h5.qianbao.qq.com", "qq-wallet"),
     ("i.qianbao.qq.com", "qq-wallet"),
     ("mp.qpay.tenpay.cn", "qq-wallet"),
+    ("mp.qpay.tenpay.com", "qq-wallet"),
     ("myun.tenpay.com", "qq-wallet"),
     ("mqq.tenpay.com", "qq-wallet"),
 ]
