@@ -296,7 +296,14 @@ def test_shared_infrastructure_and_look_alikes_are_no_tencent_app(
 
 def test_no_tencent_app_claims_a_shared_cdn_parent_as_a_suffix(shipped: Catalogue) -> None:
     """qpic.cn, gtimg.cn/com, tc.qq.com and video.qq.com carry every Tencent product's media."""
-    shared_parents = {"qpic.cn", "gtimg.cn", "gtimg.com", "tc.qq.com", "video.qq.com", "myqcloud.com"}
+    shared_parents = {
+        "qpic.cn",
+        "gtimg.cn",
+        "gtimg.com",
+        "tc.qq.com",
+        "video.qq.com",
+        "myqcloud.com",
+    }
     for app_id in TENCENT_APPS:
         for rule in shipped.apps[app_id].rules:
             assert rule.domain not in shared_parents, (app_id, rule.domain)
