@@ -10,26 +10,11 @@ is the point of most rows.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from egresswatch.catalogue import Catalogue
-from egresswatch.catalogue import load_catalogue
 from egresswatch.matcher import Matcher
 
-DOMAINS = Path(__file__).resolve().parent.parent / "domains"
-
 TENCENT_APPS = ("wechat", "wechat-pay", "tencent-qq", "qq-wallet")
-
-
-@pytest.fixture(scope="module")
-def shipped() -> Catalogue:
-    return load_catalogue([DOMAINS])
-
-
-@pytest.fixture(scope="module")
-def matcher(shipped: Catalogue) -> Matcher:
-    return Matcher.from_catalogue(shipped)
 
 
 POSITIVES: list[tuple[str, str]] = [
@@ -173,8 +158,10 @@ POSITIVES: list[tuple[str, str]] = [
 
 
 @pytest.mark.parametrize(("host", "app"), POSITIVES)
-def test_real_hostnames_are_attributed_to_their_app(matcher: Matcher, host: str, app: str) -> None:
-    match = matcher.match(host)
+def test_real_hostnames_are_attributed_to_their_app(
+    shipped_matcher: Matcher, host: str, app: str
+) -> None:
+    match = shipped_matcher.match(host)
     assert match is not None, host
     assert match.apps == (app,), (host, match.apps)
 
@@ -192,9 +179,9 @@ SHARED: list[tuple[str, set[str]]] = [
 
 @pytest.mark.parametrize(("host", "apps"), SHARED)
 def test_shared_names_go_to_exactly_their_claimants(
-    matcher: Matcher, host: str, apps: set[str]
+    shipped_matcher: Matcher, host: str, apps: set[str]
 ) -> None:
-    match = matcher.match(host)
+    match = shipped_matcher.match(host)
     assert match is not None, host
     assert set(match.apps) == apps
 
@@ -287,14 +274,16 @@ NEGATIVES: list[str] = [
 
 @pytest.mark.parametrize("host", NEGATIVES)
 def test_shared_infrastructure_and_look_alikes_are_no_tencent_app(
-    matcher: Matcher, host: str
+    shipped_matcher: Matcher, host: str
 ) -> None:
-    match = matcher.match(host)
+    match = shipped_matcher.match(host)
     apps = set(match.apps) if match else set()
     assert not apps & set(TENCENT_APPS), (host, apps)
 
 
-def test_no_tencent_app_claims_a_shared_cdn_parent_as_a_suffix(shipped: Catalogue) -> None:
+def test_no_tencent_app_claims_a_shared_cdn_parent_as_a_suffix(
+    shipped_catalogue: Catalogue,
+) -> None:
     """qpic.cn, gtimg.cn/com, tc.qq.com and video.qq.com carry every Tencent product's media."""
     shared_parents = {
         "qpic.cn",
@@ -305,22 +294,22 @@ def test_no_tencent_app_claims_a_shared_cdn_parent_as_a_suffix(shipped: Catalogu
         "myqcloud.com",
     }
     for app_id in TENCENT_APPS:
-        for rule in shipped.apps[app_id].rules:
+        for rule in shipped_catalogue.apps[app_id].rules:
             assert rule.domain not in shared_parents, (app_id, rule.domain)
 
 
-def test_wechat_httpdns_endpoints_are_tagged(matcher: Matcher) -> None:
+def test_wechat_httpdns_endpoints_are_tagged(shipped_matcher: Matcher) -> None:
     """WeChat's own name service must be recognisable as DNS-over-HTTP, not just as WeChat."""
     for host in ("dns.weixin.qq.com", "dns.wechat.com", "usdns.wechat.com"):
-        match = matcher.match(host)
+        match = shipped_matcher.match(host)
         assert match is not None and match.app == "wechat", host
         assert "httpdns" in match.rule.tags, host
 
 
-def test_wecom_is_carved_out_of_both_wechat_and_qq(shipped: Catalogue) -> None:
+def test_wecom_is_carved_out_of_both_wechat_and_qq(shipped_catalogue: Catalogue) -> None:
     """Without the QQ carve-out, WeCom would fall through WeChat's carve-out to QQ's broad qq.com."""
-    wechat = {c.domain for c in shipped.apps["wechat"].carve_outs}
-    qq = {c.domain for c in shipped.apps["tencent-qq"].carve_outs}
+    wechat = {c.domain for c in shipped_catalogue.apps["wechat"].carve_outs}
+    qq = {c.domain for c in shipped_catalogue.apps["tencent-qq"].carve_outs}
     wecom = {"work.weixin.qq.com", "qyapi.weixin.qq.com", "qydev.weixin.qq.com"}
     assert wecom <= wechat
     assert wecom <= qq
