@@ -12,6 +12,8 @@ test only writes what it is about. Pass ``raw=True`` to write the mappings exact
 ``files={"name": "text"}`` for extra files written verbatim (bulk lists, broken YAML).
 ``sample_catalogue`` is a ready directory with three apps, a shared name, a carve-out, an exact
 rule, a CIDR and three regimes (in force, revoked, not yet effective on ``SAMPLE_TODAY``).
+``shipped_catalogue`` and ``shipped_matcher`` are the catalogue shipped in ``domains/``, loaded once
+per session, for the tests that check real hostnames against it.
 """
 
 from __future__ import annotations
@@ -26,8 +28,13 @@ from typing import Any
 
 import pytest
 import yaml
+from egresswatch.catalogue import Catalogue
+from egresswatch.catalogue import load_catalogue
+from egresswatch.matcher import Matcher
 
 SAMPLE_TODAY = date(2026, 11, 1)
+
+SHIPPED_DOMAINS = Path(__file__).resolve().parents[2] / "domains"
 
 DEFAULT_REGIMES: list[dict[str, Any]] = [
     {
@@ -173,3 +180,15 @@ def catalogue_dir(tmp_path: Path) -> CatalogueDirFactory:
 def sample_catalogue(catalogue_dir: CatalogueDirFactory) -> Path:
     """A clean three-app catalogue directory (see the module docstring)."""
     return catalogue_dir(SAMPLE_APPS, SAMPLE_REGIMES, name="sample")
+
+
+@pytest.fixture(scope="session")
+def shipped_catalogue() -> Catalogue:
+    """The catalogue shipped in ``domains/`` (read-only: do not mutate it)."""
+    return load_catalogue([SHIPPED_DOMAINS])
+
+
+@pytest.fixture(scope="session")
+def shipped_matcher(shipped_catalogue: Catalogue) -> Matcher:
+    """A matcher over :func:`shipped_catalogue`."""
+    return Matcher.from_catalogue(shipped_catalogue)
