@@ -285,6 +285,30 @@ def test_one_sided_shared_with_is_a_warning(catalogue_dir: CatalogueDirFactory) 
     assert exit_status(got) == 0 and exit_status(got, strict=True) == 1
 
 
+def test_primary_tag_one_app_per_shared_name(catalogue_dir: CatalogueDirFactory) -> None:
+    shared = {"domain": "x.example", "tags": ["primary"]}
+    d = catalogue_dir(
+        {
+            "alpha": {"domains": [{**shared, "shared_with": ["beta"]}]},
+            "beta": {"domains": [{**shared, "shared_with": ["alpha"]}]},
+            "gamma": {"domains": [{"domain": "gamma.example", "tags": ["primary"]}]},
+        }
+    )
+    got = [(Path(f.file).stem, f.severity, f.message) for f in findings(d)]
+    assert got == [
+        (
+            "beta",
+            Severity.ERROR,
+            "'x.example' is tagged primary by apps alpha, beta: at most one may be",
+        ),
+        (
+            "gamma",
+            Severity.WARNING,
+            "'gamma.example' is tagged primary but no other app claims it: it has no effect",
+        ),
+    ]
+
+
 def test_carve_out_without_effect(catalogue_dir: CatalogueDirFactory) -> None:
     d = catalogue_dir(
         one_app(

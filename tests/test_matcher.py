@@ -23,8 +23,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 
-def rule(domain: str, app: str, match: str = "suffix", line: int = 1) -> DomainRule:
-    return DomainRule(domain, match, app, "test", "high", (), "", (), "t.yaml", line)  # type: ignore[arg-type]
+def rule(
+    domain: str, app: str, match: str = "suffix", line: int = 1, tags: tuple[str, ...] = ()
+) -> DomainRule:
+    return DomainRule(domain, match, app, "test", "high", tags, "", (), "t.yaml", line)  # type: ignore[arg-type]
 
 
 def carve(domain: str, app: str) -> CarveOut:
@@ -210,7 +212,8 @@ def reference(
     exact = [r for r in rules if r.match == "exact" and r.domain == host]
     if exact:
         apps = tuple(sorted({r.app for r in exact}))
-        return apps[0], apps, host
+        primary = [r.app for r in exact if "primary" in r.tags]
+        return (primary or apps)[0], apps, host
     candidates = [
         r
         for r in rules
@@ -226,7 +229,8 @@ def reference(
     longest = max(len(r.domain) for r in candidates)
     best = [r for r in candidates if len(r.domain) == longest]
     apps = tuple(sorted({r.app for r in best}))
-    return apps[0], apps, best[0].domain
+    primary = [r.app for r in best if "primary" in r.tags]
+    return (primary or apps)[0], apps, best[0].domain
 
 
 KINDS = st.sampled_from(["suffix", "exact"])
@@ -234,26 +238,27 @@ KINDS = st.sampled_from(["suffix", "exact"])
 
 @settings(max_examples=1000, deadline=None)
 @given(
-    specs=st.lists(st.tuples(names, APPS, KINDS), max_size=12),
+    specs=st.lists(st.tuples(names, APPS, KINDS, st.booleans()), max_size=12),
     carve_specs=st.lists(st.tuples(names, APPS), max_size=3),
     list_specs=st.lists(st.tuples(st.lists(names, max_size=6), APPS, KINDS), max_size=2),
     probe=st.lists(hosts, min_size=1, max_size=10),
 )
 def test_agrees_with_naive_reference(
     backend: Backend,
-    specs: list[tuple[str, str, str]],
+    specs: list[tuple[str, str, str, bool]],
     carve_specs: list[tuple[str, str]],
     list_specs: list[tuple[list[str], str, str]],
     probe: list[str],
 ) -> None:
-    rules = [rule(d, a, k) for d, a, k in specs]
+    # Only app "y" may tag a name primary (lint allows one primary app per shared name).
+    rules = [rule(d, a, k, tags=("primary",) if p and a == "y" else ()) for d, a, k, p in specs]
     carves = [carve(d, a) for d, a in carve_specs]
     lists = [bulk(ns, a, k) for ns, a, k in list_specs]
     m = Matcher.from_entries([*rules, *carves], lists, backend=backend)
     assert m.backend == backend
     # A bulk-list name decides like a rule of the list's app (its line is left to explain()).
     as_rules = rules + [rule(n, a, k) for ns, a, k in list_specs for n in ns]
-    for host in probe + [d for d, _, _ in specs] + [n for ns, _, _ in list_specs for n in ns]:
+    for host in probe + [d for d, *_ in specs] + [n for ns, _, _ in list_specs for n in ns]:
         got = m.match(host)
         assert (None if got is None else (got.app, got.apps, got.rule.domain)) == reference(
             as_rules, carves, host

@@ -43,6 +43,7 @@ from .yamlpos import lookup
 
 __all__ = [
     "CATEGORIES",
+    "PRIMARY_TAG",
     "CONFIDENCES",
     "AppFile",
     "EntryCarveOut",
@@ -57,6 +58,8 @@ __all__ = [
 ]
 
 CONFIDENCES = ("high", "medium", "low")
+#: The tag that makes an app the primary (``Match.app``) of a name several apps claim.
+PRIMARY_TAG = "primary"
 CATEGORIES = (
     "payments",
     "messaging",

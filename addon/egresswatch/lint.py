@@ -48,6 +48,7 @@ from .catalogue import Catalogue
 from .catalogue import CatalogueError
 from .catalogue import Problem
 from .catalogue import load_catalogue
+from .catalogue_schema import PRIMARY_TAG
 from .hostnames import is_ip_literal
 
 __all__ = [
@@ -364,6 +365,7 @@ def _check_shared(cat: Catalogue, claims: Mapping[str, list[_Claim]], out: _Out)
                 Severity.ERROR,
                 f"{name!r} is also claimed by {where} without being declared shared: {hint}",
             )
+    _check_primary(cat, multi, out)
     for app in cat.apps.values():
         for r in app.rules:
             listed_by = {c.app for c in multi.get(r.domain, ())} or {app.id}
@@ -383,6 +385,30 @@ def _check_shared(cat: Catalogue, claims: Mapping[str, list[_Claim]], out: _Out)
                         f"{r.domain!r} declares shared_with {declared}, but app {declared} does not "
                         "list it",
                     )
+
+
+def _check_primary(cat: Catalogue, multi: Mapping[str, list[_Claim]], out: _Out) -> None:
+    """``tags: [primary]`` picks the app a shared name is attributed to first: one app per name,
+    and only on a name that several apps claim."""
+    for name, listing in multi.items():
+        primaries = [c for c in listing if PRIMARY_TAG in c.tags]
+        for c in primaries[1:]:
+            out.add(
+                c.file,
+                c.line,
+                Severity.ERROR,
+                f"{name!r} is tagged primary by apps "
+                f"{', '.join(p.app for p in primaries)}: at most one may be",
+            )
+    for app in cat.apps.values():
+        for r in app.rules:
+            if PRIMARY_TAG in r.tags and r.domain not in multi:
+                out.add(
+                    r.file,
+                    r.line,
+                    Severity.WARNING,
+                    f"{r.domain!r} is tagged primary but no other app claims it: it has no effect",
+                )
 
 
 def _check_regimes(cat: Catalogue, today: date, out: _Out) -> None:

@@ -43,6 +43,7 @@ from .catalogue import CarveOut
 from .catalogue import Catalogue
 from .catalogue import CidrRule
 from .catalogue import DomainRule
+from .catalogue_schema import PRIMARY_TAG
 from .hostnames import is_matchable
 from .hostnames import normalise_host
 from .hostnames import parse_ip
@@ -373,8 +374,12 @@ class Matcher:
             r = rules[0]
             return Match(name, r.app, (r.app,), r, self._regimes.get(r.app, ()))
         apps = tuple(sorted({r.app for r in rules}))
-        primary = next(r for r in rules if r.app == apps[0])
-        return Match(name, apps[0], apps, primary, self._regimes_of(apps))
+        # The primary app of a shared name: the one whose entry is tagged "primary" (lint allows
+        # one), else the first in sorted order.
+        primary = next((r for r in rules if PRIMARY_TAG in r.tags), None)
+        if primary is None:
+            primary = next(r for r in rules if r.app == apps[0])
+        return Match(name, primary.app, apps, primary, self._regimes_of(apps))
 
     def _regimes_of(self, apps: tuple[str, ...]) -> tuple[str, ...]:
         seen: dict[str, None] = {}
