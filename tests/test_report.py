@@ -692,8 +692,13 @@ def test_a_naive_now_is_utc_not_local_time() -> None:
 
 def test_docstring_examples() -> None:
     import doctest
+    import importlib
+    import pkgutil
 
     import egresswatch.report
 
-    result = doctest.testmod(egresswatch.report)
-    assert result.attempted >= 5 and result.failed == 0
+    attempted = failed = 0
+    for info in pkgutil.iter_modules(egresswatch.report.__path__, "egresswatch.report."):
+        result = doctest.testmod(importlib.import_module(info.name))
+        attempted, failed = attempted + result.attempted, failed + result.failed
+    assert attempted >= 5 and failed == 0
