@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+from egresswatch.events import Event
+from egresswatch.events import EventKind
+from egresswatch.report import build_report
+from egresswatch.store.memory import MemoryStore
+
+from tests.plugins.report import AFTER_JULY
+from tests.plugins.report import MONTH
+from tests.plugins.report import ts
+
 
 def test_catalogue_versions_in_force(json_of_july: dict) -> None:  # type: ignore[type-arg]
     cats = {c["version"]: c for c in json_of_july["catalogues"]}
@@ -42,3 +54,38 @@ def test_exceptions_in_force_granted_expired(json_of_july: dict) -> None:  # typ
     assert (x1["approver"], x1["ticket"]) == ("cfo@example.org", "FIN-7")
     x3 = next(x for x in json_of_july["exceptions"] if x["id"] == "X3")
     assert x3["expires_at"] == "2026-07-20T12:00:00Z"
+
+
+def test_a_malformed_config_row_is_named_and_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    store = MemoryStore()
+    at = ts("2026-07-02T10:00:00")
+
+    def config(n: int, detail: dict[str, object]) -> Event:
+        return Event(
+            ts=at + n,
+            kind=EventKind.CONFIG,
+            instance="p1",
+            event_id=f"c{n}",
+            catalogue_version="cat-9",
+            detail=detail,
+        )
+
+    store.write(
+        [
+            Event(
+                ts=at, kind=EventKind.START, instance="p1", event_id="s", catalogue_version="cat-9"
+            ),
+            config(1, {"kind": "catalogue", "version": "cat-9", "entries": {"tiktok": "many"}}),
+            config(2, {"kind": "policy", "version": "pol-9", "modes": {"tiktok": "block"}}),
+        ]
+    )
+    with caplog.at_level(logging.WARNING, logger="egresswatch"):
+        r = build_report(store, MONTH, now=AFTER_JULY, verify=False)
+    assert any(
+        "config event p1/c1: detail.entries: expected an object of whole numbers" in m
+        for m in caplog.messages
+    )
+    # The policy row still counts; the catalogue version is known only from the start row's
+    # column: in force, but without a load or its entries.
+    assert [(p.version, p.modes) for p in r.policies] == [("pol-9", (("tiktok", "block"),))]
+    assert [(c.version, c.loads, c.entries) for c in r.catalogues] == [("cat-9", 0, ())]

@@ -22,7 +22,6 @@ from datetime import timedelta
 
 from .. import __version__
 from ..events import Event
-from ..events import EventKind
 from ..store import EACH_REGIME
 from ..store import EventStore
 from ..store import RollupSummary
@@ -30,6 +29,7 @@ from ..store import VerifyResult
 from ..store import redact_url
 from ..timeutil import as_utc
 from .coverage import instance_coverage
+from .history import Details
 from .history import config_events
 from .history import configuration
 from .model import GAP_THRESHOLD_SECONDS
@@ -123,11 +123,12 @@ def build_report(
     per_instance: defaultdict[str, list[Event]] = defaultdict(list)
     for e in lifecycle:
         per_instance[e.instance].append(e)
+    details = Details()
     coverage = tuple(
-        instance_coverage(inst, per_instance[inst], start, cutoff, gap_threshold)
+        instance_coverage(inst, per_instance[inst], details, start, cutoff, gap_threshold)
         for inst in instances
     )
-    configs = config_events(store, lifecycle, start, end, instances)
+    configs = config_events(store, lifecycle, details, start, end, instances)
     catalogues, policies, exceptions = configuration(configs, in_period, start, end, cutoff)
 
     totals, by_regime = findings.totals, findings.by_regime
@@ -151,7 +152,7 @@ def build_report(
         store=redact_url(getattr(store, "url", "")),
         instances=tuple(instances),
         client_identity=_client_identity(
-            in_period, bool(totals), lambda: store.summarise(start, end, ("client",))
+            in_period, details, bool(totals), lambda: store.summarise(start, end, ("client",))
         ),
         coverage=coverage,
         catalogues=catalogues,
@@ -195,14 +196,12 @@ def _regime_info(catalogue: CatalogueLike | None, rid: str, on: date) -> RegimeI
 
 
 def _client_identity(
-    lifecycle: Iterable[Event], any_hits: bool, clients_of: Callable[[], list[RollupSummary]]
+    lifecycle: Iterable[Event],
+    details: Details,
+    any_hits: bool,
+    clients_of: Callable[[], list[RollupSummary]],
 ) -> str:
-    modes = set()
-    for e in lifecycle:
-        if e.kind == EventKind.START and e.detail is not None:
-            mode = e.detail.get("client_identity")
-            if isinstance(mode, str) and mode:
-                modes.add(mode)
+    modes = {d.client_identity for e in lifecycle if (d := details.start(e)) and d.client_identity}
     if len(modes) == 1:
         return modes.pop()
     if modes:

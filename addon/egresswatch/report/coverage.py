@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from ..events import Event
 from ..events import EventKind
+from .history import Details
 from .model import Coverage
 from .model import Gap
 
@@ -19,7 +20,12 @@ __all__ = ["instance_coverage"]
 
 
 def instance_coverage(
-    instance: str, events: Sequence[Event], start: float, cutoff: float, threshold: float
+    instance: str,
+    events: Sequence[Event],
+    details: Details,
+    start: float,
+    cutoff: float,
+    threshold: float,
 ) -> Coverage:
     """Covered time from liveness rows: consecutive rows less than ``threshold`` apart cover the
     time between them, a ``stop`` ends coverage, and coverage runs to ``cutoff`` when the last row
@@ -55,11 +61,7 @@ def instance_coverage(
 
     inside = [e for e in events if start <= e.ts < cutoff]
     versions = sorted(
-        {
-            str(e.detail.get("egresswatch"))
-            for e in inside
-            if e.kind == EventKind.START and e.detail is not None and e.detail.get("egresswatch")
-        }
+        {d.egresswatch for e in inside if (d := details.start(e)) is not None and d.egresswatch}
     )
     return Coverage(
         instance=instance,

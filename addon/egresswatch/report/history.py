@@ -3,19 +3,27 @@ in force, from the config rows of the period and the last ones before it.
 
 A configuration loaded before the month began is in force from the month's first instant; the
 last config row of each kind before the month is found by looking back in widening windows.
+Each row's detail is parsed once into its type (:mod:`egresswatch.config_events`); a malformed
+one is named in a warning and left out.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from datetime import UTC
 from datetime import date
 from datetime import datetime
 
+from ..config_events import CatalogueLoaded
+from ..config_events import ExceptionDetail
+from ..config_events import LifecycleDetail
+from ..config_events import MalformedDetail
+from ..config_events import PolicyLoaded
+from ..config_events import StartDetail
+from ..config_events import parse_detail
 from ..events import Event
 from ..events import EventKind
 from ..store import EventStore
@@ -23,7 +31,7 @@ from .model import CatalogueVersion
 from .model import ExceptionRecord
 from .model import PolicyVersion
 
-__all__ = ["config_events", "configuration"]
+__all__ = ["Config", "Details", "config_events", "configuration"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,24 +39,60 @@ logger = logging.getLogger(__name__)
 _LOOKBACK_DAYS = (1, 7, 35, 100, 400)
 
 
-def _config_kind(e: Event) -> str | None:
-    if e.kind != EventKind.CONFIG or e.detail is None:
+class Details:
+    """The typed details of lifecycle rows, each parsed once; looked up by the row itself."""
+
+    def __init__(self) -> None:
+        # id() of the event -> (the event, its detail); the event is held so its id stays its own
+        self._by_id: dict[int, tuple[Event, LifecycleDetail | None]] = {}
+
+    def of(self, e: Event) -> LifecycleDetail | None:
+        hit = self._by_id.get(id(e))
+        if hit is None or hit[0] is not e:
+            hit = (e, _parse(e))
+            self._by_id[id(e)] = hit
+        return hit[1]
+
+    def start(self, e: Event) -> StartDetail | None:
+        d = self.of(e)
+        return d if isinstance(d, StartDetail) else None
+
+    def config(self, e: Event) -> Config | None:
+        d = self.of(e)
+        return d if isinstance(d, CatalogueLoaded | PolicyLoaded) else None
+
+
+Config = CatalogueLoaded | PolicyLoaded
+
+
+def _parse(e: Event) -> LifecycleDetail | None:
+    try:
+        return parse_detail(e)
+    except MalformedDetail as exc:
+        logger.warning("egresswatch: report: %s (the report leaves this detail out)", exc)
         return None
-    kind = e.detail.get("kind")
-    return kind if isinstance(kind, str) else None
+
+
+def _kind(d: Config | None) -> str | None:
+    if d is None:
+        return None
+    return "catalogue" if isinstance(d, CatalogueLoaded) else "policy"
 
 
 def config_events(
     store: EventStore,
     lifecycle: Sequence[Event],
+    details: Details,
     start: float,
     end: float,
     instances: Sequence[str],
-) -> list[Event]:
+) -> list[tuple[Event, Config]]:
     """Config rows of the period plus, per instance and kind, the last one before the period (the
     configuration already in force when the month began), found by looking back in widening
-    windows."""
-    found = [e for e in lifecycle if _config_kind(e) is not None and start <= e.ts < end]
+    windows; each with its typed detail."""
+    found = [
+        (e, d) for e in lifecycle if (d := details.config(e)) is not None and start <= e.ts < end
+    ]
     need = {(i, k) for i in instances for k in ("catalogue", "policy")}
     # An instance whose first row in the period is a config row of that kind loaded it afresh.
     first_kind: dict[tuple[str, str], bool] = {}
@@ -58,43 +102,25 @@ def config_events(
         for k in ("catalogue", "policy"):
             key = (e.instance, k)
             if key not in first_kind:
-                first_kind[key] = e.kind == EventKind.START or _config_kind(e) == k
+                first_kind[key] = e.kind == EventKind.START or _kind(details.config(e)) == k
     need = {key for key in need if not first_kind.get(key, False)}
-    before: dict[tuple[str, str], Event] = {}
+    before: dict[tuple[str, str], tuple[Event, Config]] = {}
     upper = start
     for days in _LOOKBACK_DAYS:
         if not need:
             break
         lower = start - days * 86400.0
         for e in store.lifecycle(lower, upper):
-            kind = _config_kind(e)
-            if kind is None or (e.instance, kind) not in need:
+            d = details.config(e)
+            kind = _kind(d)
+            if d is None or kind is None or (e.instance, kind) not in need:
                 continue
             key = (e.instance, kind)
-            if key not in before or before[key].ts <= e.ts:
-                before[key] = e
+            if key not in before or before[key][0].ts <= e.ts:
+                before[key] = (e, d)
         need -= set(before)
         upper = lower
-    return sorted([*before.values(), *found], key=lambda e: e.ts)
-
-
-def _str(value: object) -> str:
-    return "" if value is None else str(value)
-
-
-def _strs(value: object) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, Iterable):
-        return tuple(str(v) for v in value)
-    return ()
-
-
-def _int(value: object) -> int:
-    try:
-        return int(value)  # type: ignore[call-overload,no-any-return]
-    except (TypeError, ValueError):
-        return 0
+    return sorted([*before.values(), *found], key=lambda pair: pair[0].ts)
 
 
 class _Seen:
@@ -106,12 +132,12 @@ class _Seen:
         self.first = self.last = ts
         self.loads = 0
         self.instances: set[str] = set()
-        self.detail: Mapping[str, object] | None = None
+        self.detail: Config | None = None
 
 
-def _expiry(value: object) -> float | None:
+def _expiry(text: str) -> float | None:
     """An exception's expiry: a date means the end of that day (UTC); a datetime is exact."""
-    text = _str(value).strip()
+    text = text.strip()
     if not text:
         return None
     try:
@@ -128,7 +154,7 @@ def _expiry(value: object) -> float | None:
 
 
 def configuration(
-    config_events: Sequence[Event],
+    config_events: Sequence[tuple[Event, Config]],
     in_period: Sequence[Event],
     start: float,
     end: float,
@@ -136,7 +162,7 @@ def configuration(
 ) -> tuple[tuple[CatalogueVersion, ...], tuple[PolicyVersion, ...], tuple[ExceptionRecord, ...]]:
     seen: dict[tuple[str, str], _Seen] = {}
 
-    def note(kind: str, version: str, ts: float, inst: str, load: bool, detail: object) -> None:
+    def note(kind: str, version: str, ts: float, inst: str, load: bool, d: Config | None) -> None:
         if not version:
             return
         t = max(ts, start)  # a configuration loaded before the month is in force from its start
@@ -144,25 +170,19 @@ def configuration(
         row.first, row.last = min(t, row.first), max(t, row.last)
         row.loads += int(load)
         row.instances.add(inst)
-        if row.detail is None and isinstance(detail, Mapping):
-            row.detail = detail
+        if row.detail is None and d is not None:
+            row.detail = d
 
     exc_first: dict[str, float] = {}
-    exc_data: dict[str, Mapping[str, object]] = {}
-    for e in config_events:
-        assert e.detail is not None
-        kind = _config_kind(e) or ""
-        version = _str(e.detail.get("version")) or (
-            e.catalogue_version if kind == "catalogue" else e.policy_version
-        )
-        note(kind, version, e.ts, e.instance, e.ts >= start, e.detail)
-        if kind == "policy":
-            listed = e.detail.get("exceptions")
-            for x in listed if isinstance(listed, list | tuple) else ():
-                if isinstance(x, Mapping) and x.get("id"):
-                    xid = str(x["id"])
-                    exc_first[xid] = min(exc_first.get(xid, e.ts), e.ts)
-                    exc_data[xid] = x
+    exc_data: dict[str, ExceptionDetail] = {}
+    for e, d in config_events:
+        if isinstance(d, CatalogueLoaded):
+            note("catalogue", d.version or e.catalogue_version, e.ts, e.instance, e.ts >= start, d)
+            continue
+        note("policy", d.version or e.policy_version, e.ts, e.instance, e.ts >= start, d)
+        for x in d.exceptions:
+            exc_first[x.id] = min(exc_first.get(x.id, e.ts), e.ts)
+            exc_data[x.id] = x
     # Heartbeats and starts that carry versions prove those versions were in force then.
     for e in in_period:
         if e.kind == EventKind.CONFIG:
@@ -173,10 +193,9 @@ def configuration(
     catalogues: list[CatalogueVersion] = []
     policies: list[PolicyVersion] = []
     for (kind, version), row in seen.items():
-        d: Mapping[str, object] = row.detail or {}
         first, last, insts = row.first, row.last, tuple(sorted(row.instances))
         if kind == "catalogue":
-            entries = d.get("entries")
+            c = row.detail if isinstance(row.detail, CatalogueLoaded) else CatalogueLoaded()
             catalogues.append(
                 CatalogueVersion(
                     version=version,
@@ -184,15 +203,12 @@ def configuration(
                     last_seen=last,
                     loads=row.loads,
                     instances=insts,
-                    files=_strs(d.get("files")),
-                    entries=tuple(sorted((str(k), _int(v)) for k, v in entries.items()))
-                    if isinstance(entries, Mapping)
-                    else (),
+                    files=c.files,
+                    entries=c.entries,
                 )
             )
-        elif kind == "policy":
-            modes = d.get("modes")
-            dry = d.get("dry_run")
+        else:
+            p = row.detail if isinstance(row.detail, PolicyLoaded) else PolicyLoaded()
             policies.append(
                 PolicyVersion(
                     version=version,
@@ -200,32 +216,39 @@ def configuration(
                     last_seen=last,
                     loads=row.loads,
                     instances=insts,
-                    file=_str(d.get("file")),
-                    default=_str(d.get("default")),
-                    dry_run=dry if isinstance(dry, bool) else None,
-                    modes=tuple(sorted((str(k), str(v)) for k, v in modes.items()))
-                    if isinstance(modes, Mapping)
-                    else (),
+                    file=p.file,
+                    default=p.default,
+                    dry_run=p.dry_run,
+                    modes=p.modes,
                 )
             )
     catalogues.sort(key=lambda c: (c.first_seen, c.version))
     policies.sort(key=lambda p: (p.first_seen, p.version))
+    return tuple(catalogues), tuple(policies), _exceptions(exc_first, exc_data, start, end, cutoff)
 
-    exceptions: list[ExceptionRecord] = []
-    for xid, x in exc_data.items():
-        expires_at = _expiry(x.get("expires"))
-        first = exc_first[xid]
-        exceptions.append(
+
+def _exceptions(
+    first_seen: Mapping[str, float],
+    data: Mapping[str, ExceptionDetail],
+    start: float,
+    end: float,
+    cutoff: float,
+) -> tuple[ExceptionRecord, ...]:
+    out: list[ExceptionRecord] = []
+    for xid, x in data.items():
+        expires_at = _expiry(x.expires)
+        first = first_seen[xid]
+        out.append(
             ExceptionRecord(
                 id=xid,
-                apps=_strs(x.get("apps")),
-                regimes=_strs(x.get("regimes")),
-                clients=_strs(x.get("clients")),
-                users=_strs(x.get("users")),
-                reason=_str(x.get("reason")),
-                approver=_str(x.get("approver")),
-                ticket=_str(x.get("ticket")),
-                expires=_str(x.get("expires")),
+                apps=x.apps,
+                regimes=x.regimes,
+                clients=x.clients,
+                users=x.users,
+                reason=x.reason,
+                approver=x.approver,
+                ticket=x.ticket,
+                expires=x.expires,
                 expires_at=expires_at,
                 first_seen=first,
                 in_force=first < cutoff and (expires_at is None or expires_at > start),
@@ -233,5 +256,5 @@ def configuration(
                 expired=expires_at is not None and start <= expires_at <= cutoff,
             )
         )
-    exceptions.sort(key=lambda x: x.id)
-    return tuple(catalogues), tuple(policies), tuple(exceptions)
+    out.sort(key=lambda x: x.id)
+    return tuple(out)
