@@ -57,6 +57,7 @@ import yaml
 
 from egresswatch.catalogue import Problem
 from egresswatch.events import Action
+from egresswatch.timeutil import as_utc
 
 __all__ = [
     "BUILTIN_VERSION",
@@ -210,7 +211,7 @@ class ExceptionRule:
 
     def in_force(self, now: datetime) -> bool:
         """Whether the exception still applies at ``now`` (it stops at ``expires``)."""
-        return _utc(now) < self.expires
+        return as_utc(now) < self.expires
 
     def covers(self, address: _IPAddress | None, user: str | None) -> bool:
         """Whether the client (address and proxy user) is within the exception's scope."""
@@ -240,10 +241,6 @@ class ExceptionRule:
             "expires": self.expires_text or self.expires.isoformat(),
             "expires_at": self.expires.isoformat(),
         }
-
-
-def _utc(now: datetime) -> datetime:
-    return now.replace(tzinfo=UTC) if now.tzinfo is None else now
 
 
 def parse_client(raw: str | None) -> _IPAddress | None:
@@ -400,7 +397,7 @@ class Policy:
     def _table(self, now: datetime) -> tuple[date | None, dict[str, tuple[Mode, str]]]:
         if not self.only_in_force:
             return self._table_cache
-        day = _utc(now).astimezone(UTC).date()
+        day = as_utc(now).astimezone(UTC).date()
         cached = self._table_cache
         if cached[0] != day:
             cached = (day, self._build_table(day))
@@ -481,13 +478,13 @@ class Policy:
 
     def expired_since(self, prev: datetime, now: datetime) -> list[ExceptionRule]:
         """Exceptions whose expiry falls in ``(prev, now]``: log each one once per window."""
-        prev, now = _utc(prev), _utc(now)
+        prev, now = as_utc(prev), as_utc(now)
         found = [e for e in self.exceptions if prev < e.expires <= now]
         return sorted(found, key=lambda e: (e.expires, e.id))
 
     def next_expiry(self, now: datetime) -> datetime | None:
         """The next instant after ``now`` at which an exception stops applying, if any."""
-        now = _utc(now)
+        now = as_utc(now)
         later = [e.expires for e in self.exceptions if e.expires > now]
         return min(later) if later else None
 
