@@ -42,6 +42,39 @@ def test_a_policy_snapshot_round_trips() -> None:
     assert typed.version == policy.version and typed.exceptions  # the example grants some
 
 
+def test_the_built_in_policy_round_trips() -> None:
+    """No file, no ticket: both are stored as null and must come back as null."""
+    catalogue = load_catalogue([bundled_dir()])
+    policy = load_policy(None, catalogue)
+    stored = {"kind": "policy", **policy.snapshot(datetime(2026, 7, 1, tzinfo=UTC))}
+    assert stored["file"] is None
+    typed = parse_detail(_event(EventKind.CONFIG, stored))
+    assert isinstance(typed, PolicyLoaded) and typed.to_detail() == stored
+
+
+def test_an_exception_without_a_ticket_round_trips() -> None:
+    stored = {
+        "kind": "policy",
+        "exceptions": [
+            {
+                "id": "X9",
+                "apps": ["tiktok"],
+                "regimes": [],
+                "clients": [],
+                "users": ["alice"],
+                "reason": "pilot",
+                "approver": "ciso@example.org",
+                "ticket": None,
+                "expires": "2026-12-31",
+                "expires_at": "2027-01-01T00:00:00+00:00",
+            }
+        ],
+    }
+    typed = parse_detail(_event(EventKind.CONFIG, stored))
+    assert isinstance(typed, PolicyLoaded)
+    assert typed.to_detail()["exceptions"] == stored["exceptions"]
+
+
 def test_a_catalogue_load_round_trips() -> None:
     catalogue = load_catalogue([bundled_dir()])
     stored = {

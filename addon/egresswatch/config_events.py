@@ -91,7 +91,7 @@ class ExceptionDetail:
     users: tuple[str, ...] = ()
     reason: str = ""
     approver: str = ""
-    ticket: str = ""
+    ticket: str | None = None
     expires: str = ""  # as written: a date (to the end of that day, UTC) or a datetime
     expires_at: str = ""  # the instant it stops applying, ISO 8601 with offset
 
@@ -121,7 +121,7 @@ class PolicyLoaded:
     """A policy version was loaded: its rules, the modes in force then, and its exceptions."""
 
     version: str = ""
-    file: str = ""
+    file: str | None = None  # None: the built-in policy
     default: str = ""
     dry_run: bool | None = None
     only_in_force: bool | None = None
@@ -222,7 +222,7 @@ def _exception(r: _Reader) -> ExceptionDetail:
         users=r.texts("users"),
         reason=r.text("reason"),
         approver=r.text("approver"),
-        ticket=r.text("ticket"),
+        ticket=r.opt_text("ticket"),
         expires=r.text("expires"),
         expires_at=r.text("expires_at"),
     )
@@ -231,7 +231,7 @@ def _exception(r: _Reader) -> ExceptionDetail:
 def _policy(r: _Reader) -> PolicyLoaded:
     return PolicyLoaded(
         version=r.text("version"),
-        file=r.text("file"),
+        file=r.opt_text("file"),
         default=r.text("default"),
         dry_run=r.opt_bool("dry_run"),
         only_in_force=r.opt_bool("only_in_force"),

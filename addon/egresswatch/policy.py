@@ -56,6 +56,9 @@ from typing import Protocol
 import yaml
 
 from egresswatch.catalogue import Problem
+from egresswatch.config_events import DepartmentDetail
+from egresswatch.config_events import ExceptionDetail
+from egresswatch.config_events import PolicyLoaded
 from egresswatch.events import Action
 from egresswatch.timeutil import as_utc
 
@@ -223,24 +226,28 @@ class ExceptionRule:
                 return False
         return not self._users or (user is not None and user in self._users)
 
-    def to_dict(self) -> dict[str, object]:
-        """JSON-able form, as stored in the event store's CONFIG rows.
+    def detail(self) -> ExceptionDetail:
+        """As stored in the event store's CONFIG rows.
 
         ``expires`` is the expiry as written (``2026-12-31``); ``expires_at`` the instant it
         stops applying, in ISO form with its UTC offset (``2027-01-01T00:00:00+00:00``).
         """
-        return {
-            "id": self.id,
-            "apps": list(self.apps),
-            "regimes": list(self.regimes),
-            "clients": list(self.clients),
-            "users": list(self.users),
-            "reason": self.reason,
-            "approver": self.approver,
-            "ticket": self.ticket,
-            "expires": self.expires_text or self.expires.isoformat(),
-            "expires_at": self.expires.isoformat(),
-        }
+        return ExceptionDetail(
+            id=self.id,
+            apps=tuple(self.apps),
+            regimes=tuple(self.regimes),
+            clients=tuple(self.clients),
+            users=tuple(self.users),
+            reason=self.reason,
+            approver=self.approver,
+            ticket=self.ticket,
+            expires=self.expires_text or self.expires.isoformat(),
+            expires_at=self.expires.isoformat(),
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-able form of :meth:`detail`."""
+        return self.detail().to_detail()
 
 
 def parse_client(raw: str | None) -> _IPAddress | None:
@@ -506,23 +513,30 @@ class Policy:
         """Every ``Decision.regime`` value this policy can produce (bounded metric label)."""
         return tuple(sorted({"app", "default", *self.regime_rules}))
 
+    def loaded(self, now: datetime | None = None) -> PolicyLoaded:
+        """The policy as its CONFIG row records it on load (modes as in force at ``now``)."""
+        return PolicyLoaded(
+            version=self.version,
+            file=self.file,
+            default=self.default.value,
+            dry_run=self.dry_run,
+            only_in_force=self.only_in_force,
+            contact=self.contact,
+            regimes=tuple((k, v.value) for k, v in sorted(self.regime_rules.items())),
+            apps=tuple((k, v.value) for k, v in sorted(self.app_rules.items())),
+            modes=tuple(self.modes(now).items()),
+            departments=tuple(
+                DepartmentDetail(d.name, tuple(d.cidrs)) for d in self.department_rules
+            ),
+            exceptions=tuple(e.detail() for e in self.exceptions),
+        )
+
     def snapshot(self, now: datetime | None = None) -> dict[str, object]:
-        """JSON-able description of the policy, stored in the event store on load."""
-        return {
-            "version": self.version,
-            "file": self.file,
-            "default": self.default.value,
-            "dry_run": self.dry_run,
-            "only_in_force": self.only_in_force,
-            "contact": self.contact,
-            "regimes": {k: v.value for k, v in sorted(self.regime_rules.items())},
-            "apps": {k: v.value for k, v in sorted(self.app_rules.items())},
-            "modes": self.modes(now),
-            "departments": [
-                {"name": d.name, "cidrs": list(d.cidrs)} for d in self.department_rules
-            ],
-            "exceptions": [e.to_dict() for e in self.exceptions],
-        }
+        """JSON-able description of the policy, stored in the event store on load: the CONFIG
+        row's detail without its ``kind`` (which the writer adds)."""
+        detail = self.loaded(now).to_detail()
+        del detail["kind"]
+        return detail
 
     def __repr__(self) -> str:
         return f"Policy(version={self.version!r}, file={self.file!r})"

@@ -4,7 +4,10 @@ Applied at open inside a transaction each; ``schema_migrations(version, name, ap
 records them. A database whose highest version is above ``len(MIGRATION_NAMES)`` was written by a
 newer egresswatch and is refused (:class:`~egresswatch.store.SchemaTooNew`).
 
-Append a migration by adding one entry to *both* lists; never edit a released one.
+Append a migration by adding one entry to *both* lists; never edit a released one. The event
+columns of migrations 1 and 3 are written out from the event schema (``events.EVENT_FIELDS``), so
+a new field there changes their text: ``tests/test_store_migrations.py`` pins the released texts;
+give them the field list they were released with and add the column in a new migration.
 """
 
 from __future__ import annotations
