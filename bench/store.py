@@ -45,7 +45,7 @@ from egresswatch.events import EventKind
 from egresswatch.store import open_store
 from egresswatch.store._codec import COLUMN_SQL
 from egresswatch.store._codec import COLUMNS
-from egresswatch.store._codec import day_of
+from egresswatch.store._rollups import day_of
 from egresswatch.writer import EventWriter
 
 APPS = {

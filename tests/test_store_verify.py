@@ -366,15 +366,15 @@ def test_fast_canonical_json_equals_the_general_encoder(
         action="monitor",
         **fields,  # type: ignore[arg-type]
     )
-    enc = _codec.encode([e])[0]
-    assert _codec._canonical_fast(enc, seq) == _codec._canonical_general(enc, seq)
-    assert _codec._canonical_of(enc, seq) == _codec._canonical_general(enc, seq)
+    row = _codec.event_row(_codec.encode([e])[0], seq)
+    assert _codec._fast_canonical(row, seq) == _codec._row_canonical(row, seq)
+    assert _codec.canonical_row(row, seq) == _codec._row_canonical(row, seq)
 
 
 def test_canonical_json_falls_back_for_non_text_fields() -> None:
     e = Event(ts=1.0, kind=EventKind.HIT, instance="p1", event_id="e1", host=7)  # type: ignore[arg-type]
-    enc = _codec.encode([e])[0]
+    row = _codec.event_row(_codec.encode([e])[0], 1)
     with pytest.raises(TypeError):
-        _codec._canonical_fast(enc, 1)
-    assert _codec._canonical_of(enc, 1) == _codec._canonical_general(enc, 1)
-    assert '"host":7' in _codec._canonical_of(enc, 1)
+        _codec._fast_canonical(row, 1)
+    assert _codec.canonical_row(row, 1) == _codec._row_canonical(row, 1)
+    assert '"host":7' in _codec.canonical_row(row, 1)

@@ -3,6 +3,10 @@
 An :class:`Event` is one row of the event store: a hit on a designated app, or a lifecycle record
 (start, stop, heartbeat, configuration change) that lets a report prove coverage.
 
+:data:`EVENT_FIELDS` is the one event schema: the stored columns in order, with their SQL type,
+their ECS name and whether the leaf hash covers them. The store's codec and DDL and the ECS
+export derive from it (``tests/test_events.py`` holds them to it).
+
 >>> e = Event(ts=0.0, kind=EventKind.HIT, instance="proxy-1", event_id="e1", app="tiktok",
 ...           action=Action.BLOCKED, signal=Signal.SNI)
 >>> e.action == "blocked", e.signal == "sni"
@@ -15,8 +19,17 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
-__all__ = ["Action", "Event", "EventKind", "Signal", "new_event_id"]
+__all__ = [
+    "EVENT_FIELDS",
+    "Action",
+    "Event",
+    "EventField",
+    "EventKind",
+    "Signal",
+    "new_event_id",
+]
 
 
 class Action(StrEnum):
@@ -75,3 +88,64 @@ class Event:
     catalogue_version: str = ""
     policy_version: str = ""
     detail: Mapping[str, object] | None = None
+
+
+#: How a column's value is stored and hashed:
+#: ``text`` as is (str or NULL); ``enum`` ``str()`` of the value (NULL stays NULL); ``seq`` the
+#: position in the instance's chain (not an :class:`Event` attribute); ``time`` Unix seconds stored
+#: as a float, hashed as integer microseconds; ``list`` a JSON list of strings; ``json`` a JSON
+#: object or NULL; ``hash`` hex SHA-256 of the chain (not an :class:`Event` attribute, not hashed).
+FieldKind = Literal["text", "enum", "seq", "time", "list", "json", "hash"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventField:
+    """One column of the event store (and, but for ``seq`` and the hashes, one :class:`Event`
+    attribute)."""
+
+    name: str
+    kind: FieldKind
+    #: Column type and constraints in the DDL; ``{int_type}``/``{real_type}`` per backend.
+    sql: str
+    #: Where ``egresswatch events export`` puts the value (ECS 8.x, or ``egresswatch.*``);
+    #: ``None`` when it is not exported as a field of its own.
+    ecs: str | None
+    #: Whether the value is part of the canonical JSON that the leaf hash covers.
+    hashed: bool = True
+    #: Whether the lifecycle archive keeps the column (it keeps everything but the leaf hash).
+    archived: bool = True
+
+    @property
+    def attribute(self) -> bool:
+        """Whether :class:`Event` has an attribute of this name."""
+        return self.kind not in ("seq", "hash")
+
+
+_NOT_NULL = "TEXT NOT NULL"
+_NULL = "TEXT"
+
+#: The event schema, in stored column order.
+EVENT_FIELDS: tuple[EventField, ...] = (
+    EventField("instance", "text", _NOT_NULL, "observer.name"),
+    EventField("seq", "seq", "{int_type} NOT NULL", None),
+    EventField("event_id", "text", _NOT_NULL, "event.id"),
+    EventField("ts", "time", "{real_type} NOT NULL", "@timestamp"),
+    EventField("kind", "enum", _NOT_NULL, "egresswatch.kind"),
+    EventField("signal", "text", _NULL, "egresswatch.signal"),
+    EventField("host", "text", _NULL, "destination.domain"),
+    EventField("app", "text", _NULL, "egresswatch.app"),
+    EventField("regimes", "list", "TEXT NOT NULL DEFAULT '[]'", "egresswatch.regimes"),
+    EventField("action", "enum", _NULL, "egresswatch.action"),
+    EventField("rule", "text", _NULL, "rule.name"),
+    EventField("exception_id", "text", _NULL, "egresswatch.exception_id"),
+    EventField("client", "text", _NULL, "source.address"),
+    EventField("user", "text", _NULL, "user.name"),
+    EventField("department", "text", _NULL, "egresswatch.department"),
+    EventField(
+        "catalogue_version", "text", "TEXT NOT NULL DEFAULT ''", "egresswatch.catalogue_version"
+    ),
+    EventField("policy_version", "text", "TEXT NOT NULL DEFAULT ''", "egresswatch.policy_version"),
+    EventField("detail", "json", _NULL, "egresswatch.detail"),
+    EventField("leaf_hash", "hash", _NOT_NULL, None, hashed=False, archived=False),
+    EventField("chain_hash", "hash", _NOT_NULL, None, hashed=False),
+)

@@ -52,6 +52,9 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from egresswatch.catalogue_model import CatalogueLike
+from egresswatch.config_events import DepartmentDetail
+from egresswatch.config_events import ExceptionDetail
+from egresswatch.config_events import PolicyLoaded
 from egresswatch.events import Action
 from egresswatch.policy_schema import DRY_RUN
 from egresswatch.policy_schema import MODE_LABELS
@@ -64,6 +67,7 @@ from egresswatch.policy_schema import Mode
 from egresswatch.policy_schema import PolicyFile
 from egresswatch.policy_schema import describe
 from egresswatch.policy_schema import expiry
+from egresswatch.timeutil import as_utc
 from egresswatch.yamlpos import Problem
 from egresswatch.yamlpos import problems_from
 from egresswatch.yamlpos import read_yaml
@@ -194,7 +198,7 @@ class ExceptionRule:
 
     def in_force(self, now: datetime) -> bool:
         """Whether the exception still applies at ``now`` (it stops at ``expires``)."""
-        return _utc(now) < self.expires
+        return as_utc(now) < self.expires
 
     def covers(self, address: _IPAddress | None, user: str | None) -> bool:
         """Whether the client (address and proxy user) is within the exception's scope."""
@@ -206,28 +210,28 @@ class ExceptionRule:
                 return False
         return not self._users or (user is not None and user in self._users)
 
-    def to_dict(self) -> dict[str, object]:
-        """JSON-able form, as stored in the event store's CONFIG rows.
+    def detail(self) -> ExceptionDetail:
+        """As stored in the event store's CONFIG rows.
 
         ``expires`` is the expiry as written (``2026-12-31``); ``expires_at`` the instant it
         stops applying, in ISO form with its UTC offset (``2027-01-01T00:00:00+00:00``).
         """
-        return {
-            "id": self.id,
-            "apps": list(self.apps),
-            "regimes": list(self.regimes),
-            "clients": list(self.clients),
-            "users": list(self.users),
-            "reason": self.reason,
-            "approver": self.approver,
-            "ticket": self.ticket,
-            "expires": self.expires_text or self.expires.isoformat(),
-            "expires_at": self.expires.isoformat(),
-        }
+        return ExceptionDetail(
+            id=self.id,
+            apps=tuple(self.apps),
+            regimes=tuple(self.regimes),
+            clients=tuple(self.clients),
+            users=tuple(self.users),
+            reason=self.reason,
+            approver=self.approver,
+            ticket=self.ticket,
+            expires=self.expires_text or self.expires.isoformat(),
+            expires_at=self.expires.isoformat(),
+        )
 
-
-def _utc(now: datetime) -> datetime:
-    return now.replace(tzinfo=UTC) if now.tzinfo is None else now
+    def to_dict(self) -> dict[str, object]:
+        """JSON-able form of :meth:`detail`."""
+        return self.detail().to_detail()
 
 
 def parse_client(raw: str | None) -> _IPAddress | None:
@@ -384,7 +388,7 @@ class Policy:
     def _table(self, now: datetime) -> tuple[date | None, dict[str, tuple[Mode, str]]]:
         if not self.only_in_force:
             return self._table_cache
-        day = _utc(now).astimezone(UTC).date()
+        day = as_utc(now).astimezone(UTC).date()
         cached = self._table_cache
         if cached[0] != day:
             cached = (day, self._build_table(day))
@@ -465,13 +469,13 @@ class Policy:
 
     def expired_since(self, prev: datetime, now: datetime) -> list[ExceptionRule]:
         """Exceptions whose expiry falls in ``(prev, now]``: log each one once per window."""
-        prev, now = _utc(prev), _utc(now)
+        prev, now = as_utc(prev), as_utc(now)
         found = [e for e in self.exceptions if prev < e.expires <= now]
         return sorted(found, key=lambda e: (e.expires, e.id))
 
     def next_expiry(self, now: datetime) -> datetime | None:
         """The next instant after ``now`` at which an exception stops applying, if any."""
-        now = _utc(now)
+        now = as_utc(now)
         later = [e.expires for e in self.exceptions if e.expires > now]
         return min(later) if later else None
 
@@ -493,23 +497,30 @@ class Policy:
         """Every ``Decision.regime`` value this policy can produce (bounded metric label)."""
         return tuple(sorted({*RULE_LABELS, *self.regime_rules}))
 
+    def loaded(self, now: datetime | None = None) -> PolicyLoaded:
+        """The policy as its CONFIG row records it on load (modes as in force at ``now``)."""
+        return PolicyLoaded(
+            version=self.version,
+            file=self.file,
+            default=self.default.value,
+            dry_run=self.dry_run,
+            only_in_force=self.only_in_force,
+            contact=self.contact,
+            regimes=tuple((k, v.value) for k, v in sorted(self.regime_rules.items())),
+            apps=tuple((k, v.value) for k, v in sorted(self.app_rules.items())),
+            modes=tuple(self.modes(now).items()),
+            departments=tuple(
+                DepartmentDetail(d.name, tuple(d.cidrs)) for d in self.department_rules
+            ),
+            exceptions=tuple(e.detail() for e in self.exceptions),
+        )
+
     def snapshot(self, now: datetime | None = None) -> dict[str, object]:
-        """JSON-able description of the policy, stored in the event store on load."""
-        return {
-            "version": self.version,
-            "file": self.file,
-            "default": self.default.value,
-            "dry_run": self.dry_run,
-            "only_in_force": self.only_in_force,
-            "contact": self.contact,
-            "regimes": {k: v.value for k, v in sorted(self.regime_rules.items())},
-            "apps": {k: v.value for k, v in sorted(self.app_rules.items())},
-            "modes": self.modes(now),
-            "departments": [
-                {"name": d.name, "cidrs": list(d.cidrs)} for d in self.department_rules
-            ],
-            "exceptions": [e.to_dict() for e in self.exceptions],
-        }
+        """JSON-able description of the policy, stored in the event store on load: the CONFIG
+        row's detail without its ``kind`` (which the writer adds)."""
+        detail = self.loaded(now).to_detail()
+        del detail["kind"]
+        return detail
 
     def __repr__(self) -> str:
         return f"Policy(version={self.version!r}, file={self.file!r})"

@@ -17,19 +17,27 @@ against the code under test:
   pseudonymous clients, three departments plus none, and hits just outside the month that must
   not be counted.
 
-``july_store`` is a :class:`MemoryStore` holding them (session-scoped: it is read-only in tests).
+``july_store`` is a :class:`MemoryStore` holding them (session-scoped: it is read-only in tests);
+``report_of_july`` its report with the shipped catalogue, ``json_of_july`` that report's JSON.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC
 from datetime import datetime
 from typing import Any
 
 import pytest
+from egresswatch.catalogue import Catalogue
+from egresswatch.catalogue import bundled_dir
+from egresswatch.catalogue import load_catalogue
 from egresswatch.events import Event
 from egresswatch.events import EventKind
+from egresswatch.report import MonthlyReport
+from egresswatch.report import build_report
+from egresswatch.report import render_json
 from egresswatch.store.memory import MemoryStore
 
 MONTH = "2026-07"
@@ -345,3 +353,27 @@ def july_store(july: list[Event]) -> Iterator[MemoryStore]:
     store.write(july)
     yield store
     store.close()
+
+
+#: A ``now`` after July has ended (the report is complete, not partial).
+AFTER_JULY = datetime(2026, 8, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def bundled_catalogue() -> Catalogue:
+    return load_catalogue([bundled_dir()])
+
+
+@pytest.fixture(scope="session")
+def report_of_july(july_store: MemoryStore, bundled_catalogue: Catalogue) -> MonthlyReport:
+    """The July report over the memory store, with the shipped catalogue's names and regimes."""
+    return build_report(
+        july_store, MONTH, now=AFTER_JULY, organisation="Example Ltd", catalogue=bundled_catalogue
+    )
+
+
+@pytest.fixture(scope="session")
+def json_of_july(report_of_july: MonthlyReport) -> dict[str, Any]:
+    """:data:`report_of_july` as its JSON rendering reads back."""
+    data: dict[str, Any] = json.loads(render_json(report_of_july))
+    return data

@@ -1,7 +1,8 @@
 """``egresswatch events export``: stream raw events as JSON lines for SIEM pipelines.
 
 Field names follow the Elastic Common Schema (ECS 8.x) where one exists; the rest lives under
-``egresswatch.*``. One line per event, oldest first; PostgreSQL streams through a server-side
+``egresswatch.*``, as the event schema (``egresswatch.events.EVENT_FIELDS``, its ``ecs`` names)
+says. One line per event, oldest first; PostgreSQL streams through a server-side
 cursor, so memory stays flat however long the period.
 
 >>> line = ecs_document(Event(ts=0.5, kind=EventKind.HIT, instance="p1", event_id="e1",
@@ -24,6 +25,7 @@ from datetime import datetime
 from typing import IO
 from typing import Any
 
+from ..events import EVENT_FIELDS
 from ..events import Event
 from ..events import EventKind
 from ..store import StoreError
@@ -135,21 +137,30 @@ def ecs_document(e: Event) -> dict[str, Any]:
         doc["rule"] = rule
     if e.signal and e.signal in _PROTOCOL:
         doc["network"] = {"protocol": _PROTOCOL[e.signal]}
-    ours: dict[str, Any] = {"kind": str(e.kind)}
-    for name in ("signal", "app", "action", "exception_id", "department"):
-        value = getattr(e, name)
-        if value:
-            ours[name] = str(value)
-    if e.regimes:
-        ours["regimes"] = list(e.regimes)
-    if e.catalogue_version:
-        ours["catalogue_version"] = e.catalogue_version
-    if e.policy_version:
-        ours["policy_version"] = e.policy_version
-    if e.detail is not None:
-        ours["detail"] = e.detail
-    doc["egresswatch"] = ours
+    doc["egresswatch"] = _ours(e)
     return doc
+
+
+# The schema's fields that ECS has no name for, exported under ``egresswatch.*``.
+_OURS = tuple(
+    (f.name, f.ecs.removeprefix("egresswatch."), f.kind)
+    for f in EVENT_FIELDS
+    if f.ecs is not None and f.ecs.startswith("egresswatch.")
+)
+
+
+def _ours(e: Event) -> dict[str, Any]:
+    """The ``egresswatch.*`` object: every such field that has a value (a list as a list, the
+    detail as the object it is, the rest as text; an empty ``detail`` object is kept)."""
+    out: dict[str, Any] = {}
+    for name, key, kind in _OURS:
+        value = getattr(e, name)
+        if kind == "json":
+            if value is not None:
+                out[key] = value
+        elif value:
+            out[key] = list(value) if kind == "list" else str(value)
+    return out
 
 
 def write_jsonl(events: Iterable[Event], out: IO[str]) -> int:

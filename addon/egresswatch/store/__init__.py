@@ -25,15 +25,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Protocol
 
 from ..events import Event
 
 __all__ = [
+    "BACKENDS",
+    "SCHEMES",
     "ChainHead",
     "EACH_REGIME",
     "EventStore",
@@ -48,6 +52,7 @@ __all__ = [
     "VerificationRun",
     "VerifyProblem",
     "VerifyResult",
+    "backend_of",
     "default_data_dir",
     "default_store_url",
     "open_store",
@@ -327,21 +332,40 @@ def redact_url(url: str) -> str:
     return f"{base}{q}{query}"
 
 
+#: The backends, by the name metrics and logs give them.
+BACKENDS: tuple[str, ...] = ("sqlite", "postgresql", "memory")
+#: Store URL scheme -> backend (``postgres://`` is accepted for ``postgresql://``, as libpq does).
+SCHEMES: Mapping[str, str] = MappingProxyType(
+    {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql", "memory": "memory"}
+)
+
+
+def backend_of(url: str) -> str:
+    """The backend a store URL names; ValueError (naming the schemes) for any other scheme.
+
+    >>> backend_of("postgres://egw@db/events"), backend_of("SQLite:///a.db")
+    ('postgresql', 'sqlite')
+    """
+    scheme = url.split(":", 1)[0].lower()
+    try:
+        return SCHEMES[scheme]
+    except KeyError:
+        raise ValueError(
+            f"unknown event store URL scheme {scheme!r} (use sqlite://, postgresql:// or memory://)"
+        ) from None
+
+
 def open_store(url: str) -> EventStore:
     """Open the backend named by ``url`` (raises :class:`StoreUnavailable` or ``ValueError``)."""
-    scheme = url.split(":", 1)[0].lower()
-    if scheme == "sqlite":
+    backend = backend_of(url)
+    if backend == "sqlite":
         from .sqlite import SQLiteStore
 
         return SQLiteStore(url)
-    if scheme in ("postgresql", "postgres"):
+    if backend == "postgresql":
         from .postgres import PostgresStore
 
         return PostgresStore(url)
-    if scheme == "memory":
-        from .memory import MemoryStore
+    from .memory import MemoryStore
 
-        return MemoryStore(url)
-    raise ValueError(
-        f"unknown event store URL scheme {scheme!r} (use sqlite://, postgresql:// or memory://)"
-    )
+    return MemoryStore(url)

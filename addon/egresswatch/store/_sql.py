@@ -36,7 +36,9 @@ from . import RollupSummary
 from . import StoreError
 from . import VerificationRun
 from . import VerifyResult
+from . import _chain
 from . import _codec
+from . import _rollups
 
 __all__ = ["TABLES", "SQLStore", "translate_errors"]
 
@@ -72,8 +74,8 @@ _CHECKPOINT = (
     "ON CONFLICT (instance) DO UPDATE SET seq = excluded.seq, "
     "chain_hash = excluded.chain_hash, pruned_at = excluded.pruned_at"
 )
-_RUNS = f"SELECT {_codec.VERIFICATION_SQL} FROM verifications"
-_RECORD_COLUMNS = _codec.VERIFICATION_COLUMNS[1:]  # the id comes from the database
+_RUNS = f"SELECT {_chain.VERIFICATION_SQL} FROM verifications"
+_RECORD_COLUMNS = _chain.VERIFICATION_COLUMNS[1:]  # the id comes from the database
 _RECORD = (
     f"INSERT INTO verifications ({', '.join(_RECORD_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(_RECORD_COLUMNS))}) RETURNING id"
@@ -166,7 +168,7 @@ class SQLStore:
         if not events:
             return
         encoded = _codec.encode(events)
-        deltas = _codec.rollup_deltas(events)
+        deltas = _rollups.rollup_deltas(events)
         instances = sorted({e.instance for e in events})
         marks = ", ".join([self.mark] * len(instances))
         try:
@@ -191,7 +193,7 @@ class SQLStore:
     @translate_errors
     def rollups(self, start: float, end: float) -> list[RollupRow]:
         # The columns come back as (str, ..., int, float, float): no per-row conversion needed.
-        return [RollupRow(*r) for r in self._read(_ROLLUPS, _codec.day_range(start, end))]
+        return [RollupRow(*r) for r in self._read(_ROLLUPS, _rollups.day_range(start, end))]
 
     @translate_errors
     def summarise(
@@ -203,9 +205,9 @@ class SQLStore:
         top: int | None = None,
         clients: bool = True,
     ) -> list[RollupSummary]:
-        sql = _codec.summary_sql(by, self.mark, top, clients)
-        rows = self._grouped(sql, _codec.day_range(start, end))
-        return _codec.summaries(rows, len(by), top)
+        sql = _rollups.summary_sql(by, self.mark, top, clients)
+        rows = self._grouped(sql, _rollups.day_range(start, end))
+        return _rollups.summaries(rows, len(by), top)
 
     @translate_errors
     def lifecycle(self, start: float, end: float) -> list[Event]:
@@ -233,12 +235,12 @@ class SQLStore:
             latest = {}
             if not full:
                 latest = {
-                    r[1]: _codec.verification_run(r)
+                    r[1]: _chain.verification_run(r)
                     for r in conn.execute(
                         f"{_RUNS} WHERE id IN (SELECT MAX(id) FROM verifications GROUP BY instance)"
                     )
                 }
-            starts = _codec.plan(heads, cps, latest, full)
+            starts = _chain.plan(heads, cps, latest, full)
             anchors = {
                 name: [
                     r[0]
@@ -258,14 +260,14 @@ class SQLStore:
                 rows = self._stream(conn, sql, (instance,))
             else:
                 rows = self._incremental_rows(conn, starts)
-            result = _codec.verify_stream(rows, heads, cps, instance, starts, anchors)
-            earlier = _codec.history(starts, lambda run_id: self._run_by_id(conn, run_id))
-        runs = _codec.run_records(result, starts, started, time.time())
+            result = _chain.verify_stream(rows, heads, cps, instance, starts, anchors)
+            earlier = _chain.history(starts, lambda run_id: self._run_by_id(conn, run_id))
+        runs = _chain.run_records(result, starts, started, time.time())
         if record:
             runs = self._record(runs)
-        return _codec.with_runs(result, "full" if full else "incremental", runs, earlier)
+        return _chain.with_runs(result, "full" if full else "incremental", runs, earlier)
 
-    def _incremental_rows(self, conn: Any, starts: dict[str, _codec.Start]) -> Iterator[Any]:
+    def _incremental_rows(self, conn: Any, starts: dict[str, _chain.Start]) -> Iterator[Any]:
         """Per instance in name order: rows after the verified head (all rows for a full start)."""
         for name in sorted(starts):
             st = starts[name]
@@ -279,7 +281,7 @@ class SQLStore:
 
     def _run_by_id(self, conn: Any, run_id: int) -> VerificationRun | None:
         row = conn.execute(self.q(f"{_RUNS} WHERE id = ?"), (run_id,)).fetchone()
-        return None if row is None else _codec.verification_run(row)
+        return None if row is None else _chain.verification_run(row)
 
     def _record(self, runs: list[VerificationRun]) -> list[VerificationRun]:
         """Store this run; a store we cannot write to (read-only) keeps ids ``None``."""
@@ -301,7 +303,7 @@ class SQLStore:
             rows = self._read(f"{_RUNS} ORDER BY id")
         else:
             rows = self._read(f"{_RUNS} WHERE instance = ? ORDER BY id", (instance,))
-        return [_codec.verification_run(r) for r in rows]
+        return [_chain.verification_run(r) for r in rows]
 
     @translate_errors
     def prune(self, before: float) -> int:

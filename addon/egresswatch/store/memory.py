@@ -32,7 +32,9 @@ from . import StoreStats
 from . import StoreUnavailable
 from . import VerificationRun
 from . import VerifyResult
+from . import _chain
 from . import _codec
+from . import _rollups
 from .migrations import MIGRATION_NAMES
 
 __all__ = ["MemoryStore"]
@@ -44,7 +46,7 @@ class MemoryStore:
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self.rows: list[tuple[Any, ...]] = []
-        self.rollup_table: dict[_codec.RollupKey, list[Any]] = {}
+        self.rollup_table: dict[_rollups.RollupKey, list[Any]] = {}
         self.heads: dict[str, tuple[int, str]] = {}
         self.checkpoints: dict[str, tuple[int, str]] = {}
         self.archive: list[tuple[Any, ...]] = []  # lifecycle rows kept through prune (COLUMNS)
@@ -64,7 +66,7 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             rows, heads = _codec.build_rows(encoded, self.heads)
-            deltas = _codec.rollup_deltas(events)
+            deltas = _rollups.rollup_deltas(events)
             self.rows.extend(rows)
             self.heads = heads
             for key, (n, first, last) in deltas.items():
@@ -78,10 +80,10 @@ class MemoryStore:
             self.writes += 1
 
     def rollups(self, start: float, end: float) -> list[RollupRow]:
-        first, last = _codec.day_range(start, end)
+        first, last = _rollups.day_range(start, end)
         with self._lock:
             items = sorted(self.rollup_table.items())
-        return [_codec.rollup_row((*key, *agg)) for key, agg in items if first <= key[0] <= last]
+        return [_rollups.rollup_row((*key, *agg)) for key, agg in items if first <= key[0] <= last]
 
     def summarise(
         self,
@@ -92,7 +94,7 @@ class MemoryStore:
         top: int | None = None,
         clients: bool = True,
     ) -> list[RollupSummary]:
-        dims = _codec.check_dimensions(by)
+        dims = _rollups.check_dimensions(by)
         if top is not None and (len(dims) != 1 or top < 1):
             raise ValueError("summarise(top=N) takes one dimension and N >= 1")
         groups: dict[tuple[str, ...], list[Any]] = {}
@@ -151,7 +153,7 @@ class MemoryStore:
             heads = {k: v for k, v in self.heads.items() if instance is None or k == instance}
             checkpoints = dict(self.checkpoints)
             latest = {r.instance: r for r in self.runs}
-            starts = _codec.plan(heads, checkpoints, latest, full)
+            starts = _chain.plan(heads, checkpoints, latest, full)
             rows = [
                 r
                 for r in self.rows
@@ -165,8 +167,8 @@ class MemoryStore:
             }
         # Stable sort: rows with the same seq stay in insertion order, as in the databases.
         rows.sort(key=lambda r: (r[0], r[1]))
-        result = _codec.verify_stream(rows, heads, checkpoints, instance, starts, anchors)
-        runs = _codec.run_records(result, starts, started, time.time())
+        result = _chain.verify_stream(rows, heads, checkpoints, instance, starts, anchors)
+        runs = _chain.run_records(result, starts, started, time.time())
         if record:
             with self._lock:
                 recorded = []
@@ -176,11 +178,11 @@ class MemoryStore:
                     recorded.append(run)
                 runs = recorded
         by_id = {r.id: r for r in self.runs}
-        return _codec.with_runs(
+        return _chain.with_runs(
             result,
             "full" if full else "incremental",
             runs,
-            _codec.history(starts, by_id.get),
+            _chain.history(starts, by_id.get),
         )
 
     def verifications(self, instance: str | None = None) -> list[VerificationRun]:

@@ -4,41 +4,44 @@ Applied at open inside a transaction each; ``schema_migrations(version, name, ap
 records them. A database whose highest version is above ``len(MIGRATION_NAMES)`` was written by a
 newer egresswatch and is refused (:class:`~egresswatch.store.SchemaTooNew`).
 
-Append a migration by adding one entry to *both* lists; never edit a released one.
+Append a migration by adding one entry to *both* lists; never edit a released one. The event
+columns of migrations 1 and 3 are written out from the event schema (``events.EVENT_FIELDS``), so
+a new field there changes their text: ``tests/test_store_migrations.py`` pins the released texts;
+give them the field list they were released with and add the column in a new migration.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from ..events import EVENT_FIELDS
+from ..events import EventField
+
 __all__ = ["MIGRATION_NAMES", "POSTGRES", "SQLITE"]
 
-# The event columns, shared by ``events`` (1) and ``lifecycle_archive`` (3). Types per backend:
-# ``int_type`` INTEGER / BIGINT, ``real_type`` REAL / DOUBLE PRECISION.
-_EVENT_COLUMNS = """
-    instance TEXT NOT NULL,
-    seq {int_type} NOT NULL,
-    event_id TEXT NOT NULL,
-    ts {real_type} NOT NULL,
-    kind TEXT NOT NULL,
-    signal TEXT,
-    host TEXT,
-    app TEXT,
-    regimes TEXT NOT NULL DEFAULT '[]',
-    action TEXT,
-    rule TEXT,
-    exception_id TEXT,
-    client TEXT,
-    "user" TEXT,
-    department TEXT,
-    catalogue_version TEXT NOT NULL DEFAULT '',
-    policy_version TEXT NOT NULL DEFAULT '',
-    detail TEXT,"""
+# SQL names that must be quoted ("user" is reserved in PostgreSQL).
+_RESERVED = frozenset({"user"})
+
+
+def _column_lines(fields: Iterable[EventField]) -> str:
+    """``\n    name TYPE,`` per field, as the CREATE TABLE statements below embed them."""
+    return "".join(
+        f"\n    {f'"{f.name}"' if f.name in _RESERVED else f.name} {f.sql}," for f in fields
+    )
+
+
+# The event columns from the one event schema (``egresswatch.events.EVENT_FIELDS``), shared by
+# ``events`` (1) and ``lifecycle_archive`` (3): the event's own columns, then the hashes each
+# table keeps. Types per backend: ``int_type`` INTEGER / BIGINT, ``real_type`` REAL / DOUBLE
+# PRECISION. The text is what the released migrations ran (tests/test_store_migrations.py).
+_EVENT_COLUMNS = _column_lines(f for f in EVENT_FIELDS if f.kind != "hash")
+_EVENT_HASHES = _column_lines(f for f in EVENT_FIELDS if f.kind == "hash").rstrip(",")
+_ARCHIVE_HASHES = _column_lines(f for f in EVENT_FIELDS if f.kind == "hash" and f.archived)
 
 # 1: the tables; the append-only triggers differ per backend and follow below.
 _TABLES = """
 CREATE TABLE events (
-    id {id_type} PRIMARY KEY,{columns}
-    leaf_hash TEXT NOT NULL,
-    chain_hash TEXT NOT NULL
+    id {id_type} PRIMARY KEY,{columns}{hashes}
 );
 -- Not UNIQUE on purpose: the writer guarantees one seq per row (a write lock or advisory lock
 -- around reading the chain head), and verify must be able to see (and name) a duplicate someone
@@ -78,6 +81,7 @@ _SQLITE_1 = (
     _TABLES.format(
         id_type="INTEGER",
         columns=_EVENT_COLUMNS.format(**_SQLITE_TYPES),
+        hashes=_EVENT_HASHES,
         rollups_options=" WITHOUT ROWID",
         **_SQLITE_TYPES,
     )
@@ -99,6 +103,7 @@ _POSTGRES_1 = (
     _TABLES.format(
         id_type="BIGSERIAL",
         columns=_EVENT_COLUMNS.format(**_POSTGRES_TYPES),
+        hashes=_EVENT_HASHES,
         rollups_options="",
         **_POSTGRES_TYPES,
     )
@@ -142,8 +147,7 @@ _POSTGRES_2 = _VERIFICATIONS.format(id_type="BIGSERIAL", **_POSTGRES_TYPES)
 # 3: non-hit rows that prune() removes are kept here (coverage and configuration outlive the raw
 # events). Same columns as events without the leaf hash; seq and chain_hash kept for reference.
 _ARCHIVE = """
-CREATE TABLE lifecycle_archive ({columns}
-    chain_hash TEXT NOT NULL,
+CREATE TABLE lifecycle_archive ({columns}{hashes}
     archived_at {real_type} NOT NULL
 );
 -- Not UNIQUE: a duplicate someone slipped into events must not make prune fail.
@@ -151,7 +155,9 @@ CREATE INDEX lifecycle_archive_instance_seq ON lifecycle_archive (instance, seq)
 CREATE INDEX lifecycle_archive_ts ON lifecycle_archive (ts);
 """
 _SQLITE_3 = (
-    _ARCHIVE.format(columns=_EVENT_COLUMNS.format(**_SQLITE_TYPES), **_SQLITE_TYPES)
+    _ARCHIVE.format(
+        columns=_EVENT_COLUMNS.format(**_SQLITE_TYPES), hashes=_ARCHIVE_HASHES, **_SQLITE_TYPES
+    )
     + """
 CREATE TRIGGER lifecycle_archive_no_update BEFORE UPDATE ON lifecycle_archive
 BEGIN
@@ -164,7 +170,9 @@ END;
 """
 )
 _POSTGRES_3 = (
-    _ARCHIVE.format(columns=_EVENT_COLUMNS.format(**_POSTGRES_TYPES), **_POSTGRES_TYPES)
+    _ARCHIVE.format(
+        columns=_EVENT_COLUMNS.format(**_POSTGRES_TYPES), hashes=_ARCHIVE_HASHES, **_POSTGRES_TYPES
+    )
     + """
 CREATE FUNCTION egresswatch_archive_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
