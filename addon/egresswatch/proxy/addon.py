@@ -1,0 +1,489 @@
+"""The ``EgressWatch`` addon: options, ``configure``, lifecycle; a composition of the pieces.
+
+Like mitmproxy's ``default_addons()``, the work is done by small addons listed in ``addons``
+(mitmproxy calls their hooks as it does this one's): ``observe.Observe`` (HTTP, CONNECT,
+connects, DNS) and ``layers.PassThrough`` (TLS/QUIC), which share one
+:class:`~egresswatch.proxy.observe.Observer`. This class owns what lives as long as the proxy:
+the state (swapped as one object), the metrics, the event writer, the background loops
+(heartbeat, file watch) and the ``egresswatch.reload`` / ``egresswatch.status`` commands. Hooks
+never block on I/O: events go to a bounded queue drained by the writer thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import socket
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+
+from mitmproxy import command
+from mitmproxy import ctx
+from mitmproxy import exceptions
+from mitmproxy import version as mitmproxy_version
+from mitmproxy.utils import asyncio_utils
+
+import egresswatch
+from egresswatch.events import Event
+from egresswatch.events import EventKind
+from egresswatch.events import new_event_id
+from egresswatch.metrics import Metrics
+from egresswatch.metrics import new_registry
+from egresswatch.proxy import options
+from egresswatch.proxy import state as state_mod
+from egresswatch.proxy.layers import PassThrough
+from egresswatch.proxy.observe import Observe
+from egresswatch.proxy.observe import Observer
+from egresswatch.proxy.reload import Reloader
+from egresswatch.proxy.state import LoadError
+from egresswatch.proxy.state import State
+from egresswatch.store import EventStore
+from egresswatch.store import open_store
+from egresswatch.writer import EventWriter
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+__all__ = ["EgressWatch"]
+
+logger = logging.getLogger("egresswatch")
+
+_DAY = 86400.0
+_HEARTBEAT = "egresswatch_heartbeat"
+_RELOAD = "egresswatch_reload_interval"
+_CATALOGUE_OPTIONS = frozenset({"egresswatch_lists", "egresswatch_bundled", "egresswatch_policy"})
+_METRICS_OPTIONS = frozenset(
+    {"egresswatch_metrics_listen", "egresswatch_metrics_certfile", "egresswatch_metrics_keyfile"}
+)
+
+
+def _startup_check_active() -> bool:
+    """Whether mitmproxy's start-up error check (mitmdump, mitmweb, mitmproxy) is loaded: it
+    exits non-zero once an ERROR record is logged before the proxy runs."""
+    try:
+        return ctx.master.addons.get("errorcheck") is not None  # type: ignore[no-untyped-call]
+    except Exception:  # no master (not inside mitmproxy)
+        return False
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class EgressWatch:
+    """mitmproxy addon; see ``docs/operating.md`` for options and behaviour.
+
+    ``registry``, ``clock`` and ``store_opener`` are injected (tests pass their own)."""
+
+    def __init__(
+        self,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+        store_opener: Callable[[str], EventStore] = open_store,
+    ) -> None:
+        self._registry = registry
+        self._clock = clock
+        self._store_opener = store_opener
+        self.observer = Observer(clock, self._emit)
+        self.observe = Observe(self.observer)
+        self.layers = PassThrough(self.observer)
+        self.reloader = Reloader(lambda: self.observer.state, self._swap, lambda: self.metrics)
+        #: Child addons: mitmproxy calls their hooks like this one's.
+        self.addons = [self.observe, self.layers]
+        self.writer: EventWriter | None = None
+        self.metrics_address: tuple[str, int] | None = None
+        self._pending: list[Event] = []  # events produced before the writer starts
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # background loops by option
+        self._store_url = ""
+        self._metrics_listen: tuple[str, int] | None = None
+        self._metrics_tls: tuple[str, str] = ("", "")
+        self._writer_options: tuple[int, int] | None = None  # (queue size, flush ms) in use
+        self._department_label = False  # fixed when the metrics are built
+        self._last_exc_check: datetime | None = None
+        self._last_prune = 0.0
+        self._running = False
+
+    # -- public view --------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State | None:
+        """The catalogue, matcher and policy in force (None before the first load)."""
+        return self.observer.state
+
+    @state.setter
+    def state(self, new: State | None) -> None:
+        self.observer.state = new
+
+    @property
+    def metrics(self) -> Metrics | None:
+        return self.observer.metrics
+
+    def pending_events(self) -> list[Event]:
+        """Events produced before the writer started (handed to it by ``running``)."""
+        return list(self._pending)
+
+    def background_tasks(self) -> list[str]:
+        """The background loops running, by the option that drives each."""
+        return list(self._tasks)
+
+    # -- options ------------------------------------------------------------------------------
+
+    def load(self, loader: Any) -> None:
+        options.declare(loader)
+
+    def configure(self, updated: set[str]) -> None:
+        try:
+            try:
+                self._configure(updated)
+            except ValueError as e:
+                raise exceptions.OptionsError(str(e)) from None  # type: ignore[no-untyped-call]
+        except exceptions.OptionsError as e:
+            if self.state is None and not self._running and _startup_check_active():
+                # mitmproxy logs an exception raised by a script's first configure with its
+                # traceback ("error in script"); its start-up check stops the proxy (exit 1) on
+                # any ERROR record, so the operator needs only the message, e.g. `file:line: …`.
+                logger.error("%s", e)
+                return
+            raise
+
+    def _configure(self, updated: set[str]) -> None:
+        o = ctx.options
+        s = self.observer.settings
+        if "egresswatch_decrypt" in updated:
+            s.decrypt = options.choice(
+                "egresswatch_decrypt", o.egresswatch_decrypt, options.DECRYPT_CHOICES
+            )
+        if "egresswatch_dns_block" in updated:
+            s.dns_block = options.choice(
+                "egresswatch_dns_block", o.egresswatch_dns_block, options.DNS_BLOCK_CHOICES
+            )
+        options.validate_counts(
+            {name: getattr(o, name) for name in updated & options.COUNT_OPTIONS}
+        )
+        writer_options = (o.egresswatch_queue_size, o.egresswatch_flush_ms)
+        if self._writer_options is not None and writer_options != self._writer_options:
+            raise ValueError(
+                "egresswatch_queue_size and egresswatch_flush_ms cannot change while running"
+            )
+        if updated & {"egresswatch_client_identity", "egresswatch_client_key_file"}:
+            s.identity = options.client_identity(
+                o.egresswatch_client_identity, o.egresswatch_client_key_file
+            )
+            self.observer.forget_identities()  # computed under the old setting
+        if "egresswatch_instance" in updated:
+            s.instance = o.egresswatch_instance or socket.gethostname()
+        if updated & _METRICS_OPTIONS:
+            endpoint = options.metrics_endpoint(
+                o.egresswatch_metrics_listen,
+                o.egresswatch_metrics_certfile,
+                o.egresswatch_metrics_keyfile,
+            )
+            if self._running and endpoint != (self._metrics_listen, self._metrics_tls):
+                raise ValueError(
+                    "egresswatch_metrics_listen, _certfile and _keyfile cannot change while running"
+                )
+            self._metrics_listen, self._metrics_tls = endpoint
+        if updated & {"egresswatch_store", "egresswatch_data_dir"}:
+            url = options.store_url(o.egresswatch_store, o.egresswatch_data_dir)
+            if self._running and url != self._store_url:
+                raise ValueError("egresswatch_store cannot change while running")
+            self._store_url = url
+        self._configure_metrics(bool(o.egresswatch_department_label))
+        loops = {_HEARTBEAT, _RELOAD} & updated
+        if "egresswatch_reload_polling" in updated:
+            loops.add(_RELOAD)
+        if self.state is None or updated & _CATALOGUE_OPTIONS:
+            self._load(
+                *options.catalogue_paths(
+                    o.egresswatch_bundled, o.egresswatch_lists, o.egresswatch_policy
+                )
+            )
+            loops.add(_RELOAD)  # the watch follows the new files
+        if self._running and loops:
+            self._start_loops(loops)
+
+    def _configure_metrics(self, department_label: bool) -> None:
+        if self.observer.metrics is None:
+            self._department_label = department_label
+            if self._registry is None:
+                self._registry = new_registry()
+            m = self.observer.metrics = Metrics(self._registry, department_label=department_label)
+            m.build_info(egresswatch.__version__, mitmproxy_version.VERSION, sys.version.split()[0])
+        elif department_label != self._department_label:
+            raise ValueError("egresswatch_department_label cannot change at runtime")
+
+    def _load(self, dirs: tuple[Path, ...], policy_path: Path | None) -> None:
+        try:
+            new = state_mod.load_state(dirs, policy_path, self.state)
+        except LoadError as e:
+            assert self.metrics is not None
+            self.metrics.reload_failed(e.kind, e.reason)
+            raise ValueError(f"egresswatch: invalid {e.kind}:\n" + "\n".join(e.problems)) from None
+        self._install(new, self.state, "load")
+
+    # -- the swap -----------------------------------------------------------------------------
+
+    def _swap(self, new: State, old: State, force_log: bool) -> None:
+        self._install(new, old, "reload", force_log=force_log)
+
+    def _install(self, new: State, old: State | None, why: str, *, force_log: bool = False) -> None:
+        """Swap in ``new`` (atomic: one attribute), update metrics, log and record config events."""
+        self.state = new
+        self.reloader.track(new)
+        m = self.metrics
+        now = self._clock()
+        cat_changed = old is None or old.catalogue.version != new.catalogue.version
+        pol_changed = old is None or old.policy.version != new.policy.version
+        if m is not None:
+            m.prepare(new.catalogue.app_regimes(), new.policy.departments)
+            if cat_changed:
+                m.catalogue_loaded(
+                    new.catalogue.version,
+                    new.catalogue.entries_per_app(),
+                    len(new.catalogue.files),
+                    now,
+                )
+            if pol_changed:
+                m.policy_loaded(new.policy.version, new.policy.modes(_utc(now)), now)
+        verb = "loaded" if why == "load" and old is None else "reloaded"
+        if cat_changed or force_log:
+            logger.info(
+                "egresswatch: catalogue %s version=%s (%d entries, %s matcher)",
+                verb,
+                new.catalogue.version[:12],
+                new.catalogue.entries,
+                new.matcher.backend,
+            )
+        if cat_changed:
+            self._emit(self._config_event("catalogue", new, now))
+        if pol_changed or force_log:
+            logger.info("egresswatch: policy %s version=%s", verb, new.policy.version[:12])
+        if pol_changed:
+            self._emit(self._config_event("policy", new, now))
+        # An exception that expired since the last check is logged here (with the policy now in
+        # force), or the heartbeat after this swap would start its window too late to see it.
+        self.check_exceptions(now)
+
+    def _config_event(self, kind: str, state: State, now: float) -> Event:
+        detail: dict[str, object]
+        if kind == "catalogue":
+            detail = {
+                "kind": "catalogue",
+                "version": state.catalogue.version,
+                "files": [str(f) for f in state.catalogue.files],
+                "entries": state.catalogue.entries_per_app(),
+            }
+        else:
+            detail = {"kind": "policy", **state.policy.snapshot(_utc(now))}
+        return self._lifecycle_event(EventKind.CONFIG, now, detail)
+
+    def _lifecycle_event(
+        self, kind: EventKind, now: float, detail: dict[str, object] | None = None
+    ) -> Event:
+        st = self.state
+        return Event(
+            ts=now,
+            kind=kind,
+            instance=self.observer.settings.instance,
+            event_id=new_event_id(),
+            catalogue_version=st.catalogue.version if st else "",
+            policy_version=st.policy.version if st else "",
+            detail=detail,
+        )
+
+    def _emit(self, event: Event) -> None:
+        if self.writer is None:
+            self._pending.append(event)
+        else:
+            self.writer.put(event)
+
+    # -- commands -----------------------------------------------------------------------------
+
+    @command.command("egresswatch.reload")  # type: ignore[untyped-decorator]
+    def reload(self) -> None:
+        """Reload the catalogue and the policy now (the old ones stay if the new are invalid)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # called outside mitmproxy's event loop (embedding, tests)
+            self.reloader.reload_sync()
+            return
+        # In the proxy, commands run on the event loop: load in a thread (a large catalogue
+        # takes seconds) and swap on the loop, as a file change does.
+        asyncio_utils.create_task(
+            self.reloader.reload_async(force_log=True), name="egresswatch.reload", keep_ref=True
+        )
+
+    @command.command("egresswatch.status")  # type: ignore[untyped-decorator]
+    def status(self) -> str:
+        """One line: catalogue and policy versions, entries, queue depth."""
+        st = self.state
+        if st is None:
+            return "egresswatch: not configured"
+        depth = self.writer.queue_depth() if self.writer else len(self._pending)
+        return (
+            f"egresswatch: catalogue {st.catalogue.version[:12]} "
+            f"({st.catalogue.entries} entries, {len(st.catalogue.apps)} apps), "
+            f"policy {st.policy.version[:12]}, decrypt={self.observer.settings.decrypt}, "
+            f"queue={depth}"
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def running(self) -> None:
+        o = ctx.options
+        m, st = self.metrics, self.state
+        if m is None or st is None:
+            return  # start-up refused in configure (already logged); mitmproxy is exiting
+        self._running = True
+        scheme = self._store_url.split(":", 1)[0].lower()
+        backend = {"postgres": "postgresql"}.get(scheme, scheme)
+
+        def on_failure(exc: BaseException) -> None:
+            logger.error("egresswatch: event store %s write failed: %s", backend, exc)
+            m.store_failure(backend)
+
+        self.writer = EventWriter(
+            functools.partial(self._store_opener, self._store_url),
+            queue_size=o.egresswatch_queue_size,
+            flush_interval=o.egresswatch_flush_ms / 1000,
+            on_written=m.store_written,
+            on_dropped=m.store_dropped,
+            on_failure=on_failure,
+        )
+        self._writer_options = (o.egresswatch_queue_size, o.egresswatch_flush_ms)
+        m.store_queue(self.writer.queue_depth, o.egresswatch_queue_size)
+        self.writer.start()
+        self._serve_metrics(m)
+        pending, self._pending = self._pending, []
+        for ev in pending:  # config events of the start-up load come first
+            self.writer.put(ev)
+        now = self._clock()
+        self._emit(
+            self._lifecycle_event(
+                EventKind.START,
+                now,
+                {
+                    "egresswatch": egresswatch.__version__,
+                    "mitmproxy": mitmproxy_version.VERSION,
+                    "catalogue_version": st.catalogue.version,
+                    "policy_version": st.policy.version,
+                    "client_identity": self.observer.settings.identity.mode,
+                },
+            )
+        )
+        self._prune(now)
+        self._start_loops({_HEARTBEAT, _RELOAD})
+        logger.info(
+            "egresswatch: running (decrypt=%s, store=%s)", self.observer.settings.decrypt, backend
+        )
+
+    def _serve_metrics(self, m: Metrics) -> None:
+        if self._metrics_listen is None:
+            return
+        host, port = self._metrics_listen
+        certfile, keyfile = self._metrics_tls
+        try:
+            self.metrics_address = m.serve(host, port, certfile or None, keyfile or None)
+        except OSError as e:
+            logger.error("egresswatch: cannot serve metrics on %s:%d: %s", host, port, e)
+            return
+        h, p = self.metrics_address
+        shown = f"[{h}]" if ":" in h else h
+        logger.info(
+            "egresswatch: metrics listening at http%s://%s:%d/metrics",
+            "s" if certfile else "",
+            shown,
+            p,
+        )
+
+    def _start_loops(self, which: set[str]) -> None:
+        """(Re)start the background loop driven by each named option, with its current value."""
+        o = ctx.options
+        for option in which:
+            old = self._tasks.pop(option, None)
+            if old is not None:
+                old.cancel()
+        if _HEARTBEAT in which:
+            self._tasks[_HEARTBEAT] = asyncio_utils.create_task(
+                self._heartbeat_loop(float(o.egresswatch_heartbeat)),
+                name="egresswatch heartbeat",
+                keep_ref=True,
+            )
+        if _RELOAD in which and o.egresswatch_reload_interval > 0:
+            self._tasks[_RELOAD] = asyncio_utils.create_task(
+                self.reloader.watch(
+                    float(o.egresswatch_reload_interval), polling=o.egresswatch_reload_polling
+                ),
+                name="egresswatch reload",
+                keep_ref=True,
+            )
+
+    async def _heartbeat_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                now = self._clock()
+                self.check_exceptions(now)
+                self._emit(self._lifecycle_event(EventKind.HEARTBEAT, now))
+                self._prune(now)
+            except Exception:
+                logger.exception("egresswatch: heartbeat failed")
+
+    def _prune(self, now: float) -> None:
+        days = ctx.options.egresswatch_retention_days
+        if days <= 0 or self.writer is None or now - self._last_prune < _DAY:
+            return
+        self._last_prune = now
+        cutoff = now - days * _DAY
+        self.writer.call(
+            lambda store: logger.info(
+                "egresswatch: pruned %d events older than %d days", store.prune(cutoff), days
+            )
+        )
+
+    def check_exceptions(self, now: float) -> None:
+        """Log each policy exception that expired since the last check (once), update the
+        gauges; every heartbeat and every swap runs it."""
+        st = self.state
+        if st is None:
+            return
+        when = _utc(now)
+        prev, self._last_exc_check = self._last_exc_check, when
+        if prev is not None:
+            for exc in st.policy.expired_since(prev, when):
+                logger.warning(
+                    "egresswatch: exception %s expired at %s",
+                    exc.id,
+                    exc.expires.isoformat(timespec="seconds"),
+                )
+        if self.metrics is not None:
+            nxt = st.policy.next_expiry(when)
+            self.metrics.exceptions(
+                len(st.policy.exceptions_in_force(when)),
+                nxt.timestamp() if nxt is not None else None,
+            )
+
+    async def done(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for t in tasks:
+            t.cancel()
+        if tasks:  # let them finish (the file watch stops its thread within one step)
+            await asyncio.wait(tasks, timeout=5.0)
+        if self.writer is not None:
+            self.writer.put(self._lifecycle_event(EventKind.STOP, self._clock()))
+            writer = self.writer
+            await asyncio.to_thread(writer.close, 10.0)
+            self.writer = None
+        self._writer_options = None
+        if self.metrics is not None:
+            self.metrics.close()
+        self._running = False
