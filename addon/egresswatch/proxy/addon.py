@@ -418,6 +418,8 @@ class EgressWatch:
         for option in which:
             old = self._tasks.pop(option, None)
             if old is not None:
+                if option == _RELOAD:
+                    self.reloader.stop()
                 old.cancel()
         if _HEARTBEAT in which:
             self._tasks[_HEARTBEAT] = asyncio_utils.create_task(
@@ -482,6 +484,7 @@ class EgressWatch:
     async def done(self) -> None:
         tasks = list(self._tasks.values())
         self._tasks.clear()
+        self.reloader.stop()
         for t in tasks:
             t.cancel()
         if tasks:  # let them finish (the file watch stops its thread within one step)

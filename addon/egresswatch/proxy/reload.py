@@ -59,6 +59,11 @@ _MISSING = (-1, -1)
 #: watchfiles: milliseconds without a further change before a batch of changes is reported (and
 #: how often its watch thread looks up from waiting); a save is picked up this much later.
 _STEP_MS = 200
+#: watchfiles: milliseconds its watch thread waits before handing back to the event loop with
+#: nothing found. Each hand-back costs a trip through anyio's thread machinery (at the library's
+#: default of 5 s this was most of an idle proxy's instructions); the watch is stopped through
+#: its stop event instead, so this is only a safety net.
+_THREAD_TIMEOUT_MS = 60_000
 
 
 # -- polling (the fallback) ---------------------------------------------------------------------
@@ -174,6 +179,7 @@ class Reloader:
         self._swap = swap
         self._metrics = metrics
         self._poller: Poller | None = None
+        self._stop: asyncio.Event | None = None  # the running watch's stop event
         #: How the running watch learns of changes: "notify", "poll" or "" (none running).
         self.method = ""
 
@@ -219,28 +225,39 @@ class Reloader:
         made before a watch is in place is still noticed when it starts."""
         self._poller = Poller(st.files(), st.dirs)
 
+    def stop(self) -> None:
+        """Stop the running watch (its notification thread returns within one step); call it
+        before cancelling the task that runs :meth:`watch`."""
+        if self._stop is not None:
+            self._stop.set()
+
     async def watch(self, interval: float, *, polling: bool = False) -> None:
-        """Reload whenever a watched file changes; runs until cancelled.
+        """Reload whenever a watched file changes; runs until stopped or cancelled.
 
         File notifications unless ``polling`` is set or they cannot be had; then a poll every
         ``interval`` seconds."""
+        stop = self._stop = asyncio.Event()
         try:
             st = self._current()
             if st is not None and not polling:
                 try:
-                    await self._notified(st)
+                    await self._notified(st, stop)
                 except* OSError as group:  # no inotify, the watch limit, an unwatchable path
                     logger.warning(
                         "egresswatch: file notifications unavailable (%s); polling every %g s",
                         group.exceptions[0],
                         interval,
                     )
-            await self._polled(interval)
+                except* Exception:
+                    logger.exception("egresswatch: file notifications failed; polling instead")
+                if stop.is_set():
+                    return
+            await self._polled(interval, stop)
         finally:
             self.method = ""
 
-    async def _notified(self, st: State) -> None:
-        """Reload on each batch of notified changes (returns only if the watch cannot start)."""
+    async def _notified(self, st: State, stop: asyncio.Event) -> None:
+        """Reload on each batch of notified changes until ``stop`` is set."""
         dirs = st.dirs
         files = tuple(f for f in (st.policy_path,) if f is not None)
         # The policy file's folder, not the file: editors replace a file by renaming a new one
@@ -253,7 +270,12 @@ class Reloader:
 
         async def one(paths: list[Path], recursive: bool) -> None:
             async for _changes in watchfiles.awatch(
-                *paths, watch_filter=relevant, recursive=recursive, step=_STEP_MS
+                *paths,
+                watch_filter=relevant,
+                recursive=recursive,
+                step=_STEP_MS,
+                rust_timeout=_THREAD_TIMEOUT_MS,
+                stop_event=stop,
             ):
                 await self._reload_logged()
 
@@ -266,9 +288,9 @@ class Reloader:
             self.method = "notify"
             await self._poll_once()
 
-    async def _polled(self, interval: float) -> None:
+    async def _polled(self, interval: float, stop: asyncio.Event) -> None:
         self.method = "poll"
-        while True:
+        while not stop.is_set():
             await asyncio.sleep(interval)
             await self._poll_once()
 
