@@ -357,3 +357,26 @@ def test_changed_paths_is_symmetric_and_sorted() -> None:
     new = {"a": (1, 1), "b": (2, 1), "d": (1, 1)}
     assert changed_paths(old, new) == ["b", "c", "d"]
     assert changed_paths(new, old) == ["b", "c", "d"]
+
+
+async def test_restarting_the_watch_keeps_one_running(env: Env) -> None:
+    env.tctx.configure(env.addon, egresswatch_reload_interval=3600)
+    env.addon.running()
+    try:
+        assert await _wait_for(lambda: env.addon.reloader.method == "notify")
+        env.tctx.configure(env.addon, egresswatch_reload_polling=True)  # restarts the watch
+        assert await _wait_for(lambda: env.addon.reloader.method == "poll")
+        await asyncio.sleep(0.5)  # the replaced watch's thread returns meanwhile
+        assert env.addon.reloader.method == "poll"
+        assert env.addon.background_tasks() == [
+            "egresswatch_heartbeat",
+            "egresswatch_reload_interval",
+        ]
+        env.tctx.configure(env.addon, egresswatch_reload_polling=False)
+        assert await _wait_for(lambda: env.addon.reloader.method == "notify")
+        old = env.addon.state
+        env.policy.write_text(POLICY.replace("blocky: block", "blocky: monitor"))
+        assert await _wait_for(lambda: env.addon.state is not old)
+    finally:
+        await env.addon.done()
+    assert env.addon.reloader.method == ""

@@ -254,7 +254,8 @@ class Reloader:
                     return
             await self._polled(interval, stop)
         finally:
-            self.method = ""
+            if self._stop is stop:  # not a watch that a newer one replaced
+                self.method = ""
 
     async def _notified(self, st: State, stop: asyncio.Event) -> None:
         """Reload on each batch of notified changes until ``stop`` is set."""
