@@ -4,7 +4,6 @@ policy-exception expiry."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +18,8 @@ from mitmproxy.test import taddons
 from prometheus_client import CollectorRegistry
 
 from tests.plugins.addon import APPS
-from tests.plugins.addon import NOW
 from tests.plugins.addon import POLICY
 from tests.plugins.addon import Env
-from tests.plugins.addon import client
 from tests.plugins.addon import connect_flow
 
 
@@ -143,33 +140,6 @@ def test_bundled_catalogue_loads(tmp_path: Path) -> None:
         a.metrics.close()
 
 
-def test_exception_expiry_before_a_reload_is_logged_once(
-    env: Env, caplog: pytest.LogCaptureFixture
-) -> None:
-    env.addon.check_exceptions(NOW)  # a heartbeat
-    later = 1_798_761_600.0 + 60  # EXC-1 expired a minute ago
-    env.clock[0] = later
-    with caplog.at_level(logging.WARNING, logger="egresswatch"):
-        env.addon.reload()  # before the next heartbeat
-        env.addon.check_exceptions(later + 60)  # the next heartbeat
-    assert caplog.text.count("egresswatch: exception EXC-1 expired at") == 1
-
-
-def test_exception_expiry_logged_once(env: Env, caplog: pytest.LogCaptureFixture) -> None:
-    env.addon.check_exceptions(NOW)
-    later = 1_798_761_600.0 + 60  # 2027-01-01T00:01Z: EXC-1 (end of 2026-12-31) has expired
-    with caplog.at_level(logging.WARNING, logger="egresswatch"):
-        env.addon.check_exceptions(later)
-        env.addon.check_exceptions(later + 60)
-    assert (
-        caplog.text.count("egresswatch: exception EXC-1 expired at 2027-01-01T00:00:00+00:00") == 1
-    )
-    env.clock[0] = later
-    f = connect_flow("blocked.test", client(ip="10.9.9.9"))
-    env.observe.http_connect(f)
-    assert f.response is not None and f.response.status_code == 403
-
-
 async def test_running_and_done_write_lifecycle_and_hits(env: Env) -> None:
     env.tctx.configure(env.addon, egresswatch_metrics_listen="127.0.0.1:0", egresswatch_flush_ms=20)
     env.addon.running()
@@ -183,7 +153,7 @@ async def test_running_and_done_write_lifecycle_and_hits(env: Env) -> None:
     assert kinds[-1] == EventKind.STOP and EventKind.HIT in kinds
     (start,) = [e for e in env.store.iter_events(0, 1e12) if e.kind == EventKind.START]
     assert start.detail is not None and start.detail["client_identity"] == "address"
-    assert env.addon.pending_events() == []
+    assert env.addon.journal.pending() == []
 
 
 async def test_runtime_option_changes_take_effect_or_are_refused(env: Env) -> None:

@@ -109,7 +109,7 @@ class Env:
         return v or 0.0
 
     def events(self, kind: EventKind = EventKind.HIT) -> list[Event]:
-        pending = [e for e in self.addon.pending_events() if e.kind == kind]
+        pending = [e for e in self.addon.journal.pending() if e.kind == kind]
         stored = [e for e in self.store.iter_events(0, 1e12) if e.kind == kind]
         return pending + stored
 

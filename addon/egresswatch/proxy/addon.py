@@ -3,10 +3,11 @@
 Like mitmproxy's ``default_addons()``, the work is done by small addons, each with its own
 hooks: ``observe.Observe`` (HTTP, CONNECT, connects, DNS) and ``layers.PassThrough`` (TLS/QUIC),
 which share one :class:`~egresswatch.proxy.observe.Observer`. Their hook methods are bound to
-this addon's attributes of the same names, not listed as child addons (``addons``): mitmproxy
-walks every addon's children for every hook it fires, and two children cost about 100,000
-instructions per CONNECT connection (``bench/proxy_instructions.py``), 0.6 %. This class owns what lives as long as the proxy:
-the state (swapped as one object), the metrics, the event writer, the background loops
+this addon's attributes of the same names rather than listed as child addons (``addons``):
+mitmproxy walks every addon's children for every hook it fires (a ``hasattr`` and a ``getattr``
+per child, handled or not), and bound methods cost nothing extra. This class owns what lives as
+long as the proxy: the state (swapped as one object), the metrics, the event writer (through
+``journal.Journal``, which also does the heartbeat's housekeeping), the background loops
 (heartbeat, file watch) and the ``egresswatch.reload`` / ``egresswatch.status`` commands. Hooks
 never block on I/O: events go to a bounded queue drained by the writer thread.
 """
@@ -35,11 +36,11 @@ from mitmproxy.utils import asyncio_utils
 import egresswatch
 from egresswatch.events import Event
 from egresswatch.events import EventKind
-from egresswatch.events import new_event_id
 from egresswatch.metrics import Metrics
 from egresswatch.metrics import new_registry
 from egresswatch.proxy import options
 from egresswatch.proxy import state as state_mod
+from egresswatch.proxy.journal import Journal
 from egresswatch.proxy.layers import PassThrough
 from egresswatch.proxy.observe import Observe
 from egresswatch.proxy.observe import Observer
@@ -57,7 +58,6 @@ __all__ = ["EgressWatch"]
 
 logger = logging.getLogger("egresswatch")
 
-_DAY = 86400.0
 _HEARTBEAT = "egresswatch_heartbeat"
 _RELOAD = "egresswatch_reload_interval"
 _CATALOGUE_OPTIONS = frozenset({"egresswatch_lists", "egresswatch_bundled", "egresswatch_policy"})
@@ -95,6 +95,9 @@ class EgressWatch:
         self._clock = clock
         self._store_opener = store_opener
         self.observer = Observer(clock, self._emit)
+        self.journal = Journal(
+            clock, self.observer.settings, lambda: self.observer.state, lambda: self.metrics
+        )
         self.observe = Observe(self.observer)
         self.layers = PassThrough(self.observer)
         self.reloader = Reloader(lambda: self.observer.state, self._swap, lambda: self.metrics)
@@ -106,17 +109,13 @@ class EgressWatch:
         self.dns_request = self.observe.dns_request
         self.next_layer = self.layers.next_layer
         self.tls_clienthello = self.layers.tls_clienthello
-        self.writer: EventWriter | None = None
         self.metrics_address: tuple[str, int] | None = None
-        self._pending: list[Event] = []  # events produced before the writer starts
         self._tasks: dict[str, asyncio.Task[None]] = {}  # background loops by option
         self._store_url = ""
         self._metrics_listen: tuple[str, int] | None = None
         self._metrics_tls: tuple[str, str] = ("", "")
         self._writer_options: tuple[int, int] | None = None  # (queue size, flush ms) in use
         self._department_label = False  # fixed when the metrics are built
-        self._last_exc_check: datetime | None = None
-        self._last_prune = 0.0
         self._running = False
 
     # -- public view --------------------------------------------------------------------------
@@ -134,9 +133,10 @@ class EgressWatch:
     def metrics(self) -> Metrics | None:
         return self.observer.metrics
 
-    def pending_events(self) -> list[Event]:
-        """Events produced before the writer started (handed to it by ``running``)."""
-        return list(self._pending)
+    @property
+    def writer(self) -> EventWriter | None:
+        """The event writer (None until ``running``, and after ``done``)."""
+        return self.journal.writer
 
     def background_tasks(self) -> list[str]:
         """The background loops running, by the option that drives each."""
@@ -271,47 +271,17 @@ class EgressWatch:
                 new.matcher.backend,
             )
         if cat_changed:
-            self._emit(self._config_event("catalogue", new, now))
+            self._emit(self.journal.config_event("catalogue", new, now))
         if pol_changed or force_log:
             logger.info("egresswatch: policy %s version=%s", verb, new.policy.version[:12])
         if pol_changed:
-            self._emit(self._config_event("policy", new, now))
+            self._emit(self.journal.config_event("policy", new, now))
         # An exception that expired since the last check is logged here (with the policy now in
         # force), or the heartbeat after this swap would start its window too late to see it.
-        self.check_exceptions(now)
-
-    def _config_event(self, kind: str, state: State, now: float) -> Event:
-        detail: dict[str, object]
-        if kind == "catalogue":
-            detail = {
-                "kind": "catalogue",
-                "version": state.catalogue.version,
-                "files": [str(f) for f in state.catalogue.files],
-                "entries": state.catalogue.entries_per_app(),
-            }
-        else:
-            detail = {"kind": "policy", **state.policy.snapshot(_utc(now))}
-        return self._lifecycle_event(EventKind.CONFIG, now, detail)
-
-    def _lifecycle_event(
-        self, kind: EventKind, now: float, detail: dict[str, object] | None = None
-    ) -> Event:
-        st = self.state
-        return Event(
-            ts=now,
-            kind=kind,
-            instance=self.observer.settings.instance,
-            event_id=new_event_id(),
-            catalogue_version=st.catalogue.version if st else "",
-            policy_version=st.policy.version if st else "",
-            detail=detail,
-        )
+        self.journal.check_exceptions(now)
 
     def _emit(self, event: Event) -> None:
-        if self.writer is None:
-            self._pending.append(event)
-        else:
-            self.writer.put(event)
+        self.journal.emit(event)
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -335,7 +305,8 @@ class EgressWatch:
         st = self.state
         if st is None:
             return "egresswatch: not configured"
-        depth = self.writer.queue_depth() if self.writer else len(self._pending)
+        writer = self.writer
+        depth = writer.queue_depth() if writer else len(self.journal.pending())
         return (
             f"egresswatch: catalogue {st.catalogue.version[:12]} "
             f"({st.catalogue.entries} entries, {len(st.catalogue.apps)} apps), "
@@ -358,7 +329,7 @@ class EgressWatch:
             logger.error("egresswatch: event store %s write failed: %s", backend, exc)
             m.store_failure(backend)
 
-        self.writer = EventWriter(
+        writer = EventWriter(
             functools.partial(self._store_opener, self._store_url),
             queue_size=o.egresswatch_queue_size,
             flush_interval=o.egresswatch_flush_ms / 1000,
@@ -367,15 +338,13 @@ class EgressWatch:
             on_failure=on_failure,
         )
         self._writer_options = (o.egresswatch_queue_size, o.egresswatch_flush_ms)
-        m.store_queue(self.writer.queue_depth, o.egresswatch_queue_size)
-        self.writer.start()
+        m.store_queue(writer.queue_depth, o.egresswatch_queue_size)
+        writer.start()
         self._serve_metrics(m)
-        pending, self._pending = self._pending, []
-        for ev in pending:  # config events of the start-up load come first
-            self.writer.put(ev)
+        self.journal.start(writer)
         now = self._clock()
         self._emit(
-            self._lifecycle_event(
+            self.journal.event(
                 EventKind.START,
                 now,
                 {
@@ -387,7 +356,7 @@ class EgressWatch:
                 },
             )
         )
-        self._prune(now)
+        self.journal.prune(now, o.egresswatch_retention_days)
         self._start_loops({_HEARTBEAT, _RELOAD})
         logger.info(
             "egresswatch: running (decrypt=%s, store=%s)", self.observer.settings.decrypt, backend
@@ -423,7 +392,9 @@ class EgressWatch:
                 old.cancel()
         if _HEARTBEAT in which:
             self._tasks[_HEARTBEAT] = asyncio_utils.create_task(
-                self._heartbeat_loop(float(o.egresswatch_heartbeat)),
+                self.journal.heartbeat(
+                    float(o.egresswatch_heartbeat), lambda: ctx.options.egresswatch_retention_days
+                ),
                 name="egresswatch heartbeat",
                 keep_ref=True,
             )
@@ -436,51 +407,6 @@ class EgressWatch:
                 keep_ref=True,
             )
 
-    async def _heartbeat_loop(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                now = self._clock()
-                self.check_exceptions(now)
-                self._emit(self._lifecycle_event(EventKind.HEARTBEAT, now))
-                self._prune(now)
-            except Exception:
-                logger.exception("egresswatch: heartbeat failed")
-
-    def _prune(self, now: float) -> None:
-        days = ctx.options.egresswatch_retention_days
-        if days <= 0 or self.writer is None or now - self._last_prune < _DAY:
-            return
-        self._last_prune = now
-        cutoff = now - days * _DAY
-        self.writer.call(
-            lambda store: logger.info(
-                "egresswatch: pruned %d events older than %d days", store.prune(cutoff), days
-            )
-        )
-
-    def check_exceptions(self, now: float) -> None:
-        """Log each policy exception that expired since the last check (once), update the
-        gauges; every heartbeat and every swap runs it."""
-        st = self.state
-        if st is None:
-            return
-        when = _utc(now)
-        prev, self._last_exc_check = self._last_exc_check, when
-        if prev is not None:
-            for exc in st.policy.expired_since(prev, when):
-                logger.warning(
-                    "egresswatch: exception %s expired at %s",
-                    exc.id,
-                    exc.expires.isoformat(timespec="seconds"),
-                )
-        if self.metrics is not None:
-            nxt = st.policy.next_expiry(when)
-            self.metrics.exceptions(
-                len(st.policy.exceptions_in_force(when)),
-                nxt.timestamp() if nxt is not None else None,
-            )
-
     async def done(self) -> None:
         tasks = list(self._tasks.values())
         self._tasks.clear()
@@ -489,11 +415,7 @@ class EgressWatch:
             t.cancel()
         if tasks:  # let them finish (the file watch stops its thread within one step)
             await asyncio.wait(tasks, timeout=5.0)
-        if self.writer is not None:
-            self.writer.put(self._lifecycle_event(EventKind.STOP, self._clock()))
-            writer = self.writer
-            await asyncio.to_thread(writer.close, 10.0)
-            self.writer = None
+        await self.journal.close(10.0)
         self._writer_options = None
         if self.metrics is not None:
             self.metrics.close()
