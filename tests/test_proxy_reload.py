@@ -380,3 +380,41 @@ async def test_restarting_the_watch_keeps_one_running(env: Env) -> None:
     finally:
         await env.addon.done()
     assert env.addon.reloader.method == ""
+
+
+def _configmap_volume(root: Path, files: dict[str, str], generation: int) -> None:
+    """Lay out or update ``root`` the way Kubernetes' atomic writer does: the files live in a
+    hidden timestamped folder, ``..data`` points at it, each name is a symlink through
+    ``..data``; an update writes a new folder and swaps ``..data`` in one rename."""
+    folder = root / f"..2026_{generation:02d}"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    tmp = root / "..data_tmp"
+    tmp.symlink_to(folder.name)
+    os.replace(tmp, root / "..data")
+    for name in files:
+        if not (root / name).is_symlink():
+            (root / name).symlink_to(f"..data/{name}")
+
+
+async def test_kubernetes_configmap_update_reloads(env: Env, tmp_path: Path) -> None:
+    volume = tmp_path / "policy-volume"
+    volume.mkdir()
+    _configmap_volume(volume, {"policy.yaml": POLICY}, 1)
+    env.tctx.configure(
+        env.addon, egresswatch_policy=str(volume / "policy.yaml"), egresswatch_reload_interval=3600
+    )
+    env.addon.running()
+    try:
+        assert await _wait_for(lambda: env.addon.reloader.method == "notify")
+        old = env.addon.state
+        _configmap_volume(
+            volume, {"policy.yaml": POLICY.replace("blocky: block", "blocky: off")}, 2
+        )
+        assert await _wait_for(lambda: env.addon.state is not old)
+        f = connect_flow("blocked.test")
+        env.observe.http_connect(f)
+        assert f.response is None and env.events() == []  # "off" now: not even recorded
+    finally:
+        await env.addon.done()

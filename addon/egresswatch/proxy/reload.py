@@ -139,15 +139,27 @@ class Poller:
 # -- notifications ------------------------------------------------------------------------------
 
 
+#: The symlink Kubernetes swaps to update a mounted ConfigMap or Secret at once: the files are
+#: symlinks through it, so their own paths see no event.
+_ATOMIC_SWAP = "..data"
+
+
 def is_watched(path: str, dirs: Iterable[Path], files: Iterable[Path]) -> bool:
     """Whether a changed ``path`` concerns the catalogue (a catalogue file under one of ``dirs``,
-    no hidden component) or is one of ``files`` (the policy file).
+    no hidden component) or is one of ``files`` (the policy file); or is the ``..data`` symlink
+    of a Kubernetes volume holding either.
 
     >>> is_watched("/c/sub/a.yaml", [Path("/c")], []), is_watched("/c/.a.yaml.swp", [Path("/c")], [])
     (True, False)
+    >>> is_watched("/etc/p/..data", [], [Path("/etc/p/policy.yaml")])
+    True
     """
     p = Path(path)
     if any(p == f for f in files):
+        return True
+    if p.name == _ATOMIC_SWAP and (
+        any(p.parent == f.parent for f in files) or any(p.parent.is_relative_to(d) for d in dirs)
+    ):
         return True
     for d in dirs:
         try:
