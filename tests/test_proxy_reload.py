@@ -418,3 +418,36 @@ async def test_kubernetes_configmap_update_reloads(env: Env, tmp_path: Path) -> 
         assert f.response is None and env.events() == []  # "off" now: not even recorded
     finally:
         await env.addon.done()
+
+
+async def test_relative_paths_are_watched(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Options may name the catalogue and policy relative to the working directory; the
+    notifications carry absolute paths."""
+    monkeypatch.chdir(tmp_path)
+    env.tctx.configure(
+        env.addon,
+        egresswatch_lists=[os.path.relpath(env.cat_dir, tmp_path)],
+        egresswatch_policy=os.path.relpath(env.policy, tmp_path),
+        egresswatch_reload_interval=3600,
+    )
+    env.addon.running()
+    try:
+        assert await _wait_for(lambda: env.addon.reloader.method == "notify")
+        old = env.addon.state
+        env.policy.write_text(POLICY.replace("blocky: block", "blocky: monitor"))
+        assert await _wait_for(lambda: env.addon.state is not old)
+        old = env.addon.state
+        (env.cat_dir / "watchy.yaml").write_text(
+            (env.cat_dir / "watchy.yaml").read_text() + "\n# touched\n"
+        )
+        assert await _wait_for(
+            lambda: (
+                env.addon.state is not None
+                and old is not None
+                and env.addon.state.catalogue.version != old.catalogue.version
+            )
+        )
+    finally:
+        await env.addon.done()

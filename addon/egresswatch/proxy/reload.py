@@ -271,8 +271,9 @@ class Reloader:
 
     async def _notified(self, st: State, stop: asyncio.Event) -> None:
         """Reload on each batch of notified changes until ``stop`` is set."""
-        dirs = st.dirs
-        files = tuple(f for f in (st.policy_path,) if f is not None)
+        # watchfiles reports absolute paths (symlinks in them kept): compare like with like.
+        dirs = tuple(Path(os.path.abspath(d)) for d in st.dirs)
+        files = tuple(Path(os.path.abspath(f)) for f in (st.policy_path,) if f is not None)
         # The policy file's folder, not the file: editors replace a file by renaming a new one
         # over it, and a watch on the old file would see nothing after the first save.
         roots = [(list(dirs), True)]
