@@ -4,6 +4,8 @@
     .venv/bin/python bench/matcher.py --quick    # 10 and 10k only
     .venv/bin/python bench/matcher.py --instructions   # instructions per lookup (callgrind, ~1 min)
 
+The matcher is timed through ``Matcher.match(raw)``, the call the proxy's hooks make
+(``egresswatch/proxy/observe.py``; only a miss is normalised again there, to count invalid names).
 Contenders, all on the same probe hosts in the same process: the matcher on its native backend
 (the C suffix table; what the proxy uses when the extension is built), the matcher on its
 pure-Python backend (``EGRESSWATCH_PURE_PYTHON=1``), a tldextract-based matcher (registrable

@@ -152,6 +152,8 @@ def run_config(
     work = tmp / f"{name}-{rep}-files"
     work.mkdir()
     extra = bp.build_configs(work, lists, blocks)[name]
+    if name == "addon":
+        extra = extra + [x for opt in a.addon_set for x in ("--set", opt)]
     out = tmp / f"{name}-{rep}.callgrind"
     wrapper = [
         VALGRIND,
@@ -272,6 +274,14 @@ def main() -> int:
     )
     ap.add_argument(
         "--valgrind-arg", action="append", default=[], help="extra valgrind option (repeatable)"
+    )
+    ap.add_argument(
+        "--addon-set",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="extra egresswatch option for the addon config (repeatable), e.g. "
+        "egresswatch_reload_interval=0 to take file watching out of the per-operation figures",
     )
     a = ap.parse_args()
     a.ops = a.ops or (60 if a.quick else 300)

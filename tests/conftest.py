@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 pytest_plugins = [
+    "tests.plugins.addon",
     "tests.plugins.catalogue",
     "tests.plugins.proxy",
     "tests.plugins.store",

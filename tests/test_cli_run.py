@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from egresswatch.commands import run as run_cmd
 from egresswatch.events import EventKind
+from egresswatch.proxy.run import find_shim
 from egresswatch.store import default_store_url
 from egresswatch.store import open_store
 
@@ -67,7 +68,7 @@ def test_bad_decrypt_value_is_an_argparse_error(capsys: pytest.CaptureFixture[st
 
 
 def test_shim_is_found_and_outside_the_package() -> None:
-    shim = run_cmd.find_shim()
+    shim = find_shim()
     assert shim.is_file()
     pkg = Path(run_cmd.__file__).resolve().parents[1]
     assert shim.parent != pkg  # never a file inside egresswatch/ (sys.path pitfall)

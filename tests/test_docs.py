@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from egresswatch.addon import EgressWatch
 from egresswatch.cli import build_parser
 from egresswatch.commands.match import EXIT_INVALID
 from egresswatch.commands.match import EXIT_OK
 from egresswatch.importers import FORMATS
 from egresswatch.lint import Severity
 from egresswatch.metrics import Metrics
+from egresswatch.proxy.addon import EgressWatch
 from mitmproxy.test import taddons
 from prometheus_client import CollectorRegistry
 

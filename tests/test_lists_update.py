@@ -19,7 +19,7 @@ from egresswatch.catalogue import load_catalogue
 from egresswatch.cli import main
 from egresswatch.fetch import FetchError
 from egresswatch.fetch import fetch
-from egresswatch.reloader import FileWatcher
+from egresswatch.proxy.reload import Poller
 from egresswatch.sources import parse_sources
 
 from tests.support.listserver import ListServer
@@ -470,7 +470,7 @@ def test_written_directory_reloads(
     )
     into = tmp_path / "lists"
     into.mkdir()
-    watcher = FileWatcher(dirs=[into])
+    watcher = Poller(dirs=[into])
     assert not watcher.changed()
     assert update(sources, into) == 0
     assert watcher.changed()

@@ -13,7 +13,7 @@ from types import SimpleNamespace as NS
 from egresswatch import metrics
 from egresswatch import policy
 from egresswatch import policy_schema
-from egresswatch.addon import EgressWatch
+from egresswatch.proxy.addon import EgressWatch
 from mitmproxy import hooks
 from prometheus_client import CollectorRegistry
 
@@ -68,6 +68,7 @@ def test_metrics_accept_every_mode_the_policy_reports() -> None:
 
 
 def test_every_hook_label_is_a_hook_the_addon_implements() -> None:
+    addon = EgressWatch(registry=CollectorRegistry())  # hooks are bound to its pieces per instance
     for hook in metrics.Hook:
         assert hook in hooks.all_hooks, hook
-        assert callable(getattr(EgressWatch, hook, None)), hook
+        assert callable(getattr(addon, hook, None)), hook

@@ -7,6 +7,6 @@ import sys
 _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
 
-from egresswatch.addon import EgressWatch  # noqa: E402
+from egresswatch.proxy.addon import EgressWatch  # noqa: E402
 
 addons = [EgressWatch()]

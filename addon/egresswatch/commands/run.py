@@ -1,8 +1,9 @@
 """``egresswatch run``: mitmdump with the egresswatch addon and safe defaults.
 
 Everything here is argument plumbing: the flags become ``--set egresswatch_*`` options for the
-addon and a few mitmdump flags, then mitmdump runs in this process. mitmproxy is imported only
-when the command runs, so ``egresswatch report`` and friends never pay for it.
+addon and a few mitmdump flags; ``egresswatch.proxy.run`` then runs mitmdump in this process. It
+(and so mitmproxy) is imported only when the command runs, so ``egresswatch report`` and friends
+never pay for it.
 
 >>> build_mitmdump_args(build_parser().parse_args(["--policy", "p.yaml", "--", "-q"]),
 ...                     shim=Path("/x/shim.py"))  # doctest: +NORMALIZE_WHITESPACE
@@ -17,25 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import egresswatch
-
-__all__ = ["build_mitmdump_args", "build_parser", "find_shim", "register", "run"]
-
-#: The entry script, relative to the package: a copy shipped as package data in a directory of
-#: its own (mitmproxy leaves a script's directory on ``sys.path``; MITMPROXY.md section 9).
-_PACKAGED_SHIM = Path("_shim") / "egresswatch_entry.py"
-
-
-def find_shim() -> Path:
-    """The ``mitmdump -s`` entry script: the repository's, else the packaged copy."""
-    pkg = Path(egresswatch.__file__).resolve().parent
-    repo = pkg.parents[1] / "deploy" / "mitmproxy" / "egresswatch.py"
-    if repo.is_file():
-        return repo
-    packaged = pkg / _PACKAGED_SHIM
-    if packaged.is_file():
-        return packaged
-    raise FileNotFoundError(f"egresswatch entry script not found ({repo} or {packaged})")
+__all__ = ["build_mitmdump_args", "build_parser", "register", "run"]
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -140,12 +123,10 @@ def build_mitmdump_args(args: argparse.Namespace, shim: Path) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run mitmdump with the addon in this process; returns its exit status."""
-    # Imported only here (and exempt from TID251): "run" is the one command that starts mitmproxy.
-    from mitmproxy.tools.main import mitmdump  # noqa: TID251
+    # Imported only here: "run" is the one command that starts mitmproxy.
+    from egresswatch.proxy.run import run_mitmdump
 
-    argv = build_mitmdump_args(args, find_shim())
-    rc = mitmdump(argv)
-    return int(rc or 0)
+    return run_mitmdump(lambda shim: build_mitmdump_args(args, shim))
 
 
 def register(sub: Any) -> None:
