@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from typing import Any
 from typing import Protocol
 
 from ..events import Event
@@ -276,6 +277,17 @@ class EventStore(Protocol):
         counting distinct clients (``distinct_clients`` is then 0): much cheaper where the
         figure is not needed.
         """
+
+    def chain_hashes_at(self, instance: str, seqs: Sequence[int]) -> dict[int, list[str]]:
+        """The stored chain hashes of ``instance``'s rows at each seq of ``seqs`` (a seq with
+        no row is absent; more than one hash means a duplicate seq)."""
+
+    def prune_points(self) -> dict[str, tuple[int, str]]:
+        """Per instance, the last pruned seq and its chain hash (what ``prune`` recorded)."""
+
+    def iter_hit_keys(self) -> Iterator[tuple[Any, ...]]:
+        """``(instance, seq, ts, app, regimes JSON, action, department, client, host)`` of every
+        hit row, streamed: what the rollups are recounted from."""
 
     def chain_heads(self) -> list[ChainHead]:
         """The last written seq and chain hash of every instance."""

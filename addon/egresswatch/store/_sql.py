@@ -341,6 +341,41 @@ class SQLStore:
             self._end_prune(c)
         return deleted
 
+    # -- reads for the checkpoint witness (egresswatch.store.witness) -------------------------
+
+    @translate_errors
+    def chain_hashes_at(self, instance: str, seqs: Sequence[int]) -> dict[int, list[str]]:
+        """The stored chain hashes of ``instance``'s rows at each of ``seqs`` (absent: none)."""
+        out: dict[int, list[str]] = {}
+        wanted = sorted(set(seqs))
+        for i in range(0, len(wanted), 500):
+            part = wanted[i : i + 500]
+            sql = (
+                "SELECT seq, chain_hash FROM events WHERE instance = ? "
+                f"AND seq IN ({', '.join('?' * len(part))}) ORDER BY seq, id"
+            )
+            for seq, chain in self._read(sql, (instance, *part)):
+                out.setdefault(int(seq), []).append(chain)
+        return out
+
+    @translate_errors
+    def prune_points(self) -> dict[str, tuple[int, str]]:
+        """Per instance, the last pruned seq and its chain hash (the ``checkpoints`` table)."""
+        return {r[0]: (int(r[1]), r[2]) for r in self._read(_CHECKPOINTS)}
+
+    def iter_hit_keys(self) -> Iterator[tuple[Any, ...]]:
+        """``(instance, seq, ts, app, regimes, action, department, client, host)`` of every
+        hit row, streamed in one snapshot (the rollup recount)."""
+        sql = (
+            "SELECT instance, seq, ts, app, regimes, action, department, client, host "
+            "FROM events WHERE kind = 'hit'"
+        )
+        try:
+            with self._snapshot() as conn:
+                yield from self._stream(conn, sql, ())
+        except self.driver_error as e:
+            raise StoreError(f"iter_hit_keys failed: {e}") from e
+
     @translate_errors
     def chain_heads(self) -> list[ChainHead]:
         return [ChainHead(r[0], int(r[1]), r[2]) for r in self._read(f"{_HEADS} ORDER BY instance")]

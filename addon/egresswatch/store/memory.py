@@ -206,6 +206,25 @@ class MemoryStore:
                 deleted += len(gone)
             return deleted
 
+    def chain_hashes_at(self, instance: str, seqs: Sequence[int]) -> dict[int, list[str]]:
+        wanted = set(seqs)
+        out: dict[int, list[str]] = {}
+        with self._lock:
+            for r in self.rows:
+                if r[0] == instance and r[1] in wanted:
+                    out.setdefault(r[1], []).append(r[19])
+        return out
+
+    def prune_points(self) -> dict[str, tuple[int, str]]:
+        with self._lock:
+            return dict(self.checkpoints)
+
+    def iter_hit_keys(self) -> Iterator[tuple[Any, ...]]:
+        with self._lock:
+            rows = [r for r in self.rows if r[4] == EventKind.HIT.value]
+        for r in rows:
+            yield (r[0], r[1], r[3], r[7], r[8], r[9], r[14], r[12], r[6])
+
     def chain_heads(self) -> list[ChainHead]:
         with self._lock:
             return [ChainHead(k, *v) for k, v in sorted(self.heads.items())]
