@@ -71,18 +71,21 @@ def data_dir_from_args(args: argparse.Namespace) -> Path:
     return default_data_dir()
 
 
-def open_from_args(args: argparse.Namespace, prefix: str) -> EventStore | None:
+def open_from_args(
+    args: argparse.Namespace, prefix: str, *, create: bool = False
+) -> EventStore | None:
     """The store named by ``--store``/``--data-dir``; ``None`` when it cannot be opened, after
-    printing ``<prefix>: <why>`` to stderr."""
+    printing ``<prefix>: <why>`` to stderr. Only ``create=True`` (``db migrate``) makes a new
+    store: a read command on a mistyped path says there is no store there."""
     try:
-        return open_store(store_url_from_args(args))
+        return open_store(store_url_from_args(args), create=create)
     except (StoreError, ValueError) as e:
         print(f"{prefix}: {e}", file=sys.stderr)
         return None
 
 
-def _open(args: argparse.Namespace) -> EventStore | None:
-    return open_from_args(args, "egresswatch db")
+def _open(args: argparse.Namespace, *, create: bool = False) -> EventStore | None:
+    return open_from_args(args, "egresswatch db", create=create)
 
 
 def register(subparsers: Any) -> None:
@@ -213,7 +216,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    store = _open(args)  # migrations are applied at open
+    store = _open(args, create=True)  # migrations are applied at open
     if store is None:
         return 2
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -33,6 +34,9 @@ from .db import open_from_args
 __all__ = ["ecs_document", "parse_when", "register"]
 
 ECS_VERSION = "8.11.0"
+#: ``events export | head``: the reader closed the pipe; the export stops without a word and
+#: exits 141 (128 + SIGPIPE), the status a shell shows for a filter killed by SIGPIPE.
+EXIT_BROKEN_PIPE = 141
 _PROTOCOL = {
     "dns": "dns",
     "http_host": "http",
@@ -193,6 +197,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         else:
             n = write_jsonl(store.iter_events(since, until), sys.stdout)
             sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, as a Unix filter killed by SIGPIPE
+        # would; stdout goes to /dev/null so that the interpreter's final flush cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     except StoreError as e:
         print(f"egresswatch events export: {e}", file=sys.stderr)
         return 2

@@ -339,17 +339,22 @@ def redact_url(url: str) -> str:
     return f"{base}{q}{query}"
 
 
-def open_store(url: str) -> EventStore:
-    """Open the backend named by ``url`` (raises :class:`StoreUnavailable` or ``ValueError``)."""
+def open_store(url: str, *, create: bool = True) -> EventStore:
+    """Open the backend named by ``url`` (raises :class:`StoreUnavailable` or ``ValueError``).
+
+    ``create=False`` (the read commands) opens only an existing store: a missing SQLite file,
+    a missing PostgreSQL database, or one without the egresswatch schema raises
+    :class:`StoreUnavailable` ("no event store at ...") and nothing is created.
+    """
     scheme = url.split(":", 1)[0].lower()
     if scheme == "sqlite":
         from .sqlite import SQLiteStore
 
-        return SQLiteStore(url)
+        return SQLiteStore(url, create=create)
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, create=create)
     if scheme == "memory":
         from .memory import MemoryStore
 
