@@ -43,7 +43,7 @@ def test_note_follows_the_signed_note_format_checked_by_hand(tmp_path: Path) -> 
     assert lines[4] == "verifications 2 9 AAAA"
     dash, name, sig64 = sigline.rstrip("\n").split(" ")
     assert dash == "\u2014" and name == "egw-test"
-    pub_name, pub_hash, pub64 = (tmp_path / "signing.key.pub").read_text().strip().split("+")
+    pub_name, pub_hash, pub64 = (tmp_path / "signing.key.pub").read_text().strip().split("+", 2)
     raw = base64.b64decode(pub64)
     assert pub_name == "egw-test" and raw[0] == 1 and len(raw) == 33
     key_hash = hashlib.sha256(b"egw-test\n\x01" + raw[1:]).digest()[:4]
@@ -104,11 +104,23 @@ def test_log_appends_one_entry_per_note_and_names_a_torn_one(tmp_path: Path) -> 
     # An ECS export of checkpoints (one JSON document per line) reads the same notes.
     ecs = tmp_path / "siem.jsonl"
     ecs.write_text(
-        "".join(json.dumps({"egresswatch": {"checkpoint": {"note": n}}}) + "\n" for n in notes)
+        "".join(
+            json.dumps(
+                {
+                    "event": {"dataset": "egresswatch.checkpoints"},
+                    "egresswatch": {"checkpoint": {"note": n}},
+                }
+            )
+            + "\n"
+            for n in notes
+        )
     )
     assert [e.note for e in read_entries([ecs])] == notes
-    with pytest.raises(CheckpointError, match=r"bad.jsonl:1: not an ECS checkpoint document"):
-        list(parse_entries('{"x": 1}\n', "bad.jsonl"))
+    assert list(parse_entries('{"event": {"dataset": "egresswatch.events"}}\n', "x")) == []
+    with pytest.raises(CheckpointError, match=r"bad.jsonl:2: not a JSON object"):
+        list(parse_entries('{"x": 1}\n{oops\n', "bad.jsonl"))
+    with pytest.raises(CheckpointError, match=r"bad.jsonl:1: no egresswatch.checkpoint.note"):
+        list(parse_entries('{"event": {"dataset": "egresswatch.checkpoints"}}\n', "bad.jsonl"))
 
 
 def test_writer_signs_at_the_interval_and_once_more_at_close(

@@ -306,3 +306,36 @@ def test_a_missing_log_or_key_given_explicitly_exits_2(
     assert rc == 2 and "nope.log" in out
     rc, out = db_verify(capsys, url, tmp_path, "--public-key", str(tmp_path / "nope.pub"))
     assert rc == 2 and "public key" in out and "nope.pub" in out
+
+
+def test_a_siem_copy_and_a_pinned_key_catch_what_a_forged_local_log_hides(
+    proxy: Proxy, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The export a SIEM kept carries the signed checkpoints; an attacker who rewrites the chain
+    and replaces both the local log and the public key beside it fools a verify that trusts the
+    data directory (the documented limit), not one given the SIEM's copy and a pinned key."""
+    data = tmp_path / "data"
+    pinned = tmp_path / "pinned.pub"
+    shutil.copy(data / "signing.key.pub", pinned)
+    siem = tmp_path / "siem.jsonl"
+    argv = ["events", "export", "--since", "2026-07-01", "--store", url, "-o", str(siem)]
+    if not url.startswith("sqlite"):
+        argv += ["--checkpoints", str(data / "checkpoints.log")]
+    assert main(argv) == 0
+    assert "exported 12 events and 3 signed checkpoints" in capsys.readouterr().err
+    attacker = Attacker(url)
+    # The user is not a rollup dimension: the rollups need no repair to match.
+    attacker.sql("""UPDATE events SET "user" = 'nobody' WHERE instance = 'edge-a' AND seq = 3""")
+    attacker.rehash_from("edge-a", 3)
+    for name in ("checkpoints.log", "signing.key", "signing.key.pub"):
+        (data / name).unlink()
+    mallory, _ = load_or_create_signer(data / "signing.key", name="egw-test")
+    Proxy(proxy.store, mallory, CheckpointLog(data / "checkpoints.log")).checkpoint("edge-a")
+    rc, out = db_verify(capsys, url, tmp_path)
+    assert rc == 0, out  # everything in reach of the attacker agrees with itself
+    rc, out = db_verify(
+        capsys, url, tmp_path, "--checkpoints", str(siem), "--public-key", str(pinned)
+    )
+    assert rc == 1, out
+    assert "PROBLEM edge-a#1: rewritten: rows #1..#4 disagree with " in out
+    assert "siem.jsonl:" in out

@@ -70,6 +70,8 @@ __all__ = [
 CHECKPOINT_LOG_NAME = "checkpoints.log"
 SIGNING_KEY_NAME = "signing.key"
 ORIGIN_PREFIX = "egresswatch/"
+#: ``event.dataset`` of the checkpoint documents in the ECS export.
+ECS_DATASET = "egresswatch.checkpoints"
 _ALG_ED25519 = b"\x01"
 _DASH = "\u2014"  # the em dash that starts a signed-note signature line
 _PRIVATE_PREFIX = "PRIVATE+KEY+"
@@ -324,26 +326,44 @@ def load_verifier(path: str | Path) -> Verifier:
 
 @dataclass(frozen=True, slots=True)
 class LoggedCheckpoint:
-    """One entry of a checkpoint log: the signed note, where it was, and (once verified) what
-    it says."""
+    """One entry of a checkpoint log: the signed note and where it was."""
 
     source: str  # "file:line"
     note: str
 
+    def unverified(self) -> Checkpoint:
+        """What the note says, its signature NOT checked (for exports; verify with a
+        :class:`Verifier` before trusting it)."""
+        return Checkpoint.parse_body(self.note.partition("\n\n")[0] + "\n")
+
+    def signer_name(self) -> str:
+        """The key name of the note's first signature line."""
+        sigs = self.note.partition("\n\n")[2]
+        return sigs.split(" ", 2)[1] if sigs.count(" ") >= 2 else ""
+
 
 def parse_entries(text: str, name: str) -> Iterator[LoggedCheckpoint]:
     """The signed notes of a checkpoint log (entries separated by blank lines), or of an ECS
-    JSON-lines export (``egresswatch.checkpoint.note``). Bad framing raises with ``file:line``."""
+    JSON-lines export (``egresswatch events export``: the documents of dataset
+    ``egresswatch.checkpoints`` carry the note; the event documents beside them are skipped).
+    Bad framing raises with ``file:line``."""
     if text.lstrip().startswith("{"):
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                note = json.loads(line)["egresswatch"]["checkpoint"]["note"]
-            except (ValueError, KeyError, TypeError):
-                raise CheckpointError(f"{name}:{n}: not an ECS checkpoint document") from None
+                doc = json.loads(line)
+                dataset = doc.get("event", {}).get("dataset")
+            except (ValueError, AttributeError):
+                raise CheckpointError(f"{name}:{n}: not a JSON object") from None
+            if dataset != ECS_DATASET:
+                continue
+            try:
+                note = doc["egresswatch"]["checkpoint"]["note"]
+            except (KeyError, TypeError):
+                note = None
             if not isinstance(note, str):
-                raise CheckpointError(f"{name}:{n}: egresswatch.checkpoint.note is not a string")
+                raise CheckpointError(f"{name}:{n}: no egresswatch.checkpoint.note (a string)")
             yield LoggedCheckpoint(f"{name}:{n}", note)
         return
     lines = text.split("\n")
