@@ -157,7 +157,7 @@ def test_writer_signs_at_the_interval_and_once_more_at_close(
     assert last["edge-a"].size == 8 and last["edge-a"].head == heads["edge-a"].chain_hash
     assert last["edge-b"].size == 3 and last["edge-b"].head == heads["edge-b"].chain_hash
     assert w.checkpoints == len(cps)
-    lines = [r.getMessage() for r in caplog.records if "egresswatch checkpoint:" in r.message]
+    lines = [r.getMessage() for r in caplog.records if "signed checkpoint:" in r.message]
     assert len(lines) == len(cps)
     assert json.loads(lines[-1].split("; note ", 1)[1]) == log.entries()[-1].note
 

@@ -338,7 +338,7 @@ class EventWriter:
             self._signed[instance] = cp
             self.checkpoints += 1
             logger.info(
-                "egresswatch checkpoint: %s #%d head %s signed by %s; note %s",
+                "signed checkpoint: %s #%d head %s by %s; note %s",
                 instance,
                 cp.size,
                 cp.head,
