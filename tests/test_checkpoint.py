@@ -166,3 +166,20 @@ def test_writer_refuses_half_a_signing_setup(tmp_path: Path) -> None:
     signer, _ = load_or_create_signer(tmp_path / "k")
     with pytest.raises(ValueError, match="signer and checkpoint_log go together"):
         EventWriter(MemoryStore, signer=signer)
+
+
+def test_db_key_creates_the_key_and_prints_the_public_half(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from egresswatch.cli import main
+
+    assert main(["db", "key", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    pub = (tmp_path / "signing.key.pub").read_text().strip()
+    assert f"created signing key {tmp_path / 'signing.key'}" in out and pub in out
+    assert stat.S_IMODE(os.stat(tmp_path / "signing.key").st_mode) == 0o600
+    assert main(["db", "key", "--data-dir", str(tmp_path)]) == 0
+    assert "existing signing key" in capsys.readouterr().out
+    os.chmod(tmp_path / "signing.key", 0o604)
+    assert main(["db", "key", "--data-dir", str(tmp_path)]) == 2
+    assert "run chmod 600" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from typing import Any
 from ..checkpoint import CHECKPOINT_LOG_NAME
 from ..checkpoint import SIGNING_KEY_NAME
 from ..checkpoint import CheckpointError
+from ..checkpoint import load_or_create_signer
 from ..checkpoint import load_verifier
 from ..checkpoint import public_key_path
 from ..checkpoint import read_entries
@@ -137,6 +138,16 @@ def register(subparsers: Any) -> None:
     prune.add_argument("--days", type=int, default=90, metavar="N", help="keep N days (90)")
     prune.set_defaults(func=cmd_prune)
 
+    key = sub.add_parser(
+        "key",
+        help="create the checkpoint signing key if missing (0600) and print its public half",
+    )
+    add_store_arguments(key)
+    key.add_argument(
+        "--key", metavar="FILE", help="the key file (default: signing.key in the data directory)"
+    )
+    key.set_defaults(func=cmd_key)
+
     stats = sub.add_parser("stats", help="row counts and size of the event store")
     add_store_arguments(stats)
     stats.set_defaults(func=cmd_stats)
@@ -243,6 +254,19 @@ def cmd_prune(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"pruned {n} events older than {args.days} days (rollups kept)")
+    return 0
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    path = Path(args.key) if args.key else data_dir_from_args(args) / SIGNING_KEY_NAME
+    try:
+        signer, created = load_or_create_signer(path)
+    except CheckpointError as e:
+        print(f"egresswatch db key: {e}", file=sys.stderr)
+        return 2
+    print(f"{'created' if created else 'existing'} signing key {path} (mode 0600)")
+    print(f"public key ({public_key_path(path)}); keep a copy away from this host:")
+    print(signer.verifier.text())
     return 0
 
 
