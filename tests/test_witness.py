@@ -97,3 +97,17 @@ def test_check_checkpoint_and_the_checkpoints_a_report_embeds(
     problems = check_checkpoint(store, witnessed[-1])
     assert [(p.seq, p.kind) for p in problems] == [(4, "deleted")]
     assert check_checkpoint(store, witnessed[2]) == []
+
+
+def test_rollup_days_are_counted_as_the_writer_counts_them_at_midnight(
+    store: EventStore, make_event: MakeEvent
+) -> None:
+    """The database groups hit rows by day number; a hit a microsecond before midnight, at
+    midnight, and a rollup row per side must agree with the writer's rollups."""
+    stamps = [T0 + DAY - 1e-6, T0 + DAY - 0.5, T0 + DAY, T0 + DAY + 1e-6, T0 + 2 * DAY - 1e-6]
+    store.write([make_event(ts=ts) for ts in stamps])
+    assert sorted(r.day for r in store.rollups(T0, T0 + 3 * DAY)) == [
+        "2026-07-25",
+        "2026-07-26",
+    ]
+    assert verify_rollups(store) == ([], [])

@@ -311,74 +311,75 @@ def verify_rollups(
 ) -> tuple[list[VerifyProblem], list[str]]:
     """Recount the daily rollups from the chained hit rows and compare, row by row.
 
-    Days that may hold pruned events (up to the day of the first row kept after an instance's
-    prune point) cannot be recounted: they are named in the notes, not checked. A rollup row
-    that differs, is missing or has no events behind it is a ``rollup`` problem. Instances in
-    ``skip`` (whose chain already has problems: their rows are not evidence) are not recounted.
+    The hit rows are grouped in the database (:meth:`EventStore.hit_groups`); groups whose
+    regimes lists differ only in order are merged here. Days that may hold pruned events (up to
+    the day of the first row kept after an instance's prune point) cannot be recounted: they
+    are named in the notes, not checked. A rollup row that differs, is missing or has no events
+    behind it is a ``rollup`` problem. Instances in ``skip`` (whose chain already has problems:
+    their rows are not evidence) are not recounted.
     """
     skipped_instances = set(skip)
     pruned = store.prune_points()
+    groups, first_kept = store.hit_groups()
+
+    def wanted(inst: str) -> bool:
+        return (instance is None or inst == instance) and inst not in skipped_instances
+
     counted: dict[tuple[str, ...], list[Any]] = {}
-    first_kept: dict[str, tuple[int, float]] = {}
-    for inst, seq, ts, app, regimes, action, dept, client, host in store.iter_hit_keys():
-        if (instance is not None and inst != instance) or inst in skipped_instances:
+    for day, inst, app, regimes, action, dept, client, host, n, first, last in groups:
+        if not wanted(inst):
             continue
-        ts = float(ts)
-        if inst in pruned:
-            fk = first_kept.get(inst)
-            if fk is None or seq < fk[0]:
-                first_kept[inst] = (int(seq), ts)
-        key = (
-            _codec.day_of(ts), inst, app or "", _regime_key(regimes), action or "",
-            dept or "", client or "", host or "",
-        )  # fmt: skip
-        agg = counted.get(key)
+        gkey = (_codec.day_of(int(day) * 86400.0), inst, app, _regime_key(regimes), action,
+                dept, client, host)  # fmt: skip
+        agg = counted.get(gkey)
         if agg is None:
-            counted[key] = [1, ts, ts]
+            counted[gkey] = [int(n), float(first), float(last)]
         else:
-            agg[0] += 1
-            agg[1] = min(agg[1], ts)
-            agg[2] = max(agg[2], ts)
+            agg[0] += int(n)
+            agg[1] = min(agg[1], float(first))
+            agg[2] = max(agg[2], float(last))
     # Days an instance's pruned rows may have touched: up to the day of its first kept row.
     cutoff = {
-        inst: (_codec.day_of(first_kept[inst][1]) if inst in first_kept else "9999-12-31")
+        inst: (_codec.day_of(first_kept[inst]) if inst in first_kept else "9999-12-31")
         for inst in pruned
     }
     problems: list[VerifyProblem] = []
-    notes: list[str] = []
-    stored: dict[tuple[str, ...], Any] = {}
-    for r in store.rollups(0.0, 253402300799.0):
-        if (instance is not None and r.instance != instance) or r.instance in skipped_instances:
-            continue
-        stored[(r.day, r.instance, r.app, r.regime, r.action, r.department, r.client, r.host)] = r
     skipped: dict[str, int] = {}
-    for k in sorted(set(stored) | set(counted)):
-        day, inst = k[0], k[1]
+
+    def uncounted(day: str, inst: str) -> bool:
         if inst in cutoff and day <= cutoff[inst]:
             skipped[inst] = skipped.get(inst, 0) + 1
+            return True
+        return False
+
+    def problem(key: tuple[str, ...], msg: str) -> None:
+        problems.append(VerifyProblem(key[1], None, "rollup", f"rollup {'/'.join(key)}: {msg}"))
+
+    for r in store.rollups(0.0, 253402300799.0):
+        if not wanted(r.instance):
             continue
-        row = stored.get(k)
-        c = counted.get(k)
-        label = "rollup " + "/".join(k)
-        if row is None:
-            assert c is not None
-            msg = f"{label}: missing; the chained hit rows count {c[0]} event(s)"
-        elif c is None:
-            msg = f"{label}: says {row.events} event(s); no chained hit row behind it"
-        elif (row.events, row.first_seen, row.last_seen) != (c[0], c[1], c[2]):
-            msg = (
-                f"{label}: says {row.events} event(s) "
-                f"({_when(row.first_seen)}..{_when(row.last_seen)}); "
-                f"the chained hit rows count {c[0]} ({_when(c[1])}..{_when(c[2])})"
+        key = (r.day, r.instance, r.app, r.regime, r.action, r.department, r.client, r.host)
+        c = counted.pop(key, None)
+        if uncounted(r.day, r.instance):
+            continue
+        if c is None:
+            problem(key, f"says {r.events} event(s); no chained hit row behind it")
+        elif (r.events, r.first_seen, r.last_seen) != (c[0], c[1], c[2]):
+            problem(
+                key,
+                f"says {r.events} event(s) ({_when(r.first_seen)}..{_when(r.last_seen)}); "
+                f"the chained hit rows count {c[0]} ({_when(c[1])}..{_when(c[2])})",
             )
-        else:
-            continue
-        problems.append(VerifyProblem(inst, None, "rollup", msg))
-    for inst, n in sorted(skipped.items()):
-        notes.append(
-            f"{inst}: {n} rollup row(s) up to {cutoff[inst]} not recounted (their events were "
-            "pruned)"
-        )
-    for inst in sorted(skipped_instances):
-        notes.append(f"{inst}: rollups not recounted (the chain has problems)")
+    for hkey, c in counted.items():  # hits with no rollup row
+        if not uncounted(hkey[0], hkey[1]):
+            problem(hkey, f"missing; the chained hit rows count {c[0]} event(s)")
+    problems.sort(key=lambda p: p.message)
+    notes = [
+        f"{inst}: {n} rollup row(s) up to {cutoff[inst]} not recounted (their events were pruned)"
+        for inst, n in sorted(skipped.items())
+    ]
+    notes += [
+        f"{inst}: rollups not recounted (the chain has problems)"
+        for inst in sorted(skipped_instances)
+    ]
     return problems, notes

@@ -285,9 +285,11 @@ class EventStore(Protocol):
     def prune_points(self) -> dict[str, tuple[int, str]]:
         """Per instance, the last pruned seq and its chain hash (what ``prune`` recorded)."""
 
-    def iter_hit_keys(self) -> Iterator[tuple[Any, ...]]:
-        """``(instance, seq, ts, app, regimes JSON, action, department, client, host)`` of every
-        hit row, streamed: what the rollups are recounted from."""
+    def hit_groups(self) -> tuple[list[tuple[Any, ...]], dict[str, float]]:
+        """The hit rows grouped as rollups would be, in the database: ``(day number (ts //
+        86400), instance, app, regimes JSON, action, department, client, host, count, min ts,
+        max ts)`` (absent values ``""``); and per pruned instance the ts of its first row
+        kept after the prune point. What :func:`egresswatch.witness.verify_rollups` recounts."""
 
     def chain_heads(self) -> list[ChainHead]:
         """The last written seq and chain hash of every instance."""

@@ -106,6 +106,9 @@ class SQLStore:
     mark: ClassVar[str]
     driver_error: ClassVar[type[Exception]]
     upsert_rollup: ClassVar[str]
+    #: The UTC day number of ``ts`` (``floor(ts) // 86400``, exact in integers: the same day as
+    #: ``_codec.day_of`` for every ts >= 0). SQLite's CAST truncates; PostgreSQL's rounds.
+    day_number_sql: ClassVar[str] = "CAST(ts AS INTEGER) / 86400"
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -363,18 +366,22 @@ class SQLStore:
         """Per instance, the last pruned seq and its chain hash (the ``checkpoints`` table)."""
         return {r[0]: (int(r[1]), r[2]) for r in self._read(_CHECKPOINTS)}
 
-    def iter_hit_keys(self) -> Iterator[tuple[Any, ...]]:
-        """``(instance, seq, ts, app, regimes, action, department, client, host)`` of every
-        hit row, streamed in one snapshot (the rollup recount)."""
+    @translate_errors
+    def hit_groups(self) -> tuple[list[tuple[Any, ...]], dict[str, float]]:
         sql = (
-            "SELECT instance, seq, ts, app, regimes, action, department, client, host "
-            "FROM events WHERE kind = 'hit'"
+            f"SELECT {self.day_number_sql} AS d, instance, COALESCE(app, ''), regimes, "
+            "COALESCE(action, ''), COALESCE(department, ''), COALESCE(client, ''), "
+            "COALESCE(host, ''), COUNT(*), MIN(ts), MAX(ts) FROM events WHERE kind = 'hit' "
+            "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
         )
-        try:
-            with self._snapshot() as conn:
-                yield from self._stream(conn, sql, ())
-        except self.driver_error as e:
-            raise StoreError(f"iter_hit_keys failed: {e}") from e
+        first = (
+            "SELECT e.instance, MIN(e.ts) FROM events e JOIN checkpoints c "
+            "ON e.instance = c.instance AND e.seq = c.seq + 1 GROUP BY e.instance"
+        )
+        with self._snapshot() as conn:  # one snapshot for both
+            groups = list(self._stream(conn, sql, ()))
+            kept = {r[0]: float(r[1]) for r in conn.execute(first)}
+        return groups, kept
 
     @translate_errors
     def chain_heads(self) -> list[ChainHead]:

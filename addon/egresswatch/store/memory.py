@@ -219,11 +219,29 @@ class MemoryStore:
         with self._lock:
             return dict(self.checkpoints)
 
-    def iter_hit_keys(self) -> Iterator[tuple[Any, ...]]:
+    def hit_groups(self) -> tuple[list[tuple[Any, ...]], dict[str, float]]:
+        groups: dict[tuple[Any, ...], list[Any]] = {}
         with self._lock:
-            rows = [r for r in self.rows if r[4] == EventKind.HIT.value]
-        for r in rows:
-            yield (r[0], r[1], r[3], r[7], r[8], r[9], r[14], r[12], r[6])
+            for r in self.rows:
+                if r[4] != EventKind.HIT.value:
+                    continue
+                key = (
+                    int(r[3] // 86400), r[0], r[7] or "", r[8], r[9] or "", r[14] or "",
+                    r[12] or "", r[6] or "",
+                )  # fmt: skip
+                agg = groups.get(key)
+                if agg is None:
+                    groups[key] = [1, r[3], r[3]]
+                else:
+                    agg[0] += 1
+                    agg[1] = min(agg[1], r[3])
+                    agg[2] = max(agg[2], r[3])
+            kept: dict[str, float] = {}
+            for r in self.rows:
+                cp = self.checkpoints.get(r[0])
+                if cp is not None and r[1] == cp[0] + 1:
+                    kept[r[0]] = min(kept.get(r[0], r[3]), r[3])
+        return [(*k, *v) for k, v in groups.items()], kept
 
     def chain_heads(self) -> list[ChainHead]:
         with self._lock:

@@ -61,6 +61,8 @@ ON CONFLICT (day, instance, app, regime, action, department, client, host) DO UP
     last_seen = GREATEST(rollups.last_seen, excluded.last_seen)
 """
 
+    day_number_sql = "CAST(floor(ts) AS BIGINT) / 86400"
+
     def __init__(self, url: str, *, create: bool = True) -> None:
         if psycopg is None:
             raise StoreUnavailable(
