@@ -309,8 +309,9 @@ class EventWriter:
                     "event writer stopped with %d events unwritten (counted dropped)", lost
                 )
                 self._count_dropped(lost)
-            if self._signer is not None:
-                # The final checkpoint, after the last flush: the chain as this writer left it.
+            if self._signer is not None and self._store is not None:
+                # The final checkpoint, after the last flush: the chain as this writer left it
+                # (not when the store is down: close() must not wait for a reconnect).
                 self._sign_checkpoints()
             if self._store is not None:
                 _close_quietly(self._store)
