@@ -12,7 +12,15 @@ Measures, in one run:
    day x client x host x action), a start event and a heartbeat per minute per instance; then,
    as in production, one recorded full ``verify()`` (the nightly ``egresswatch db verify``), a
    few hours of new traffic (hits on the 1st of the next month), and ``build_report`` with its
-   default incremental verification (which recomputes only the rows after the recorded head).
+   default incremental verification (which recomputes only the rows after the recorded head);
+5. the cost of signed checkpoints (``--checkpoints-only`` runs just 5 and 6): events/s through
+   the EventWriter without and with a signer (alternating rounds, same run; the signer at a
+   1-second interval, 60x the production default, so that the cost is visible), and the cost of
+   one checkpoint (read head and verification runs, sign, append with fsync);
+6. ``egresswatch db verify`` on a large SQLite store (``--large N`` events, one signed checkpoint
+   per 250 events, as 10M events a month signed every 60 s gives; ``--large-only`` runs just 6):
+   the chain recomputed, the rollups recounted from the chained rows, the store checked against
+   every checkpoint; each step timed.
 
 PostgreSQL: ``--pg-url`` or, by default, a throw-away server started from
 ``/usr/lib/postgresql/*/bin`` in a temp dir (as the ``postgres`` user when run as root).
@@ -40,12 +48,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from egresswatch.checkpoint import Checkpoint
+from egresswatch.checkpoint import CheckpointLog
+from egresswatch.checkpoint import load_or_create_signer
+from egresswatch.checkpoint import read_entries
 from egresswatch.events import Event
 from egresswatch.events import EventKind
 from egresswatch.store import open_store
 from egresswatch.store._codec import COLUMN_SQL
 from egresswatch.store._codec import COLUMNS
 from egresswatch.store._rollups import day_of
+from egresswatch.witness import make_checkpoint
+from egresswatch.witness import verify_checkpoints
+from egresswatch.witness import verify_rollups
 from egresswatch.writer import EventWriter
 
 APPS = {
@@ -98,14 +113,25 @@ def synthetic_events(n: int, instance: str = "bench-1", seed: int = 1) -> list[E
     return out
 
 
-def through_writer(url: str, events: list[Event]) -> tuple[float, int]:
+def through_writer(
+    url: str, events: list[Event], signing_dir: Path | None = None
+) -> tuple[float, int]:
     written = [0]
     dropped = [0]
+    signing: dict[str, Any] = {}
+    if signing_dir is not None:
+        signer, _ = load_or_create_signer(signing_dir / "signing.key", name="bench")
+        signing = {
+            "signer": signer,
+            "checkpoint_log": CheckpointLog(signing_dir / "checkpoints.log"),
+            "checkpoint_interval": 1.0,
+        }
     w = EventWriter(
         lambda: open_store(url),
         queue_size=len(events) + 1,
         on_written=lambda n: written.__setitem__(0, written[0] + n),
         on_dropped=lambda n: dropped.__setitem__(0, dropped[0] + n),
+        **signing,
     )
     w.start()
     t0 = time.perf_counter()
@@ -296,6 +322,123 @@ def monthly_report_path(url: str, new_events: int) -> dict[str, float]:
     return out
 
 
+def checkpoint_cost(tmp: Path, events: list[Event], rounds: int) -> dict[str, float]:
+    """Writer events/s without and with a signer (alternating rounds, fresh store each) and the
+    cost of one checkpoint."""
+    plain: list[float] = []
+    signed: list[float] = []
+    signs = 0
+    for r in range(rounds):
+        for kind in ("plain", "signed") if r % 2 == 0 else ("signed", "plain"):
+            d = tmp / f"cp-{kind}-{r}"
+            d.mkdir()
+            rate, _ = through_writer(
+                f"sqlite://{d / 'events.db'}", events, d if kind == "signed" else None
+            )
+            (signed if kind == "signed" else plain).append(rate)
+            if kind == "signed":
+                signs += len(read_entries([d / "checkpoints.log"]))
+            shutil.rmtree(d)
+    d = tmp / "cp-one"
+    d.mkdir()
+    store = open_store(f"sqlite://{d / 'events.db'}")
+    store.write(events[:1000])
+    signer, _ = load_or_create_signer(d / "signing.key", name="bench")
+    log = CheckpointLog(d / "checkpoints.log")
+    n = 200
+    t0 = time.perf_counter()
+    for i in range(n):
+        cp = make_checkpoint(store, "bench-1", time.time() + i)
+        assert cp is not None
+        log.append(signer.sign(cp))
+    one = (time.perf_counter() - t0) / n
+    store.close()
+    shutil.rmtree(d)
+    plain.sort()
+    signed.sort()
+    return {
+        "plain": plain[len(plain) // 2],
+        "signed": signed[len(signed) // 2],
+        "signs": signs / rounds,
+        "one_ms": one * 1000,
+    }
+
+
+def large_verify(tmp: Path, n: int, per_checkpoint: int = 250) -> dict[str, float]:
+    """Fill a SQLite store with ``n`` hits (batches of 10,000 through ``store.write``; a signed
+    checkpoint for every ``per_checkpoint`` events, made from the stored chain hashes and
+    appended once per batch, to fill fast) and time each step of ``egresswatch db verify``."""
+    store = open_store(f"sqlite://{tmp / 'large.db'}")
+    signer, _ = load_or_create_signer(tmp / "large.key", name="bench")
+    t0 = time.perf_counter()
+    batch = 10_000
+    with open(tmp / "large.log", "a", encoding="utf-8") as log:
+        for start in range(0, n, batch):
+            # 300 clients, each in one department: ~6 hits per rollup row a day (the month
+            # model above assumes ~10), not one row per hit.
+            events = [
+                dataclasses.replace(
+                    e,
+                    event_id=f"{start + i:016x}",
+                    ts=MONTH_START + (start + i) * 0.25,
+                    client=CLIENTS[(start + i) * 7 % 300],
+                    department=DEPARTMENTS[(start + i) * 7 % 300 % len(DEPARTMENTS)],
+                )
+                for i, e in enumerate(synthetic_events(min(batch, n - start), seed=start))
+            ]
+            store.write(events)
+            sizes = list(range(start + per_checkpoint, start + len(events) + 1, per_checkpoint))
+            found = store.chain_hashes_at("bench-1", sizes)
+            log.write(
+                "".join(
+                    signer.sign(Checkpoint("bench-1", k, found[k][0], MONTH_START + k * 0.25))
+                    + "\n"
+                    for k in sizes
+                )
+            )
+    out: dict[str, float] = {"_fill": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    result = store.verify()
+    out["chain recomputed (store.verify(), full, recorded)"] = time.perf_counter() - t0
+    assert result.ok and result.checked == n, result.problems[:3]
+    t0 = time.perf_counter()
+    problems, _ = verify_rollups(store)
+    out["rollups recounted from the chained rows"] = time.perf_counter() - t0
+    assert not problems, problems[:3]
+    t0 = time.perf_counter()
+    entries = read_entries([tmp / "large.log"])
+    witness = verify_checkpoints(store, entries, signer.verifier)
+    out[f"store checked against {len(entries):,} signed checkpoints"] = time.perf_counter() - t0
+    assert witness.ok and witness.checked == len(entries), witness.problems[:3]
+    out["_checkpoints"] = len(entries)
+    out["_rollups"] = store.stats().rows["rollups"]
+    store.checkpoint_wal()  # type: ignore[attr-defined]
+    out["_bytes"] = store.stats().bytes  # type: ignore[attr-defined]
+    store.close()
+    return out
+
+
+def _print_checkpoint_cost(c: dict[str, float], n: int) -> None:
+    print(f"SQLite   checkpoints: writer {c['plain']:,.0f} events/s without a signer, "
+          f"{c['signed']:,.0f} with one signing every 1 s (ratio {c['signed'] / c['plain']:.2f}; "
+          f"{c['signs']:.0f} checkpoints per {n:,}-event run; medians of the rounds)")  # fmt: skip
+    print(f"         one checkpoint (head + runs read, Ed25519 sign, append + fsync): "
+          f"{c['one_ms']:.2f} ms")  # fmt: skip
+
+
+def _print_large(v: dict[str, float], n: int) -> None:
+    print(f"SQLite   db verify of {n:,} events ({v['_bytes'] / 1e9:.2f} GB, "
+          f"{v['_rollups']:,.0f} rollup rows; filled in {v['_fill']:.0f} s with "
+          f"{v['_checkpoints']:,.0f} checkpoints):")  # fmt: skip
+    total = 0.0
+    for what, secs in v.items():
+        if not what.startswith("_"):
+            total += secs
+            print(f"    {secs:7.1f} s  {what}")
+    print(f"    {total:7.1f} s  in all = {n / total:,.0f} events/s; "
+          f"10M events at this rate: {10_000_000 / (n / total):,.0f} s")  # fmt: skip
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -378,6 +521,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run, ~1 minute)")
     ap.add_argument("--pg-url", help="PostgreSQL server URL prefix ending in '/' (databases "
                     "bench_write, bench_base, bench_month must exist and be empty)")  # fmt: skip
+    ap.add_argument("--checkpoints-only", action="store_true",
+                    help="only the checkpoint cost and the large verify (5 and 6)")  # fmt: skip
+    ap.add_argument("--large", type=int, metavar="N",
+                    help="events in the large verify store (default 1,000,000; --quick 100,000)")  # fmt: skip
+    ap.add_argument("--rounds", type=int, default=4, help="rounds of the checkpoint cost (4)")
+    ap.add_argument("--large-only", action="store_true", help="only the large verify (6)")
     args = ap.parse_args(argv)
     n_write = 30_000 if args.quick else 300_000
     n_month = 1_000_000 if args.quick else 10_000_000
@@ -386,6 +535,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"egresswatch store benchmark ({'quick' if args.quick else 'full'}); "
           f"python {sys.version.split()[0]}; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f}")  # fmt: skip
     events = synthetic_events(n_write)
+    n_large = args.large or (100_000 if args.quick else 1_000_000)
+    with tempfile.TemporaryDirectory(prefix="egresswatch-bench-") as d:
+        tmp = Path(d)
+        if not args.large_only:
+            _print_checkpoint_cost(checkpoint_cost(tmp, events, args.rounds), n_write)
+        _print_large(large_verify(tmp, n_large), n_large)
+    if args.checkpoints_only or args.large_only:
+        return 0
     with tempfile.TemporaryDirectory(prefix="egresswatch-bench-") as d:
         tmp = Path(d)
         url = f"sqlite://{tmp / 'write.db'}"

@@ -115,6 +115,7 @@ def test_broken_catalogue_is_an_error(
 def test_default_month_is_the_previous_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    open_store(f"sqlite://{tmp_path}/events.db").close()  # an empty store (a typo is refused)
     before = previous_month(datetime.now(UTC))
     assert main(["report", "--data-dir", str(tmp_path), "--format", "json"]) == 0
     after = previous_month(datetime.now(UTC))

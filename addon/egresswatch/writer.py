@@ -19,6 +19,11 @@ A failing store never stalls traffic:
 - :meth:`close` drains everything it can within ``timeout``; what is still unwritten then is
   counted dropped.
 
+With a ``signer`` and a ``checkpoint_log`` the writer thread also signs a checkpoint of each
+instance it wrote (:mod:`egresswatch.checkpoint`) every ``checkpoint_interval`` seconds when the
+chain moved, and once more at :meth:`close` after the last flush; each is appended (fsynced) to
+the log and logged as one line (the note included) so a SIEM keeps a copy.
+
 The writer never imports ``metrics``: the addon wires ``on_written``/``on_dropped``/``on_failure``
 and ``queue_depth`` to its metrics.
 
@@ -36,6 +41,7 @@ and ``queue_depth`` to its metrics.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -43,9 +49,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from .checkpoint import Checkpoint
+from .checkpoint import CheckpointLog
+from .checkpoint import Signer
 from .events import Event
 from .store import EventStore
 from .store import InvalidEvent
+from .witness import make_checkpoint
 
 __all__ = ["EventWriter"]
 
@@ -71,9 +81,22 @@ class EventWriter:
         clock: Callable[[], float] = time.monotonic,
         retry_min: float = 0.05,
         retry_max: float = 5.0,
+        signer: Signer | None = None,
+        checkpoint_log: CheckpointLog | None = None,
+        checkpoint_interval: float = 60.0,
+        on_checkpoint: Callable[[Checkpoint, str], None] | None = None,
     ) -> None:
         if queue_size < 1 or batch_size < 1 or flush_interval <= 0:
             raise ValueError("queue_size and batch_size must be >= 1, flush_interval > 0")
+        if (signer is None) != (checkpoint_log is None) or checkpoint_interval <= 0:
+            raise ValueError("signer and checkpoint_log go together; checkpoint_interval > 0")
+        self._signer = signer
+        self._checkpoint_log = checkpoint_log
+        self.checkpoint_interval = checkpoint_interval
+        self._on_checkpoint = on_checkpoint
+        self._written_instances: set[str] = set()
+        self._signed: dict[str, Checkpoint] = {}  # the last checkpoint signed per instance
+        self.checkpoints = 0
         self._open_store = open_store
         # A deque under a condition rather than queue.Queue: the writer takes a whole batch per
         # lock round-trip, and put() costs one short lock (it never waits).
@@ -203,6 +226,7 @@ class EventWriter:
         backoff = self._retry_min
         retry_at = float("-inf")
         next_flush = self._clock() + self.flush_interval
+        next_checkpoint = self._clock() + self.checkpoint_interval
         try:
             while True:
                 closing = self._closing.is_set()
@@ -214,6 +238,9 @@ class EventWriter:
                     self._gather(wait)
                     now = self._clock()
                 finishing = closing
+                if self._signer is not None and now >= next_checkpoint and now >= retry_at:
+                    next_checkpoint = now + self.checkpoint_interval
+                    self._sign_checkpoints()
                 if not self._pending:
                     if not self._tasks.empty() and now >= retry_at:
                         if self._ensure_store():
@@ -254,6 +281,8 @@ class EventWriter:
                     else:
                         del self._pending[: len(batch)]
                         self.written += len(batch)
+                        if self._signer is not None:
+                            self._written_instances.update(e.instance for e in batch)
                         if self._on_written is not None:
                             try:
                                 self._on_written(len(batch))
@@ -280,9 +309,48 @@ class EventWriter:
                     "event writer stopped with %d events unwritten (counted dropped)", lost
                 )
                 self._count_dropped(lost)
+            if self._signer is not None and self._store is not None:
+                # The final checkpoint, after the last flush: the chain as this writer left it
+                # (not when the store is down: close() must not wait for a reconnect).
+                self._sign_checkpoints()
             if self._store is not None:
                 _close_quietly(self._store)
                 self._store = None
+
+    def _sign_checkpoints(self) -> None:
+        """Sign and log a checkpoint of each instance written whose chain (or verification
+        record) moved since its last checkpoint. Failures are reported, retried next time."""
+        if self._signer is None or self._checkpoint_log is None or not self._written_instances:
+            return
+        if not self._ensure_store():
+            return
+        assert self._store is not None
+        for instance in sorted(self._written_instances):
+            try:
+                cp = make_checkpoint(self._store, instance, time.time())
+                last = self._signed.get(instance)
+                if cp is None or (last is not None and _same_state(cp, last)):
+                    continue
+                note = self._signer.sign(cp)
+                self._checkpoint_log.append(note)
+            except Exception as e:
+                self._failed(e, "checkpoint")
+                continue
+            self._signed[instance] = cp
+            self.checkpoints += 1
+            logger.info(
+                "signed checkpoint: %s #%d head %s by %s; note %s",
+                instance,
+                cp.size,
+                cp.head,
+                self._signer.name,
+                json.dumps(note),
+            )
+            if self._on_checkpoint is not None:
+                try:
+                    self._on_checkpoint(cp, note)
+                except Exception:
+                    logger.exception("on_checkpoint callback failed")
 
     def _ensure_store(self) -> bool:
         if self._store is not None:
@@ -307,6 +375,16 @@ class EventWriter:
                 fn(store)
             except Exception as e:
                 self._failed(e, "task")
+
+
+def _same_state(a: Checkpoint, b: Checkpoint) -> bool:
+    return (a.size, a.head, a.runs, a.runs_last_id, a.runs_digest) == (
+        b.size,
+        b.head,
+        b.runs,
+        b.runs_last_id,
+        b.runs_digest,
+    )
 
 
 def _close_quietly(store: EventStore) -> None:

@@ -5,7 +5,12 @@ with the data dir from ``$EGRESSWATCH_DATA_DIR``, ``$XDG_DATA_HOME/egresswatch``
 ``~/.local/share/egresswatch``). Other command groups reuse :func:`add_store_arguments` and
 :func:`store_url_from_args`.
 
-Exit codes: 0 fine, 1 verification found problems, 2 the store could not be used.
+``db verify`` also checks the store against the signed checkpoint log (``checkpoints.log`` and
+the public key ``signing.key.pub`` beside the store in the data directory, or ``--checkpoints
+FILE ...`` and ``--public-key FILE``) and recounts the daily rollups from the chained hit rows.
+
+Exit codes: 0 fine, 1 verification found problems, 2 the store (or the checkpoint log, or the key)
+could not be used.
 """
 
 from __future__ import annotations
@@ -13,13 +18,25 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+from ..checkpoint import CHECKPOINT_LOG_NAME
+from ..checkpoint import SIGNING_KEY_NAME
+from ..checkpoint import CheckpointError
+from ..checkpoint import load_or_create_signer
+from ..checkpoint import load_verifier
+from ..checkpoint import public_key_path
+from ..checkpoint import read_entries
 from ..store import EventStore
 from ..store import StoreError
+from ..store import default_data_dir
 from ..store import default_store_url
 from ..store import open_store
 from ..store import redact_url
+from ..store.sqlite import sqlite_path
+from ..witness import verify_checkpoints
+from ..witness import verify_rollups
 
 __all__ = ["add_store_arguments", "open_from_args", "register", "store_url_from_args"]
 
@@ -44,18 +61,32 @@ def store_url_from_args(args: argparse.Namespace) -> str:
     return url if url else default_store_url(getattr(args, "data_dir", None))
 
 
-def open_from_args(args: argparse.Namespace, prefix: str) -> EventStore | None:
+def data_dir_from_args(args: argparse.Namespace) -> Path:
+    """Where the checkpoint log and the signing key live: ``--data-dir``, else the directory of
+    a SQLite ``--store``, else the default data directory."""
+    if getattr(args, "data_dir", None):
+        return Path(args.data_dir)
+    url: str | None = getattr(args, "store", None)
+    if url and url.lower().startswith("sqlite:"):
+        return Path(sqlite_path(url)).expanduser().absolute().parent
+    return default_data_dir()
+
+
+def open_from_args(
+    args: argparse.Namespace, prefix: str, *, create: bool = False
+) -> EventStore | None:
     """The store named by ``--store``/``--data-dir``; ``None`` when it cannot be opened, after
-    printing ``<prefix>: <why>`` to stderr."""
+    printing ``<prefix>: <why>`` to stderr. Only ``create=True`` (``db migrate``) makes a new
+    store: a read command on a mistyped path says there is no store there."""
     try:
-        return open_store(store_url_from_args(args))
+        return open_store(store_url_from_args(args), create=create)
     except (StoreError, ValueError) as e:
         print(f"{prefix}: {e}", file=sys.stderr)
         return None
 
 
-def _open(args: argparse.Namespace) -> EventStore | None:
-    return open_from_args(args, "egresswatch db")
+def _open(args: argparse.Namespace, *, create: bool = False) -> EventStore | None:
+    return open_from_args(args, "egresswatch db", create=create)
 
 
 def register(subparsers: Any) -> None:
@@ -81,6 +112,19 @@ def register(subparsers: Any) -> None:
         help="only rows after the last successful verification run's head (continuity checked "
         "from its chain hash); edits to rows verified earlier wait for the next full run",
     )
+    verify.add_argument(
+        "--checkpoints",
+        nargs="+",
+        metavar="FILE",
+        help="signed checkpoint logs to check the store against (a copy a SIEM kept, or an ECS "
+        "export of checkpoints); default: checkpoints.log in the data directory, if present",
+    )
+    verify.add_argument(
+        "--public-key",
+        metavar="FILE",
+        help="the trusted verifier key (default: signing.key.pub in the data directory; pin a "
+        "copy kept away from the proxy host)",
+    )
     verify.set_defaults(func=cmd_verify)
 
     migrate = sub.add_parser("migrate", help="apply pending schema migrations")
@@ -94,6 +138,16 @@ def register(subparsers: Any) -> None:
     prune.add_argument("--days", type=int, default=90, metavar="N", help="keep N days (90)")
     prune.set_defaults(func=cmd_prune)
 
+    key = sub.add_parser(
+        "key",
+        help="create the checkpoint signing key if missing (0600) and print its public half",
+    )
+    add_store_arguments(key)
+    key.add_argument(
+        "--key", metavar="FILE", help="the key file (default: signing.key in the data directory)"
+    )
+    key.set_defaults(func=cmd_key)
+
     stats = sub.add_parser("stats", help="row counts and size of the event store")
     add_store_arguments(stats)
     stats.set_defaults(func=cmd_stats)
@@ -103,9 +157,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
     store = _open(args)
     if store is None:
         return 2
+    data_dir = data_dir_from_args(args)
+    logs = [Path(p) for p in args.checkpoints] if args.checkpoints else []
+    if not logs and (data_dir / CHECKPOINT_LOG_NAME).exists():
+        logs = [data_dir / CHECKPOINT_LOG_NAME]
+    key = Path(args.public_key) if args.public_key else public_key_path(data_dir / SIGNING_KEY_NAME)
     try:
         result = store.verify(args.instance, full=args.full)
+        broken = {p.instance for p in result.problems}
+        rollup_problems, notes = (
+            verify_rollups(store, args.instance, broken) if args.full else ([], ["rollups not "
+            "recounted (incremental run; a full run recounts them)"])
+        )  # fmt: skip
+        witness = verifier = None
+        if logs:
+            verifier = load_verifier(key)
+            witness = verify_checkpoints(store, read_entries(logs), verifier, args.instance)
     except StoreError as e:
+        print(f"egresswatch db verify: {e}", file=sys.stderr)
+        return 2
+    except CheckpointError as e:
         print(f"egresswatch db verify: {e}", file=sys.stderr)
         return 2
     finally:
@@ -124,20 +195,39 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(
             f"{run.instance}: rows {run.from_seq}..{run.to_seq} verified {run.mode}{base} ({rid})"
         )
-    for problem in result.problems:
+    problems = [*result.problems, *rollup_problems]
+    if witness is None:
+        print(
+            f"NOTE: no checkpoint log ({data_dir / CHECKPOINT_LOG_NAME} absent): the chains are "
+            "checked against the database only; a rewrite with recomputed hashes would pass"
+        )
+    else:
+        problems.extend(witness.problems)
+        notes.extend(witness.notes)
+        names = ", ".join(str(p) for p in logs)
+        assert verifier is not None
+        print(
+            f"witnessed: {witness.checked} signed checkpoint(s) from {names} checked with the "
+            f"key {key} ({verifier.text()}): compare it with a copy kept away from this host"
+        )
+        for name, w in sorted(witness.latest.items()):
+            print(f"{name}: latest checkpoint #{w.checkpoint.size} ({w.source})")
+    for note in notes:
+        print(f"NOTE: {note}")
+    for problem in problems:
         print(f"PROBLEM {problem}")
-    if result.ok:
+    if not problems:
         print(f"OK: {result.checked} events checked in {len(result.heads)} chain(s)")
         return 0
     print(
-        f"FAILED: {len(result.problems)} problem(s) in {result.checked} events checked",
+        f"FAILED: {len(problems)} problem(s) in {result.checked} events checked",
         file=sys.stderr,
     )
     return 1
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    store = _open(args)  # migrations are applied at open
+    store = _open(args, create=True)  # migrations are applied at open
     if store is None:
         return 2
     try:
@@ -164,6 +254,19 @@ def cmd_prune(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"pruned {n} events older than {args.days} days (rollups kept)")
+    return 0
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    path = Path(args.key) if args.key else data_dir_from_args(args) / SIGNING_KEY_NAME
+    try:
+        signer, created = load_or_create_signer(path)
+    except CheckpointError as e:
+        print(f"egresswatch db key: {e}", file=sys.stderr)
+        return 2
+    print(f"{'created' if created else 'existing'} signing key {path} (mode 0600)")
+    print(f"public key ({public_key_path(path)}); keep a copy away from this host:")
+    print(signer.verifier.text())
     return 0
 
 

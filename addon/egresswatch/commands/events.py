@@ -16,25 +16,37 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import UTC
 from datetime import date
 from datetime import datetime
+from pathlib import Path
 from typing import IO
 from typing import Any
 
+from ..checkpoint import CHECKPOINT_LOG_NAME
+from ..checkpoint import ECS_DATASET
+from ..checkpoint import CheckpointError
+from ..checkpoint import LoggedCheckpoint
+from ..checkpoint import read_entries
 from ..events import EVENT_FIELDS
 from ..events import Event
 from ..events import EventKind
 from ..store import StoreError
 from .db import add_store_arguments
+from .db import data_dir_from_args
 from .db import open_from_args
 
-__all__ = ["ecs_document", "parse_when", "register"]
+__all__ = ["checkpoint_document", "ecs_document", "parse_when", "register"]
 
 ECS_VERSION = "8.11.0"
+#: ``events export | head``: the reader closed the pipe; the export stops without a word and
+#: exits 141 (128 + SIGPIPE), the status a shell shows for a filter killed by SIGPIPE.
+EXIT_BROKEN_PIPE = 141
 _PROTOCOL = {
     "dns": "dns",
     "http_host": "http",
@@ -163,12 +175,63 @@ def _ours(e: Event) -> dict[str, Any]:
     return out
 
 
-def write_jsonl(events: Iterable[Event], out: IO[str]) -> int:
+def checkpoint_document(entry: LoggedCheckpoint) -> tuple[float, dict[str, Any]]:
+    """One signed checkpoint as an ECS document (dataset ``egresswatch.checkpoints``), with its
+    time. The whole signed note travels in ``egresswatch.checkpoint.note``: a SIEM's copy of the
+    export is a copy of the checkpoint log (``db verify --checkpoints EXPORT.jsonl``)."""
+    cp = entry.unverified()
+    doc = {
+        "@timestamp": _iso(cp.time),
+        "ecs": {"version": ECS_VERSION},
+        "event": {
+            "kind": "state",
+            "category": ["database"],
+            "type": ["info"],
+            "action": "egresswatch-checkpoint",
+            "module": "egresswatch",
+            "dataset": ECS_DATASET,
+        },
+        "observer": {
+            "name": cp.instance,
+            "type": "proxy",
+            "vendor": "egresswatch",
+            "product": "egresswatch",
+        },
+        "egresswatch": {
+            "kind": "checkpoint",
+            "checkpoint": {
+                "origin": cp.origin,
+                "size": cp.size,
+                "chain_hash": cp.head,
+                "key": entry.signer_name(),
+                "note": entry.note,
+            },
+        },
+    }
+    return cp.time, doc
+
+
+def _line(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def write_jsonl(
+    events: Iterable[Event],
+    out: IO[str],
+    checkpoints: Sequence[tuple[float, dict[str, Any]]] = (),
+) -> int:
+    """Events (oldest first) as ECS lines, with ``checkpoints`` (time-sorted) interleaved by
+    time; returns the number of events written."""
     n = 0
+    i = 0
     for e in events:
-        out.write(json.dumps(ecs_document(e), ensure_ascii=False, separators=(",", ":")))
-        out.write("\n")
+        while i < len(checkpoints) and checkpoints[i][0] <= e.ts:
+            out.write(_line(checkpoints[i][1]))
+            i += 1
+        out.write(_line(ecs_document(e)))
         n += 1
+    for _, doc in checkpoints[i:]:
+        out.write(_line(doc))
     return n
 
 
@@ -184,6 +247,13 @@ def register(subparsers: Any) -> None:
     export.add_argument("--until", help="ISO date or datetime, exclusive (default: now)")
     export.add_argument("--format", choices=["jsonl"], default="jsonl")
     export.add_argument("-o", "--output", metavar="PATH", help="write here instead of stdout")
+    export.add_argument(
+        "--checkpoints",
+        metavar="FILE",
+        help="include the signed checkpoints of FILE signed in the period (default: "
+        "checkpoints.log in the data directory, if present)",
+    )
+    export.add_argument("--no-checkpoints", action="store_true", help="export the events only")
     export.set_defaults(func=cmd_export)
 
 
@@ -194,20 +264,47 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"egresswatch events export: {e}", file=sys.stderr)
         return 2
+    try:
+        cps = [] if args.no_checkpoints else _checkpoints(args, since, until)
+    except CheckpointError as e:
+        print(f"egresswatch events export: {e}", file=sys.stderr)
+        return 2
     store = open_from_args(args, "egresswatch events export")
     if store is None:
         return 2
     try:
         if args.output:
             with open(args.output, "w", encoding="utf-8") as out:
-                n = write_jsonl(store.iter_events(since, until), out)
+                n = write_jsonl(store.iter_events(since, until), out, cps)
         else:
-            n = write_jsonl(store.iter_events(since, until), sys.stdout)
+            n = write_jsonl(store.iter_events(since, until), sys.stdout, cps)
             sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, as a Unix filter killed by SIGPIPE
+        # would; stdout goes to /dev/null so that the interpreter's final flush cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     except StoreError as e:
         print(f"egresswatch events export: {e}", file=sys.stderr)
         return 2
     finally:
         store.close()
-    print(f"exported {n} events", file=sys.stderr)
+    extra = f" and {len(cps)} signed checkpoints" if cps else ""
+    print(f"exported {n} events{extra}", file=sys.stderr)
     return 0
+
+
+def _checkpoints(
+    args: argparse.Namespace, since: float, until: float
+) -> list[tuple[float, dict[str, Any]]]:
+    """The checkpoint documents of the period, time-sorted (none when there is no log)."""
+    if args.checkpoints:
+        path = Path(args.checkpoints)
+    else:
+        path = data_dir_from_args(args) / CHECKPOINT_LOG_NAME
+        if not path.exists():
+            return []
+    docs = [checkpoint_document(e) for e in read_entries([path])]
+    return sorted((d for d in docs if since <= d[0] < until), key=lambda d: d[0])

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 from typing import Protocol
 
 from ..events import Event
@@ -282,6 +283,19 @@ class EventStore(Protocol):
         figure is not needed.
         """
 
+    def chain_hashes_at(self, instance: str, seqs: Sequence[int]) -> dict[int, list[str]]:
+        """The stored chain hashes of ``instance``'s rows at each seq of ``seqs`` (a seq with
+        no row is absent; more than one hash means a duplicate seq)."""
+
+    def prune_points(self) -> dict[str, tuple[int, str]]:
+        """Per instance, the last pruned seq and its chain hash (what ``prune`` recorded)."""
+
+    def hit_groups(self) -> tuple[list[tuple[Any, ...]], dict[str, float]]:
+        """The hit rows grouped as rollups would be, in the database: ``(day number (ts //
+        86400), instance, app, regimes JSON, action, department, client, host, count, min ts,
+        max ts)`` (absent values ``""``); and per pruned instance the ts of its first row
+        kept after the prune point. What :func:`egresswatch.witness.verify_rollups` recounts."""
+
     def chain_heads(self) -> list[ChainHead]:
         """The last written seq and chain hash of every instance."""
 
@@ -355,17 +369,22 @@ def backend_of(url: str) -> str:
         ) from None
 
 
-def open_store(url: str) -> EventStore:
-    """Open the backend named by ``url`` (raises :class:`StoreUnavailable` or ``ValueError``)."""
+def open_store(url: str, *, create: bool = True) -> EventStore:
+    """Open the backend named by ``url`` (raises :class:`StoreUnavailable` or ``ValueError``).
+
+    ``create=False`` (the read commands) opens only an existing store: a missing SQLite file,
+    a missing PostgreSQL database, or one without the egresswatch schema raises
+    :class:`StoreUnavailable` ("no event store at ...") and nothing is created.
+    """
     backend = backend_of(url)
     if backend == "sqlite":
         from .sqlite import SQLiteStore
 
-        return SQLiteStore(url)
+        return SQLiteStore(url, create=create)
     if backend == "postgresql":
         from .postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, create=create)
     from .memory import MemoryStore
 
     return MemoryStore(url)

@@ -108,6 +108,9 @@ class SQLStore:
     mark: ClassVar[str]
     driver_error: ClassVar[type[Exception]]
     upsert_rollup: ClassVar[str]
+    #: The UTC day number of ``ts`` (``floor(ts) // 86400``, exact in integers: the same day as
+    #: ``_codec.day_of`` for every ts >= 0). SQLite's CAST truncates; PostgreSQL's rounds.
+    day_number_sql: ClassVar[str] = "CAST(ts AS INTEGER) / 86400"
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -342,6 +345,45 @@ class SQLStore:
                 c.execute(q(_CHECKPOINT), (inst, last[0], last[1], time.time()))
             self._end_prune(c)
         return deleted
+
+    # -- reads for the checkpoint witness (egresswatch.store.witness) -------------------------
+
+    @translate_errors
+    def chain_hashes_at(self, instance: str, seqs: Sequence[int]) -> dict[int, list[str]]:
+        """The stored chain hashes of ``instance``'s rows at each of ``seqs`` (absent: none)."""
+        out: dict[int, list[str]] = {}
+        wanted = sorted(set(seqs))
+        for i in range(0, len(wanted), 500):
+            part = wanted[i : i + 500]
+            sql = (
+                "SELECT seq, chain_hash FROM events WHERE instance = ? "
+                f"AND seq IN ({', '.join('?' * len(part))}) ORDER BY seq, id"
+            )
+            for seq, chain in self._read(sql, (instance, *part)):
+                out.setdefault(int(seq), []).append(chain)
+        return out
+
+    @translate_errors
+    def prune_points(self) -> dict[str, tuple[int, str]]:
+        """Per instance, the last pruned seq and its chain hash (the ``checkpoints`` table)."""
+        return {r[0]: (int(r[1]), r[2]) for r in self._read(_CHECKPOINTS)}
+
+    @translate_errors
+    def hit_groups(self) -> tuple[list[tuple[Any, ...]], dict[str, float]]:
+        sql = (
+            f"SELECT {self.day_number_sql} AS d, instance, COALESCE(app, ''), regimes, "
+            "COALESCE(action, ''), COALESCE(department, ''), COALESCE(client, ''), "
+            "COALESCE(host, ''), COUNT(*), MIN(ts), MAX(ts) FROM events WHERE kind = 'hit' "
+            "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
+        )
+        first = (
+            "SELECT e.instance, MIN(e.ts) FROM events e JOIN checkpoints c "
+            "ON e.instance = c.instance AND e.seq = c.seq + 1 GROUP BY e.instance"
+        )
+        with self._snapshot() as conn:  # one snapshot for both
+            groups = list(self._stream(conn, sql, ()))
+            kept = {r[0]: float(r[1]) for r in conn.execute(first)}
+        return groups, kept
 
     @translate_errors
     def chain_heads(self) -> list[ChainHead]:

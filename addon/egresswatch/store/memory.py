@@ -208,6 +208,43 @@ class MemoryStore:
                 deleted += len(gone)
             return deleted
 
+    def chain_hashes_at(self, instance: str, seqs: Sequence[int]) -> dict[int, list[str]]:
+        wanted = set(seqs)
+        out: dict[int, list[str]] = {}
+        with self._lock:
+            for r in self.rows:
+                if r[0] == instance and r[1] in wanted:
+                    out.setdefault(r[1], []).append(r[19])
+        return out
+
+    def prune_points(self) -> dict[str, tuple[int, str]]:
+        with self._lock:
+            return dict(self.checkpoints)
+
+    def hit_groups(self) -> tuple[list[tuple[Any, ...]], dict[str, float]]:
+        groups: dict[tuple[Any, ...], list[Any]] = {}
+        with self._lock:
+            for r in self.rows:
+                if r[4] != EventKind.HIT.value:
+                    continue
+                key = (
+                    int(r[3] // 86400), r[0], r[7] or "", r[8], r[9] or "", r[14] or "",
+                    r[12] or "", r[6] or "",
+                )  # fmt: skip
+                agg = groups.get(key)
+                if agg is None:
+                    groups[key] = [1, r[3], r[3]]
+                else:
+                    agg[0] += 1
+                    agg[1] = min(agg[1], r[3])
+                    agg[2] = max(agg[2], r[3])
+            kept: dict[str, float] = {}
+            for r in self.rows:
+                cp = self.checkpoints.get(r[0])
+                if cp is not None and r[1] == cp[0] + 1:
+                    kept[r[0]] = min(kept.get(r[0], r[3]), r[3])
+        return [(*k, *v) for k, v in groups.items()], kept
+
     def chain_heads(self) -> list[ChainHead]:
         with self._lock:
             return [ChainHead(k, *v) for k, v in sorted(self.heads.items())]

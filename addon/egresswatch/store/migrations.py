@@ -186,11 +186,36 @@ CREATE TRIGGER lifecycle_archive_no_truncate BEFORE TRUNCATE ON lifecycle_archiv
 """
 )
 
+# 4: the verification records are evidence too (an incremental run builds on them, the signed
+# checkpoints commit to them): append-only, like events.
+_SQLITE_4 = """
+CREATE TRIGGER verifications_no_update BEFORE UPDATE ON verifications
+BEGIN
+    SELECT RAISE(ABORT, 'egresswatch verifications are append-only');
+END;
+CREATE TRIGGER verifications_no_delete BEFORE DELETE ON verifications
+BEGIN
+    SELECT RAISE(ABORT, 'egresswatch verifications are append-only');
+END;
+"""
+_POSTGRES_4 = """
+CREATE FUNCTION egresswatch_verifications_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'egresswatch verifications are append-only (%)', TG_OP;
+END
+$$;
+CREATE TRIGGER verifications_append_only BEFORE UPDATE OR DELETE ON verifications
+    FOR EACH ROW EXECUTE FUNCTION egresswatch_verifications_append_only();
+CREATE TRIGGER verifications_no_truncate BEFORE TRUNCATE ON verifications
+    FOR EACH STATEMENT EXECUTE FUNCTION egresswatch_verifications_append_only();
+"""
+
 MIGRATION_NAMES: tuple[str, ...] = (
     "events, rollups, chain heads, checkpoints, append-only",
     "verifications (recorded verification runs)",
     "lifecycle_archive (non-hit rows kept through prune)",
+    "verifications append-only",
 )
-SQLITE: tuple[str, ...] = (_SQLITE_1, _SQLITE_2, _SQLITE_3)
-POSTGRES: tuple[str, ...] = (_POSTGRES_1, _POSTGRES_2, _POSTGRES_3)
+SQLITE: tuple[str, ...] = (_SQLITE_1, _SQLITE_2, _SQLITE_3, _SQLITE_4)
+POSTGRES: tuple[str, ...] = (_POSTGRES_1, _POSTGRES_2, _POSTGRES_3, _POSTGRES_4)
 assert len(SQLITE) == len(POSTGRES) == len(MIGRATION_NAMES)

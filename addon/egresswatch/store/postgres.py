@@ -61,14 +61,23 @@ ON CONFLICT (day, instance, app, regime, action, department, client, host) DO UP
     last_seen = GREATEST(rollups.last_seen, excluded.last_seen)
 """
 
-    def __init__(self, url: str) -> None:
+    day_number_sql = "CAST(floor(ts) AS BIGINT) / 86400"
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
         if psycopg is None:
             raise StoreUnavailable(
                 "PostgreSQL store needs psycopg: pip install 'egresswatch[postgres]'"
             )
         super().__init__(url)
-        self._conn = self._connect()
+        self._conn = self._connect(create)
         try:
+            if not create:
+                row = self._conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
+                if row is None or row[0] is None:
+                    raise StoreUnavailable(
+                        f"no event store at {redact_url(url)}: the database has no egresswatch "
+                        "schema (egresswatch db migrate, or the proxy's first start, creates it)"
+                    )
             self.schema_version = self._migrate()
         except BaseException:
             self._conn.close()
@@ -77,10 +86,12 @@ ON CONFLICT (day, instance, app, regime, action, department, client, host) DO UP
     def _where(self) -> str:
         return redact_url(self.url)
 
-    def _connect(self) -> Any:
+    def _connect(self, create: bool = True) -> Any:
         try:
             return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         except psycopg.Error as e:
+            if not create and "does not exist" in str(e):
+                raise StoreUnavailable(f"no event store at {redact_url(self.url)}: {e}") from e
             raise StoreUnavailable(f"cannot connect to {redact_url(self.url)}: {e}") from e
 
     def _migrate(self) -> int:

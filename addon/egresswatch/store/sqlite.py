@@ -36,6 +36,9 @@ _INSERT = (
 )
 
 
+_HAS_SCHEMA = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+
+
 def sqlite_path(url: str) -> str:
     """``sqlite:///a/b.db`` -> ``/a/b.db``; ``sqlite:rel.db`` -> ``rel.db``.
 
@@ -68,15 +71,26 @@ ON CONFLICT (day, instance, app, regime, action, department, client, host) DO UP
     last_seen = max(last_seen, excluded.last_seen)
 """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         super().__init__(url)
         self.path = sqlite_path(url)
+        if not create and (self.path == ":memory:" or not Path(self.path).is_file()):
+            raise StoreUnavailable(
+                f"no event store at {self.path}: the file does not exist "
+                "(a mistyped --data-dir or --store?)"
+            )
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=10.0
             )
+            if not create and not self._conn.execute(_HAS_SCHEMA).fetchone():
+                self._conn.close()
+                raise StoreUnavailable(
+                    f"no event store at {self.path}: the file is not an egresswatch database "
+                    "(no schema_migrations table)"
+                )
         except (OSError, sqlite3.Error) as e:
             raise StoreUnavailable(f"cannot open {self.path}: {e}") from e
         try:
