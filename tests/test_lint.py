@@ -116,6 +116,8 @@ def test_sample_catalogue_is_clean(sample_catalogue: Path) -> None:
         ("co.uk", "suffix", "'co.uk' is a bare public suffix"),
         ("10.0.0.1", "exact", "'10.0.0.1' is an IP literal in a domain field"),
         ("cloudflare.com", "suffix", "'cloudflare.com' is shared infrastructure"),
+        ("volces.com", "suffix", "'volces.com' is shared infrastructure"),
+        ("byteplus.com", "suffix", "'byteplus.com' is shared infrastructure"),
     ],
 )
 def test_bad_name_in_app_file(

@@ -143,6 +143,16 @@ BROAD_INFRASTRUCTURE: frozenset[str] = frozenset(
         "ksyuncdn.com",
         "bcebos.com",
         "volccdn.com",
+        # ByteDance's cloud platforms (Volcano Engine, BytePlus) host third parties: a suffix rule
+        # on them attributes every customer to ByteDance (the third research pass removed 279).
+        "bytepluses.com",
+        "byteplus.com",
+        "volcengine.com",
+        "volcengineapi.com",
+        "volceapplog.com",
+        "volces.com",
+        "volcimagex.com",
+        "ksyun.com",
     }
 )
 # Alibaba's CDN points customer CNAMEs at numbered zones (kunlunaq.com, kunlunar.com, ...).
