@@ -314,3 +314,19 @@ def test_a_naive_now_is_utc_not_local_time() -> None:
     assert previous_month(naive) == previous_month(naive.replace(tzinfo=UTC)) == "2026-07"
     r = build_report(MemoryStore(), "2026-07", now=naive, verify=False)
     assert r.generated_at == ts("2026-08-01T05:00:00") and not r.partial
+
+
+def test_thin_catalogue_entries_are_named_with_the_blind_spots(
+    report_of_july: MonthlyReport,
+) -> None:
+    """An app file's ``completeness`` reaches the method section of every format (VMate's does)."""
+    (vmate,) = [t for n, t in report_of_july.catalogue_limits if n == "VMate"]
+    assert "publicdata.vmate.in" in vmate
+    blind = report_to_dict(report_of_july)["method"]["blind_spots"]  # type: ignore[index]
+    assert {"name": "Thin catalogue: VMate", "text": vmate} in blind
+    assert f"- **Thin catalogue: VMate**: {vmate}" in render_markdown(report_of_july)
+
+
+def test_no_catalogue_no_catalogue_limits(july_store: MemoryStore) -> None:
+    r = build_report(july_store, MONTH, now=AFTER_JULY, verify=False)
+    assert r.catalogue_limits == ()

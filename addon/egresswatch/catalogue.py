@@ -93,7 +93,7 @@ def bundled_dir() -> Path:
 # app files (their format: catalogue_schema.AppFile)
 
 #: Keys of an app file that belong to the app's own file, not to an extends file.
-_OWN_KEYS = ("id", "name", "vendor", "parent", "category", "regimes")
+_OWN_KEYS = ("id", "name", "vendor", "parent", "category", "regimes", "completeness")
 
 
 @dataclass
@@ -248,6 +248,7 @@ def _parse_app(
             description=parsed.description or "",
             file=file,
             line=doc.positions.line(()),
+            completeness=parsed.completeness or "",
         )
     )
     for i, d in enumerate(parsed.domains or ()):

@@ -202,6 +202,8 @@ class App:
     lists: tuple[BulkList, ...] = ()
     carve_outs: tuple[CarveOut, ...] = ()
     cidrs: tuple[CidrRule, ...] = ()
+    #: How complete the list is believed to be, when it is thin or partial ("" when not said).
+    completeness: str = ""
 
     @property
     def entries(self) -> int:

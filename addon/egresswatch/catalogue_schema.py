@@ -212,6 +212,11 @@ class AppFile(_Entry):
     category: Literal[CATEGORIES] | None = None  # type: ignore[valid-type]
     regimes: Texts = Field((), description="Regime ids from any regimes.yaml.")
     description: str | None = None
+    completeness: str | None = Field(
+        None,
+        description="How complete the list is believed to be, when it is known to be thin or "
+        "partial; the monthly report repeats it.",
+    )
     domains: list[EntryDomain] | None = None
     lists: list[EntryList] | None = None
     carve_outs: list[EntryCarveOut] | None = None

@@ -170,6 +170,17 @@ def build_report(
         integrity=_integrity(store.verify(full=full_verify) if verify else None),
         top_n=top_n,
         lifecycle_rows=len(in_period),
+        catalogue_limits=_catalogue_limits(catalogue),
+    )
+
+
+def _catalogue_limits(catalogue: CatalogueLike | None) -> tuple[tuple[str, str], ...]:
+    """Apps whose catalogue entry says how incomplete it is (``completeness:``), by name."""
+    if catalogue is None:
+        return ()
+    apps = sorted(catalogue.apps.values(), key=lambda a: a.name)
+    return tuple(
+        (a.name, text) for a in apps if (text := str(getattr(a, "completeness", "") or ""))
     )
 
 

@@ -306,6 +306,15 @@ class MonthlyReport:
     top_n: int
     # start/stop/heartbeat/config rows in the period (0: pruned or never written)
     lifecycle_rows: int
+    # (app name, what is known to be missing) for apps whose catalogue entry says it is thin
+    catalogue_limits: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def blind_spots(self) -> tuple[tuple[str, str], ...]:
+        """What the proxy cannot see (:data:`BLIND_SPOTS`), then the catalogue's known limits."""
+        return BLIND_SPOTS + tuple(
+            (f"Thin catalogue: {name}", text) for name, text in self.catalogue_limits
+        )
 
     @property
     def lifecycle_note(self) -> str:

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from importlib import resources
 from string import Template
 
-from .model import BLIND_SPOTS
 from .model import LEGAL_CAVEATS
 from .model import MonthlyReport
 from .svg import svg_coverage_chart
@@ -83,7 +82,7 @@ def render_html(report: MonthlyReport) -> str:
         + t["heads"]
         + (f'<ul class="problems">{problems}</ul>' if problems else "")
     )
-    blind = "".join(f"<li><strong>{_e(n)}</strong>: {_e(t)}</li>" for n, t in BLIND_SPOTS)
+    blind = "".join(f"<li><strong>{_e(n)}</strong>: {_e(t)}</li>" for n, t in r.blind_spots)
     legal = "".join(f"<li>{_e(t)}</li>" for t in LEGAL_CAVEATS)
     page = Template(_template("report.html")).substitute(
         css=_template("report.css"),

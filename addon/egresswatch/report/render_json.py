@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 
-from .model import BLIND_SPOTS
 from .model import LEGAL_CAVEATS
 from .model import CatalogueVersion
 from .model import Coverage
@@ -49,7 +48,7 @@ def report_to_dict(report: MonthlyReport) -> dict[str, object]:
         "regimes": [_regime(x) for x in r.regimes],
         "integrity": _integrity(r.integrity),
         "method": {
-            "blind_spots": [{"name": n, "text": t} for n, t in BLIND_SPOTS],
+            "blind_spots": [{"name": n, "text": t} for n, t in r.blind_spots],
             "legal": list(LEGAL_CAVEATS),
         },
     }

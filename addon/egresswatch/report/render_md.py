@@ -6,7 +6,6 @@ import re
 from collections.abc import Iterable
 from collections.abc import Sequence
 
-from .model import BLIND_SPOTS
 from .model import LEGAL_CAVEATS
 from .model import MonthlyReport
 from .tables import daily_matrix
@@ -89,7 +88,7 @@ def render_markdown(report: MonthlyReport) -> str:
         "Prometheus estimates. Blind spots:",
         "",
     ]
-    L += [f"- **{_md(n)}**: {_md(t)}" for n, t in BLIND_SPOTS]
+    L += [f"- **{_md(n)}**: {_md(t)}" for n, t in r.blind_spots]
     L += ["", "### Legal note", ""] + [f"- {_md(t)}" for t in LEGAL_CAVEATS]
     L += [
         "",
