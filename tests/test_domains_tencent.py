@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import pytest
 from egresswatch.catalogue import Catalogue
+from egresswatch.catalogue import bundled_dir
+from egresswatch.catalogue import load_catalogue
 from egresswatch.matcher import Matcher
 
 TENCENT_APPS = ("wechat", "wechat-pay", "tencent-qq", "qq-wallet")
@@ -171,7 +173,8 @@ SHARED: list[tuple[str, set[str]]] = [
     ("dldir1.qq.com", {"wechat", "tencent-qq"}),  # /weixin/... and /qqfile/... installers
     ("dldir1v6.qq.com", {"wechat", "tencent-qq"}),
     ("p.qpic.cn", {"wechat", "tencent-qq"}),  # WeChat capture; QQ custom faces
-    ("q3.qlogo.cn", {"wechat", "tencent-qq"}),  # unlisted avatar host: only the shared qlogo.cn row
+    ("q3.qlogo.cn", {"tencent-qq"}),  # unlisted QQ avatar host: the q# pattern, not the shared row
+    ("x3.qlogo.cn", {"wechat", "tencent-qq"}),  # any other unlisted host: the shared qlogo.cn row
     ("www.tenpay.com", {"wechat", "wechat-pay", "qq-wallet"}),
     ("wechatpay.cn", {"wechat", "wechat-pay"}),
 ]
@@ -313,3 +316,36 @@ def test_wecom_is_carved_out_of_both_wechat_and_qq(shipped_catalogue: Catalogue)
     wecom = {"work.weixin.qq.com", "qyapi.weixin.qq.com", "qydev.weixin.qq.com"}
     assert wecom <= wechat
     assert wecom <= qq
+
+
+# --- label patterns: numbered and regional siblings no source has listed yet -------------------
+@pytest.mark.parametrize(
+    ("host", "app"),
+    [
+        ("wx3.qq.com", "wechat"),  # wx# under qq.com, subtree
+        ("login.wx5.qq.com", "wechat"),
+        ("hkmmsns.qpic.cn", "wechat"),  # *mmsns under qpic.cn, name only
+        ("findernew.video.qq.com", "wechat"),  # finder* under video.qq.com
+        ("vweixinx.tc.qq.com", "wechat"),  # vweixin* under tc.qq.com
+        ("q4.qlogo.cn", "tencent-qq"),  # q# under qlogo.cn
+    ],
+)
+def test_label_patterns_attribute_unseen_siblings(host: str, app: str) -> None:
+    found = Matcher.from_catalogue(load_catalogue([bundled_dir()])).match(host)
+    assert found is not None and found.app == app, (host, found)
+    assert found.rule.note.startswith("pattern "), found.rule
+
+
+@pytest.mark.parametrize(
+    ("host", "app"),
+    [
+        ("wxs2.qq.com", "tencent-qq"),  # not wx + digits: QQ's qq.com fallback, not WeChat
+        ("a.hkmmsns.qpic.cn", None),  # *mmsns is scope name: nothing below it
+        ("v.video.qq.com", None),  # Tencent Video stays carved out
+        ("apd-vlive.apdcdn.tc.qq.com", None),  # Tencent-wide CDN host under tc.qq.com
+        ("q4.qlogo.cn.evil.example", None),
+    ],
+)
+def test_label_patterns_do_not_overreach(host: str, app: str | None) -> None:
+    found = Matcher.from_catalogue(load_catalogue([bundled_dir()])).match(host)
+    assert (found.app if found else None) == app, (host, found)

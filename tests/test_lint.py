@@ -311,6 +311,30 @@ def test_primary_tag_one_app_per_shared_name(catalogue_dir: CatalogueDirFactory)
     ]
 
 
+def test_pattern_parents_and_labels(catalogue_dir: CatalogueDirFactory) -> None:
+    def pat(parent: str, label: str) -> dict[str, str]:
+        return {"parent": parent, "label": label, "source": "t", "confidence": "low"}
+
+    d = catalogue_dir(
+        one_app(
+            [{"domain": "demo.example"}],
+            patterns=[pat("qq.com", "wx#"), pat("co.uk", "a*"), pat("demo.example", "*")],
+        )
+    )
+    got = [(f.severity, f.message) for f in findings(d) if f.severity is not Severity.NOTE]
+    assert got == [
+        (
+            Severity.ERROR,
+            "pattern parent: 'co.uk' is a bare public suffix: it would match every name under it",
+        ),
+        (
+            Severity.WARNING,
+            "pattern '*' under 'demo.example' has no fixed character: it matches every label "
+            "there (a suffix rule on the parent says so more plainly)",
+        ),
+    ]
+
+
 def test_carve_out_without_effect(catalogue_dir: CatalogueDirFactory) -> None:
     d = catalogue_dir(
         one_app(

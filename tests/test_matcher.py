@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import sys
 import threading
 from array import array
@@ -12,6 +13,7 @@ from egresswatch.catalogue import BulkList
 from egresswatch.catalogue import CarveOut
 from egresswatch.catalogue import CidrRule
 from egresswatch.catalogue import DomainRule
+from egresswatch.catalogue import PatternRule
 from egresswatch.catalogue import load_catalogue
 from egresswatch.hostnames import normalise_host
 from egresswatch.matcher import NATIVE_AVAILABLE
@@ -196,7 +198,7 @@ def test_slim_matcher_and_catalogue_keep_lookups_and_counts(
 # --- property: the matcher agrees with a naive reference on generated catalogues -------------
 
 # "x" * 30 makes keys longer than the native table keeps inline in a slot.
-LABELS = st.sampled_from(["a", "b", "c", "ab", "xn--p1ai", "x" * 30])
+LABELS = st.sampled_from(["a", "b", "c", "ab", "x2", "xn--p1ai", "x" * 30])
 APPS = st.sampled_from(["x", "y", "z"])
 names = st.lists(LABELS, min_size=1, max_size=3).map(".".join)
 hosts = st.lists(LABELS, min_size=1, max_size=5).map(".".join)
@@ -206,8 +208,45 @@ def covers(domain: str, host: str) -> bool:
     return host == domain or host.endswith("." + domain)
 
 
+def pattern(parent: str, label: str, app: str, scope: str = "subtree") -> PatternRule:
+    return PatternRule(parent, label, scope, app, "test", "high", (), "", "t.yaml", 1)  # type: ignore[arg-type]
+
+
+def label_regex(label: str) -> str:
+    """The pattern language written out again, independently of PatternRule.regex()."""
+    out = ""
+    for ch in label:
+        out += {"*": "[a-z0-9-]*", "#": "[0-9]*"}.get(ch, re.escape(ch))
+    return out
+
+
+def pattern_candidates(
+    patterns: list[PatternRule], carves: list[CarveOut], host: str
+) -> list[tuple[str, PatternRule]]:
+    out = []
+    for p in patterns:
+        if not host.endswith("." + p.parent):
+            continue
+        left = host[: -len(p.parent) - 1].split(".")
+        concrete = f"{left[-1]}.{p.parent}"
+        if p.scope == "name" and host != concrete:
+            continue
+        if not re.fullmatch(label_regex(p.label), left[-1]):
+            continue
+        if any(
+            c.app == p.app and covers(c.domain, host) and len(c.domain) >= len(concrete)
+            for c in carves
+        ):
+            continue
+        out.append((concrete, p))
+    return out
+
+
 def reference(
-    rules: list[DomainRule], carves: list[CarveOut], host: str
+    rules: list[DomainRule],
+    carves: list[CarveOut],
+    host: str,
+    patterns: list[PatternRule] = (),  # type: ignore[assignment]
 ) -> tuple[str, tuple[str, ...], str] | None:
     exact = [r for r in rules if r.match == "exact" and r.domain == host]
     if exact:
@@ -224,9 +263,14 @@ def reference(
             for c in carves
         )
     ]
-    if not candidates:
+    by_pattern = pattern_candidates(list(patterns), carves, host)
+    if not candidates and not by_pattern:
         return None
-    longest = max(len(r.domain) for r in candidates)
+    longest = max([len(r.domain) for r in candidates] + [len(d) for d, _ in by_pattern])
+    if not any(len(r.domain) == longest for r in candidates):
+        # A pattern's name beats every shorter rule; an explicit rule of the same length wins.
+        concrete, first = next((d, p) for d, p in by_pattern if len(d) == longest)
+        return first.app, (first.app,), concrete
     best = [r for r in candidates if len(r.domain) == longest]
     apps = tuple(sorted({r.app for r in best}))
     primary = [r.app for r in best if "primary" in r.tags]
@@ -234,11 +278,16 @@ def reference(
 
 
 KINDS = st.sampled_from(["suffix", "exact"])
+SCOPES = st.sampled_from(["name", "subtree"])
 
 
 @settings(max_examples=1000, deadline=None)
 @given(
     specs=st.lists(st.tuples(names, APPS, KINDS, st.booleans()), max_size=12),
+    pattern_specs=st.lists(
+        st.tuples(names, st.sampled_from(["a*", "#", "x#", "*b", "ab", "*"]), APPS, SCOPES),
+        max_size=3,
+    ),
     carve_specs=st.lists(st.tuples(names, APPS), max_size=3),
     list_specs=st.lists(st.tuples(st.lists(names, max_size=6), APPS, KINDS), max_size=2),
     probe=st.lists(hosts, min_size=1, max_size=10),
@@ -246,6 +295,7 @@ KINDS = st.sampled_from(["suffix", "exact"])
 def test_agrees_with_naive_reference(
     backend: Backend,
     specs: list[tuple[str, str, str, bool]],
+    pattern_specs: list[tuple[str, str, str, str]],
     carve_specs: list[tuple[str, str]],
     list_specs: list[tuple[list[str], str, str]],
     probe: list[str],
@@ -254,14 +304,16 @@ def test_agrees_with_naive_reference(
     rules = [rule(d, a, k, tags=("primary",) if p and a == "y" else ()) for d, a, k, p in specs]
     carves = [carve(d, a) for d, a in carve_specs]
     lists = [bulk(ns, a, k) for ns, a, k in list_specs]
-    m = Matcher.from_entries([*rules, *carves], lists, backend=backend)
+    patterns = [pattern(parent, label, a, scope) for parent, label, a, scope in pattern_specs]
+    m = Matcher.from_entries([*rules, *carves, *patterns], lists, backend=backend)
     assert m.backend == backend
     # A bulk-list name decides like a rule of the list's app (its line is left to explain()).
     as_rules = rules + [rule(n, a, k) for ns, a, k in list_specs for n in ns]
-    for host in probe + [d for d, *_ in specs] + [n for ns, _, _ in list_specs for n in ns]:
+    under = [f"{x}.{p.parent}" for p in patterns for x in ("ab", "x2", "12", "c.ab", "b")]
+    for host in probe + under + [d for d, *_ in specs] + [n for ns, _, _ in list_specs for n in ns]:
         got = m.match(host)
         assert (None if got is None else (got.app, got.apps, got.rule.domain)) == reference(
-            as_rules, carves, host
+            as_rules, carves, host, patterns
         ), host
 
 

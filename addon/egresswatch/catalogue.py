@@ -43,6 +43,7 @@ from .catalogue_model import Catalogue
 from .catalogue_model import CatalogueError
 from .catalogue_model import CidrRule
 from .catalogue_model import DomainRule
+from .catalogue_model import PatternRule
 from .catalogue_model import Regime
 from .catalogue_schema import CATEGORIES
 from .catalogue_schema import CONFIDENCES
@@ -73,6 +74,7 @@ __all__ = [
     "CarveOut",
     "CidrRule",
     "DomainRule",
+    "PatternRule",
     "Problem",
     "Regime",
     "bundled_dir",
@@ -117,12 +119,14 @@ class _AppDraft:
     lists: list[BulkList] = field(default_factory=list)
     carve_outs: list[CarveOut] = field(default_factory=list)
     cidrs: list[CidrRule] = field(default_factory=list)
+    patterns: list[PatternRule] = field(default_factory=list)
 
     def extend(self, other: _AppDraft) -> None:
         self.rules.extend(other.rules)
         self.lists.extend(other.lists)
         self.carve_outs.extend(other.carve_outs)
         self.cidrs.extend(other.cidrs)
+        self.patterns.extend(other.patterns)
 
     def freeze(self) -> App:
         return replace(
@@ -131,6 +135,7 @@ class _AppDraft:
             lists=tuple(self.lists),
             carve_outs=tuple(self.carve_outs),
             cidrs=tuple(self.cidrs),
+            patterns=tuple(self.patterns),
         )
 
 
@@ -289,6 +294,23 @@ def _parse_app(
         name = _normalised(c.domain, doc, at, sink)
         draft.carve_outs.append(
             CarveOut(name, app_id, c.source, c.reason, file, doc.positions.line(at))
+        )
+    for i, pt in enumerate(parsed.patterns or ()):
+        at = ("patterns", i, "parent")
+        parent = _normalised(pt.parent, doc, at, sink)
+        draft.patterns.append(
+            PatternRule(
+                parent,
+                pt.label,
+                pt.scope,
+                app_id,
+                pt.source,
+                pt.confidence,
+                tuple(pt.tags),
+                pt.note or "",
+                file,
+                doc.positions.line(("patterns", i)),
+            )
         )
     for i, n in enumerate(parsed.cidrs or ()):
         net = ipaddress.ip_network(n.cidr, strict=True)

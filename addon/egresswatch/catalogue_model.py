@@ -13,6 +13,7 @@ Errors::
 from __future__ import annotations
 
 import ipaddress
+import re
 from array import array
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ __all__ = [
     "CatalogueError",
     "CidrRule",
     "DomainRule",
+    "PatternRule",
     "Problem",
     "Regime",
     "RegimeLike",
@@ -81,6 +83,53 @@ class CarveOut(NamedTuple):
     reason: str
     file: str
     line: int
+
+
+class PatternRule(NamedTuple):
+    """Names whose label directly under ``parent`` matches ``label`` (``*`` any run of
+    letters, digits and hyphens; ``#`` any run of digits); ``scope`` ``name`` or ``subtree``."""
+
+    parent: str
+    label: str
+    scope: Literal["name", "subtree"]
+    app: str
+    source: str
+    confidence: str
+    tags: tuple[str, ...]
+    note: str
+    file: str
+    line: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    @property
+    def text(self) -> str:
+        """The pattern as written: ``wx#.qq.com`` (with ``/…`` for a subtree)."""
+        return f"{self.label}.{self.parent}" + (" and below" if self.scope == "subtree" else "")
+
+    def regex(self) -> str:
+        """The label as a regular expression (anchored by the caller)."""
+        return "".join(
+            "[a-z0-9-]*" if ch == "*" else "[0-9]*" if ch == "#" else re.escape(ch)
+            for ch in self.label
+        )
+
+    def rule_for(self, domain: str) -> DomainRule:
+        """The rule a match reports: the concrete ``<label>.<parent>`` it matched."""
+        return DomainRule(
+            domain,
+            "suffix" if self.scope == "subtree" else "exact",
+            self.app,
+            self.source,
+            self.confidence,
+            self.tags,
+            f"pattern {self.label}.{self.parent}" + (f"; {self.note}" if self.note else ""),
+            (),
+            self.file,
+            self.line,
+        )
 
 
 class CidrRule(NamedTuple):
@@ -202,6 +251,7 @@ class App:
     lists: tuple[BulkList, ...] = ()
     carve_outs: tuple[CarveOut, ...] = ()
     cidrs: tuple[CidrRule, ...] = ()
+    patterns: tuple[PatternRule, ...] = ()
     #: How complete the list is believed to be, when it is thin or partial ("" when not said).
     completeness: str = ""
 

@@ -178,6 +178,27 @@ class EntryCarveOut(_Entry):
     reason: Text
 
 
+LABEL_PATTERN = r"^[a-z0-9*#-]{1,63}$"
+
+
+class EntryPattern(_Entry):
+    """Names whose label directly under a declared parent matches a pattern (``wx#`` under
+    ``qq.com``: ``wx.qq.com``, ``wx2.qq.com``, ``wx8.qq.com``...). ``*`` stands for any run of
+    letters, digits and hyphens, ``#`` for any run of digits (both may be empty)."""
+
+    parent: Hostname = Field(description="The shared parent the pattern's label sits under.")
+    label: Annotated[str, Field(pattern=LABEL_PATTERN)] = Field(
+        description="One label: letters, digits, hyphens, * (any run) and # (any digits)."
+    )
+    scope: Literal["name", "subtree"] = Field(
+        "subtree", description="name: only <label>.<parent>; subtree: also every name under it."
+    )
+    source: Text
+    confidence: Confidence
+    tags: Texts = ()
+    note: str | None = None
+
+
 class EntryCidr(_Entry):
     """A network, for IP-literal destinations."""
 
@@ -220,6 +241,7 @@ class AppFile(_Entry):
     domains: list[EntryDomain] | None = None
     lists: list[EntryList] | None = None
     carve_outs: list[EntryCarveOut] | None = None
+    patterns: list[EntryPattern] | None = None
     cidrs: list[EntryCidr] | None = None
 
 

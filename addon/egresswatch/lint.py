@@ -305,6 +305,20 @@ def _check_names(
                 out.add(
                     co.file, co.line, Severity.ERROR, f"carve-out {co.domain!r} is an IP literal"
                 )
+        for p in app.patterns:
+            # A pattern acts as a suffix rule one label under its parent: the parent must be a
+            # name the app shares with others, never a public suffix or a TLD.
+            for sev, msg in checker.check(p.parent, "suffix", p.tags):
+                if sev is Severity.ERROR or "single label" in msg:
+                    out.add(p.file, p.line, Severity.ERROR, f"pattern parent: {msg}")
+            if not p.label.strip("*#"):
+                out.add(
+                    p.file,
+                    p.line,
+                    Severity.WARNING,
+                    f"pattern {p.label!r} under {p.parent!r} has no fixed character: it matches "
+                    "every label there (a suffix rule on the parent says so more plainly)",
+                )
 
 
 def _check_app_entries(app: App, claims: list[_Claim], out: _Out) -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 from collections.abc import Iterable
 from typing import Literal
 from typing import NamedTuple
@@ -43,6 +44,7 @@ from .catalogue import CarveOut
 from .catalogue import Catalogue
 from .catalogue import CidrRule
 from .catalogue import DomainRule
+from .catalogue import PatternRule
 from .catalogue_schema import PRIMARY_TAG
 from .hostnames import is_matchable
 from .hostnames import normalise_host
@@ -61,10 +63,47 @@ logger = logging.getLogger(__name__)
 
 Backend = Literal["native", "python"]
 
+
 # A dictionary value: one rule, a carve-out, a bulk-list reference (the list's index: one int
 # object shared by every name of the list, so a million-name list costs no object per name), or
 # a tuple of those when several apps claim the same name.
-_Entry = DomainRule | CarveOut | int
+class _PatternSet:
+    """The label patterns declared under one parent (``wx#`` under ``qq.com``), stored in the
+    suffix table under the parent: a walk that reaches the parent hands the name to Python,
+    which tries the patterns (catalogue order) on the label directly left of the parent."""
+
+    __slots__ = ("domain", "patterns")
+
+    def __init__(self, parent: str, patterns: list[PatternRule]) -> None:
+        self.domain = parent
+        self.patterns = tuple((re.compile(p.regex()), p) for p in patterns)
+
+    def match(self, name: str, excluded: set[str] | None) -> tuple[PatternRule, str] | None:
+        """The first pattern whose app is not excluded that covers ``name``, with the concrete
+        ``<label>.<parent>`` it matched; None when ``name`` has no label under the parent."""
+        head = len(name) - len(self.domain) - 1
+        if head <= 0:
+            return None
+        start = name.rfind(".", 0, head) + 1
+        label = name[start:head]
+        for regex, p in self.patterns:
+            if excluded and p.app in excluded:
+                continue
+            if p.scope == "name" and start:
+                continue
+            if regex.fullmatch(label):
+                return p, name[start:]
+        return None
+
+
+_Entry = DomainRule | CarveOut | int | _PatternSet
+
+
+def _pattern_sets(patterns: Iterable[PatternRule]) -> list[_PatternSet]:
+    by_parent: dict[str, list[PatternRule]] = {}
+    for p in patterns:
+        by_parent.setdefault(p.parent, []).append(p)
+    return [_PatternSet(parent, ps) for parent, ps in by_parent.items()]
 
 
 class _Node:
@@ -167,10 +206,11 @@ class Matcher:
 
     @classmethod
     def from_catalogue(cls, catalogue: Catalogue, backend: Backend | None = None) -> Matcher:
-        entries: list[DomainRule | CarveOut] = []
+        entries: list[DomainRule | CarveOut | PatternRule] = []
         for app in catalogue.apps.values():
             entries.extend(app.rules)
             entries.extend(app.carve_outs)
+            entries.extend(app.patterns)
         return cls.from_entries(
             entries,
             (b for app in catalogue.apps.values() for b in app.lists),
@@ -182,7 +222,7 @@ class Matcher:
     @classmethod
     def from_entries(
         cls,
-        entries: Iterable[DomainRule | CarveOut],
+        entries: Iterable[DomainRule | CarveOut | PatternRule],
         bulk: Iterable[BulkList] = (),
         cidrs: Iterable[CidrRule] = (),
         regimes: dict[str, tuple[str, ...]] | None = None,
@@ -190,7 +230,11 @@ class Matcher:
     ) -> Matcher:
         """Build a matcher; ``backend`` defaults to native when the extension is built (unless
         ``EGRESSWATCH_PURE_PYTHON=1``), else python."""
-        rules = list(entries)
+        given = list(entries)
+        rules: list[DomainRule | CarveOut | _PatternSet] = [
+            e for e in given if not isinstance(e, PatternRule)
+        ]
+        rules += _pattern_sets(e for e in given if isinstance(e, PatternRule))
         lists = list(bulk)
         regimes = dict(regimes or {})
         nets: dict[tuple[int, int], dict[int, CidrRule]] = {}
@@ -365,8 +409,16 @@ class Matcher:
 
     def _resolve(self, name: str, key: str, v: _Value, excluded: set[str] | None) -> Match | None:
         entries = cast(tuple[_Entry, ...], v if type(v) is tuple else (v,))
+        for e in entries:
+            # A pattern's name (<label>.<key>) is longer than any rule on the key itself: it
+            # wins over them, and over the key's carve-outs (they are shorter than it).
+            if isinstance(e, _PatternSet) and (hit := e.match(name, excluded)) is not None:
+                p, domain = hit
+                return Match(
+                    name, p.app, (p.app,), p.rule_for(domain), self._regimes.get(p.app, ())
+                )
         carved = {e.app for e in entries if isinstance(e, CarveOut)}
-        rules = [self._rule(key, e) for e in entries if not isinstance(e, CarveOut)]
+        rules = [self._rule(key, e) for e in entries if not isinstance(e, CarveOut | _PatternSet)]
         rules = [r for r in rules if r.app not in carved and not (excluded and r.app in excluded)]
         if not rules:
             return None
@@ -441,7 +493,9 @@ class Matcher:
         return self.entries
 
 
-def _python_index(entries: list[DomainRule | CarveOut], lists: list[BulkList]) -> _PyIndex:
+def _python_index(
+    entries: list[DomainRule | CarveOut | _PatternSet], lists: list[BulkList]
+) -> _PyIndex:
     exact: dict[str, _Value] = {}
     suffix: dict[str, _Value] = {}
     for e in entries:
@@ -472,7 +526,7 @@ def _python_index(entries: list[DomainRule | CarveOut], lists: list[BulkList]) -
 
 
 def _native_index(
-    entries: list[DomainRule | CarveOut],
+    entries: list[DomainRule | CarveOut | _PatternSet],
     lists: list[BulkList],
     regimes: dict[str, tuple[str, ...]],
 ) -> tuple[SuffixTable, list[_Value]]:
