@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from egresswatch.catalogue import Catalogue
-from egresswatch.catalogue import load_catalogue
 from egresswatch.matcher import Matcher
 
 DOMAINS = Path(__file__).resolve().parent.parent / "domains"
@@ -21,14 +20,14 @@ FAMILY = ("bytedance", "capcut", "doubao", "lark", "lemon8", "pangle", "pico", "
 COVERED_BY_FAR = "us-far-52.204-27"
 
 
-@pytest.fixture(scope="module")
-def shipped() -> Catalogue:
-    return load_catalogue([DOMAINS])
+@pytest.fixture
+def shipped(shipped_catalogue: Catalogue) -> Catalogue:
+    return shipped_catalogue
 
 
-@pytest.fixture(scope="module")
-def matcher(shipped: Catalogue) -> Matcher:
-    return Matcher.from_catalogue(shipped)
+@pytest.fixture
+def matcher(shipped_matcher: Matcher) -> Matcher:
+    return shipped_matcher
 
 
 POSITIVES: list[tuple[str, str]] = [

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import pytest
 from egresswatch.catalogue import Catalogue
-from egresswatch.catalogue import bundled_dir
-from egresswatch.catalogue import load_catalogue
 from egresswatch.matcher import Matcher
 
 TENCENT_APPS = ("wechat", "wechat-pay", "tencent-qq", "qq-wallet")
@@ -330,8 +328,10 @@ def test_wecom_is_carved_out_of_both_wechat_and_qq(shipped_catalogue: Catalogue)
         ("q4.qlogo.cn", "tencent-qq"),  # q# under qlogo.cn
     ],
 )
-def test_label_patterns_attribute_unseen_siblings(host: str, app: str) -> None:
-    found = Matcher.from_catalogue(load_catalogue([bundled_dir()])).match(host)
+def test_label_patterns_attribute_unseen_siblings(
+    shipped_matcher: Matcher, host: str, app: str
+) -> None:
+    found = shipped_matcher.match(host)
     assert found is not None and found.app == app, (host, found)
     assert found.rule.note.startswith("pattern "), found.rule
 
@@ -346,6 +346,8 @@ def test_label_patterns_attribute_unseen_siblings(host: str, app: str) -> None:
         ("q4.qlogo.cn.evil.example", None),
     ],
 )
-def test_label_patterns_do_not_overreach(host: str, app: str | None) -> None:
-    found = Matcher.from_catalogue(load_catalogue([bundled_dir()])).match(host)
+def test_label_patterns_do_not_overreach(
+    shipped_matcher: Matcher, host: str, app: str | None
+) -> None:
+    found = shipped_matcher.match(host)
     assert (found.app if found else None) == app, (host, found)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from egresswatch.catalogue import Catalogue
-from egresswatch.catalogue import load_catalogue
 from egresswatch.lint import Severity
 from egresswatch.lint import check_dirs
 from egresswatch.matcher import Matcher
@@ -74,14 +73,14 @@ EXPECTED_REGIMES = {
 }
 
 
-@pytest.fixture(scope="module")
-def shipped() -> Catalogue:
-    return load_catalogue([DOMAINS])
+@pytest.fixture
+def shipped(shipped_catalogue: Catalogue) -> Catalogue:
+    return shipped_catalogue
 
 
-@pytest.fixture(scope="module")
-def matcher(shipped: Catalogue) -> Matcher:
-    return Matcher.from_catalogue(shipped)
+@pytest.fixture
+def matcher(shipped_matcher: Matcher) -> Matcher:
+    return shipped_matcher
 
 
 def test_every_designated_app_is_shipped_with_its_regimes(shipped: Catalogue) -> None:
