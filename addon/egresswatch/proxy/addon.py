@@ -32,6 +32,7 @@ from mitmproxy import version as mitmproxy_version
 from mitmproxy.utils import asyncio_utils
 
 import egresswatch
+from egresswatch.categories import httpdns_apps
 from egresswatch.events import Event
 from egresswatch.events import EventKind
 from egresswatch.metrics import Metrics
@@ -248,6 +249,7 @@ class EgressWatch:
         pol_changed = old is None or old.policy.version != new.policy.version
         if m is not None:
             m.prepare(new.catalogue.app_regimes(), new.policy.departments)
+            m.prepare_evasion(new.categories.resolvers, httpdns_apps(new.catalogue))
             if cat_changed:
                 m.catalogue_loaded(
                     new.catalogue.version,
