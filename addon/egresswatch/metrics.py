@@ -99,6 +99,7 @@ class Hook(StrEnum):
     TLS_CLIENTHELLO = "tls_clienthello"
     NEXT_LAYER = "next_layer"
     DNS_REQUEST = "dns_request"
+    DNS_RESPONSE = "dns_response"
 
 
 HOOKS: tuple[str, ...] = tuple(h.value for h in Hook)

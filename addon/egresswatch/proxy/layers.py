@@ -29,6 +29,7 @@ from egresswatch.proxy.names import verifiable_sni
 from egresswatch.proxy.observe import PROXY_MODES
 from egresswatch.proxy.observe import TRANSPARENT_MODES
 from egresswatch.proxy.observe import Observer
+from egresswatch.proxy.observe import Verdict
 
 __all__ = ["DECRYPT_CHOICES", "PassThrough", "QuicHello", "client_datagrams", "mitmproxy_quic"]
 
@@ -189,6 +190,8 @@ class PassThrough:
         if hello is None:
             return  # incomplete: tls_clienthello will see the whole of it
         v = obs.observe(hello.sni, Signal.SNI, context.client)
+        if v is None and not hello.sni:
+            v = self.correlate(context, "TLS without SNI")
         if v is not None and v.blocked:
             # tls_clienthello blocks it; it finds this verdict (one hit) and counts no second
             # inspection of the same name.
@@ -196,12 +199,23 @@ class PassThrough:
             return
         nextlayer.layer = proxy_layers.TCPLayer(context, ignore=True)
 
+    def correlate(self, context: Context, why: str) -> Verdict | None:
+        """A connection whose ClientHello names nothing: its destination address, if a
+        designated name resolved to it (``DnsWatch.correlate``)."""
+        correlator = self.observer.correlator
+        server = context.server.address
+        if correlator is None or server is None:
+            return None
+        return correlator(server[0], context.client, why)
+
     def quic_layer(self, context: Context, hello: tls.ClientHello | None) -> proxy_layer.Layer:
         """The layer for a QUIC flow once its ClientHello is known (None: it never parsed)."""
         if hello is None:
             return mitmproxy_quic(context)
         obs = self.observer
         v = obs.observe(hello.sni, Signal.QUIC, context.client)
+        if v is None and not hello.sni:
+            v = self.correlate(context, "QUIC Initial without SNI")
         if v is not None and v.blocked:
             obs.conn_state(context.client).refuse = True
         elif obs.settings.decrypt == "all" and verifiable_sni(hello.sni):
@@ -219,6 +233,8 @@ class PassThrough:
             if seen and conn is not None:
                 conn.sni_counted = False
             v = obs.observe(sni, Signal.QUIC if quic else Signal.SNI, client, inspected=not seen)
+            if v is None and not sni:
+                v = self.correlate(data.context, "TLS without SNI")
             conn = obs.connection(client)
             page = conn.block_page if conn is not None else None
             blocked = v if v is not None and v.blocked else page

@@ -148,6 +148,9 @@ class Observer:
         self.metrics: Metrics | None = None
         self._conns: dict[str, ConnState] = {}
         self._guards: dict[str, _Guard] = {}
+        #: Attributes a connection without a usable name to an address a designated name
+        #: resolved to (``DnsWatch.correlate``: address, client, why); None: no DNS watch.
+        self.correlator: Callable[[object, Client, str], Verdict | None] | None = None
 
     # -- per-connection state ---------------------------------------------------------------
 
@@ -355,9 +358,10 @@ class Observe:
             user = user_of(flow)
             if user:
                 obs.conn_state(flow.client_conn).user = user
-            v = obs.observe(
-                flow.request.host, Signal.CONNECT, flow.client_conn, user, port=flow.request.port
-            )
+            host = flow.request.host
+            v = obs.observe(host, Signal.CONNECT, flow.client_conn, user, port=flow.request.port)
+            if v is None and obs.correlator is not None and hostnames.parse_ip(host) is not None:
+                v = obs.correlator(host, flow.client_conn, "IP-literal CONNECT")
             if v is None or not v.blocked:
                 return
             if obs.settings.decrypt != "off":
@@ -398,6 +402,9 @@ class Observe:
             if signal is Signal.IP and hostnames.parse_ip(str(name)) is None:
                 return
             v = obs.observe(str(name), signal, client, port=server.address[1])
+            if v is None and signal is Signal.SOCKS5 and obs.correlator is not None:
+                if hostnames.parse_ip(str(name)) is not None:
+                    v = obs.correlator(name, client, "IP-literal SOCKS5 target")
             if v is not None and v.blocked:
                 obs.conn_state(client).refuse = True
                 server.error = (
