@@ -100,6 +100,7 @@ class EgressWatch:
         self.layers = PassThrough(self.observer)
         self.dnswatch = DnsWatch(self.observer)
         self.observer.correlator = self.dnswatch.correlate
+        self.observer.ech_advertised = self.dnswatch.advertised
         self.reloader = Reloader(lambda: self.observer.state, self._swap, lambda: self.metrics)
         # The pieces' hooks, as this addon's own (see the module docstring).
         self.client_disconnected = self.observe.client_disconnected

@@ -20,20 +20,30 @@ from typing import TYPE_CHECKING
 from mitmproxy.connection import Client
 
 from egresswatch import hostnames
+from egresswatch.catalogue_model import DomainRule
 from egresswatch.categories import ENCRYPTED_DNS
 from egresswatch.categories import TLS_PORTS
+from egresswatch.ech import ECH_EXTENSION
+from egresswatch.ech import classify
 from egresswatch.events import Event
 from egresswatch.events import EventKind
 from egresswatch.events import Signal
 from egresswatch.events import new_event_id
+from egresswatch.matcher import Match
 from egresswatch.policy import Decision
 
 if TYPE_CHECKING:
+    from mitmproxy.proxy.context import Context
+    from mitmproxy.tls import ClientHello
+
     from egresswatch.proxy.observe import Observer
     from egresswatch.proxy.observe import Verdict
     from egresswatch.proxy.state import State
 
-__all__ = ["HTTPDNS_DETAIL", "encrypted_dns", "evasion_event"]
+__all__ = ["ECH_KEY", "HTTPDNS_DETAIL", "ech", "ech_extension", "encrypted_dns", "evasion_event"]
+
+#: The ``ConnState.apps`` key of a connection's hidden-ECH verdict.
+ECH_KEY = "ech"
 
 logger = logging.getLogger("egresswatch")
 
@@ -143,3 +153,81 @@ def evasion_event(
         policy_version=st.policy.version if st is not None else "",
         detail=detail,
     )
+
+
+def ech_extension(hello: ClientHello) -> bytes | None:
+    """The body of the ClientHello's ``encrypted_client_hello`` extension (None: absent)."""
+    for kind, body in hello.extensions:
+        if kind == ECH_EXTENSION:
+            return body
+    return None
+
+
+def _asked(context: Context) -> str | None:
+    """The name the client asked the proxy for (CONNECT or SOCKS5 target), if a name."""
+    server = context.server.address
+    if server is None or not isinstance(server[0], str) or hostnames.parse_ip(server[0]):
+        return None
+    return server[0].rstrip(".").lower()
+
+
+def ech(
+    obs: Observer, st: State, hello: ClientHello, context: Context, *, count: bool = True
+) -> Verdict | None:
+    """Classify the ClientHello's ECH (``egresswatch.ech.classify``): ``capable`` and
+    ``malformed`` are counted (``count``) and nothing else (GREASE is never an alarm); ``hidden``
+    is an event of its own (signal ``ech``, the outer public name as its host), decided by the
+    policy's ``ech`` key, once per connection. Returns the hidden verdict (None otherwise)."""
+    from egresswatch.proxy.observe import Verdict
+
+    client = context.client
+    conn = obs.connection(client)
+    if conn is not None:
+        seen = conn.apps.get(ECH_KEY)
+        if seen is not None:
+            return seen
+    body = ech_extension(hello)
+    if body is None:
+        return None
+    m = obs.metrics
+    assert m is not None
+    outer = (hello.sni or "").rstrip(".").lower() or None
+    asked = _asked(context)
+    verdict_of = classify(
+        outer,
+        body,
+        public_names=st.categories.public_names,
+        advertised=obs.ech_advertised,
+        asked_name=asked,
+    )
+    if verdict_of.verdict != "hidden" or outer is None:
+        if count:
+            m.ech(verdict_of.verdict)
+        return None
+    peer = client.peername[0] if client.peername else None
+    client_ip = str(peer) if peer is not None else None
+    decision = st.policy.decide_evasion(st.policy.ech, client_ip)
+    if decision is None:
+        return None
+    found = st.categories.matcher.match(outer) if st.categories.matcher is not None else None
+    frontend = found.app if found is not None else ECH_KEY
+    rule = DomainRule(outer, "exact", frontend, "ech.classify", "high", ("ech",), "", (), "", 0)
+    match = Match(outer, frontend, (frontend,), rule, ())
+    verdict = Verdict(match, decision, new_event_id())
+    conn = obs.conn_state(client)
+    conn.apps[ECH_KEY] = verdict
+    m.ech("hidden", decision.action)
+    detail: dict[str, object] = {
+        "public_name": outer,
+        "reason": verdict_of.reason,
+        "explanation": "Encrypted ClientHello: the real name is encrypted; "
+        f"{outer} is the client-facing server's public name, not the destination",
+    }
+    if found is not None:
+        detail["frontend"] = found.app
+    if asked:
+        detail["asked"] = asked
+    obs.emit(evasion_event(obs, verdict, Signal.ECH, client_ip, conn.user, detail))
+    if verdict.blocked:
+        logger.info("egresswatch: blocked ECH to %s event=%s", outer, verdict.event_id)
+    return verdict

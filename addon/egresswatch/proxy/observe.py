@@ -151,6 +151,8 @@ class Observer:
         #: Attributes a connection without a usable name to an address a designated name
         #: resolved to (``DnsWatch.correlate``: address, client, why); None: no DNS watch.
         self.correlator: Callable[[object, Client, str], Verdict | None] | None = None
+        #: Whether DNS answers advertised an ECH configuration for a name (``DnsWatch``).
+        self.ech_advertised: Callable[[str], bool] = _never
 
     # -- per-connection state ---------------------------------------------------------------
 
@@ -298,6 +300,10 @@ class Observer:
                 verdict.event_id,
             )
         return verdict
+
+
+def _never(_name: str) -> bool:
+    return False
 
 
 def host_and_upgrade(req: http.Request) -> tuple[str | None, bool]:
