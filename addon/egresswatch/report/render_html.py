@@ -8,6 +8,11 @@ from collections.abc import Sequence
 from importlib import resources
 from string import Template
 
+from .evasion import EVASION_BLIND_SPOTS
+from .evasion import EVASION_HEAD
+from .evasion import EVASION_NOTES
+from .evasion import evasion_summary
+from .evasion import evasion_table
 from .model import BLIND_SPOTS
 from .model import LEGAL_CAVEATS
 from .model import MonthlyReport
@@ -84,6 +89,15 @@ def render_html(report: MonthlyReport) -> str:
         + (f'<ul class="problems">{problems}</ul>' if problems else "")
     )
     blind = "".join(f"<li><strong>{_e(n)}</strong>: {_e(t)}</li>" for n, t in BLIND_SPOTS)
+    evasion = (
+        f"<p>{_e(evasion_summary(r.evasion))}</p>"
+        + _table(EVASION_HEAD, evasion_table(r.evasion))
+        + "<p>Seen through the apps' own hits:</p><ul>"
+        + "".join(f"<li><strong>{_e(n)}</strong>: {_e(t)}</li>" for n, t in EVASION_NOTES)
+        + "</ul><p>Still blind:</p><ul>"
+        + "".join(f"<li>{_e(t)}</li>" for t in EVASION_BLIND_SPOTS)
+        + "</ul>"
+    )
     legal = "".join(f"<li>{_e(t)}</li>" for t in LEGAL_CAVEATS)
     page = Template(_template("report.html")).substitute(
         css=_template("report.css"),
@@ -106,6 +120,7 @@ def render_html(report: MonthlyReport) -> str:
         top_hosts=t["top-hosts"],
         daily_chart=svg_daily_chart(r),
         regimes=t["regimes"],
+        evasion=evasion,
         integrity=integrity,
         blind_spots=blind,
         legal=legal,
