@@ -26,6 +26,7 @@ that do not parse) cost at most :data:`MAX_RECORDS` records each and never raise
 from __future__ import annotations
 
 import ipaddress
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -54,6 +55,7 @@ MAX_RECORDS = 64
 MAX_ECH_NAMES = 10_000
 _TYPES = {dns_types.A: "A", dns_types.AAAA: "AAAA", dns_types.CNAME: "CNAME"}
 _HTTPS = dns_types.HTTPS
+_UNSPECIFIED = frozenset({"0.0.0.0", "::"})
 
 
 def records(msg: dns.DNSMessage) -> tuple[list[Answer], list[str]]:
@@ -65,7 +67,7 @@ def records(msg: dns.DNSMessage) -> tuple[list[Answer], list[str]]:
         kind = _TYPES.get(rr.type)
         try:
             if kind == "A":
-                value = str(rr.ipv4_address)
+                value = socket.inet_ntop(socket.AF_INET, rr.data)
             elif kind == "AAAA":
                 value = str(rr.ipv6_address)
             elif kind == "CNAME":
@@ -172,7 +174,7 @@ class DnsWatch:
                 return  # the policy is off for it: nothing recorded, nothing remembered
             resolution = Resolution(app, designated, names)
             for address, ttl in chain.addresses:
-                if not ipaddress.ip_address(address).is_unspecified:
+                if address not in _UNSPECIFIED:  # a block answer's null address
                     self.table.remember(address, resolution, ttl)
             self._report()
 
