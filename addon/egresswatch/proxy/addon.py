@@ -32,6 +32,7 @@ from mitmproxy import version as mitmproxy_version
 from mitmproxy.utils import asyncio_utils
 
 import egresswatch
+from egresswatch.candidates import Candidates
 from egresswatch.categories import httpdns_apps
 from egresswatch.events import Event
 from egresswatch.events import EventKind
@@ -98,7 +99,7 @@ class EgressWatch:
         )
         self.observe = Observe(self.observer)
         self.layers = PassThrough(self.observer)
-        self.dnswatch = DnsWatch(self.observer)
+        self.dnswatch = DnsWatch(self.observer, candidates=Candidates(clock=clock))
         self.observer.correlator = self.dnswatch.correlate
         self.observer.ech_advertised = self.dnswatch.advertised
         self.reloader = Reloader(lambda: self.observer.state, self._swap, lambda: self.metrics)
