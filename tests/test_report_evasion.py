@@ -62,3 +62,29 @@ def test_empty_period_says_nothing_was_seen() -> None:
     r = build_report(store, "2026-07", now=datetime(2026, 8, 2, tzinfo=UTC), verify=False)
     assert r.evasion == ()
     assert "No connection to a listed encrypted-DNS resolver" in render_markdown(r)
+
+
+def test_candidates_for_review_are_listed() -> None:
+    from egresswatch.candidates import Candidates
+    from egresswatch.candidates import to_detail
+
+    c = Candidates(clock=lambda: T0)
+    c.note_cname("edge.neutral.test", "tiktok", ("edge.neutral.test", "v16.tiktokcdn.com"))
+    store = MemoryStore("memory://")
+    store.write(
+        [
+            Event(
+                ts=T0,
+                kind=EventKind.CONFIG,
+                instance="p1",
+                event_id="c1",
+                detail=to_detail(c.snapshot()),
+            ),
+        ]  # fmt: skip
+    )
+    r = build_report(store, "2026-07", now=datetime(2026, 8, 2, tzinfo=UTC), verify=False)
+    assert [(x.name, x.app) for x in r.candidates] == [("edge.neutral.test", "tiktok")]
+    md = render_markdown(r)
+    assert "### Candidates for review" in md
+    assert "| edge.neutral.test | tiktok | cname x1 |" in md.replace("\\", "")
+    assert report_to_dict(r)["evasion"]["candidates_for_review"][0]["app"] == "tiktok"

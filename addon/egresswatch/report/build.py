@@ -35,6 +35,7 @@ from ..store import redact_url
 from ..timeutil import as_utc
 from .coverage import instance_coverage
 from .evasion import Summary
+from .evasion import candidates_of
 from .evasion import evasion_rows
 from .history import Details
 from .history import config_events
@@ -178,6 +179,7 @@ def build_report(
         top_n=top_n,
         lifecycle_rows=len(in_period),
         evasion=evasion_rows(findings.evasion, _categories()),
+        candidates=candidates_of(in_period),
     )
 
 

@@ -22,10 +22,17 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from egresswatch.candidates import Candidate
+from egresswatch.candidates import from_details
 from egresswatch.categories import Categories
+from egresswatch.events import Event
+from egresswatch.events import EventKind
 
 __all__ = [
+    "CANDIDATE_HEAD",
     "EVASION_BLIND_SPOTS",
+    "candidate_table",
+    "candidates_of",
     "EVASION_HEAD",
     "EVASION_NOTES",
     "EvasionRow",
@@ -138,3 +145,28 @@ def evasion_summary(rows: Iterable[EvasionRow]) -> str:
             "recorded in the period."
         )
     return f"{seen} evasion events recorded in the period, {blocked} of them blocked."
+
+
+#: The "candidates for review" table's columns.
+CANDIDATE_HEAD = ("name", "app", "evidence", "example")
+
+
+def candidates_of(lifecycle: Iterable[Event], limit: int = 50) -> tuple[Candidate, ...]:
+    """The discovery candidates persisted by the proxies in the period (CONFIG rows with
+    ``detail.kind = "candidates"``), merged, strongest first, at most ``limit``."""
+    details: list[object] = [
+        dict(e.detail) for e in lifecycle if e.kind == EventKind.CONFIG and e.detail is not None
+    ]
+    return tuple(from_details(details)[:limit])
+
+
+def candidate_table(candidates: Iterable[Candidate]) -> list[tuple[str, str, str, str]]:
+    return [
+        (
+            c.name,
+            c.app,
+            ", ".join(f"{k} x{n}" for k, n in sorted(c.evidence.items())),
+            next(iter(c.examples.values()), ""),
+        )
+        for c in candidates
+    ]

@@ -16,6 +16,7 @@ from ..catalogue_model import RegimeLike
 from .text import iso
 
 if TYPE_CHECKING:
+    from ..candidates import Candidate
     from .evasion import EvasionRow
 
 __all__ = [
@@ -312,6 +313,8 @@ class MonthlyReport:
     lifecycle_rows: int
     # encrypted-DNS bypass and hidden ECH (report/evasion.py)
     evasion: tuple[EvasionRow, ...] = ()
+    # discovery candidates persisted by the proxies (report/evasion.py), for review
+    candidates: tuple[Candidate, ...] = ()
 
     @property
     def lifecycle_note(self) -> str:

@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from importlib import resources
 from string import Template
 
+from .evasion import CANDIDATE_HEAD
 from .evasion import EVASION_BLIND_SPOTS
 from .evasion import EVASION_HEAD
 from .evasion import EVASION_NOTES
+from .evasion import candidate_table
 from .evasion import evasion_summary
 from .evasion import evasion_table
 from .model import BLIND_SPOTS
@@ -96,7 +98,8 @@ def render_html(report: MonthlyReport) -> str:
         + "".join(f"<li><strong>{_e(n)}</strong>: {_e(t)}</li>" for n, t in EVASION_NOTES)
         + "</ul><p>Still blind:</p><ul>"
         + "".join(f"<li>{_e(t)}</li>" for t in EVASION_BLIND_SPOTS)
-        + "</ul>"
+        + "</ul><h4>Candidates for review</h4>"
+        + _table(CANDIDATE_HEAD, candidate_table(r.candidates))
     )
     legal = "".join(f"<li>{_e(t)}</li>" for t in LEGAL_CAVEATS)
     page = Template(_template("report.html")).substitute(

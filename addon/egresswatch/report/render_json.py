@@ -66,6 +66,9 @@ def report_to_dict(report: MonthlyReport) -> dict[str, object]:
             ],
             "seen_as_app_hits": [{"name": n, "text": t} for n, t in EVASION_NOTES],
             "blind_spots": list(EVASION_BLIND_SPOTS),
+            "candidates_for_review": [
+                {"name": c.name, "app": c.app, "evidence": dict(c.evidence)} for c in r.candidates
+            ],
         },
         "integrity": _integrity(r.integrity),
         "method": {

@@ -6,9 +6,11 @@ import re
 from collections.abc import Iterable
 from collections.abc import Sequence
 
+from .evasion import CANDIDATE_HEAD
 from .evasion import EVASION_BLIND_SPOTS
 from .evasion import EVASION_HEAD
 from .evasion import EVASION_NOTES
+from .evasion import candidate_table
 from .evasion import evasion_summary
 from .evasion import evasion_table
 from .model import BLIND_SPOTS
@@ -86,6 +88,13 @@ def render_markdown(report: MonthlyReport) -> str:
     L += ["", "Seen through the apps' own hits:", ""]
     L += [f"- **{_md(n)}**: {_md(t)}" for n, t in EVASION_NOTES]
     L += ["", "Still blind:", ""] + [f"- {_md(t)}" for t in EVASION_BLIND_SPOTS]
+    L += ["", "### Candidates for review", ""]
+    L += [
+        "Names not in the catalogue that the proxies tied to a designated app by evidence; "
+        "nothing is applied (`egresswatch lists suggest` writes them as files to review).",
+        "",
+    ]
+    L += _md_table(CANDIDATE_HEAD, candidate_table(r.candidates))
     L += ["", "## Integrity", ""]
     L += [f"- Verification: {integrity_line(r.integrity)}"]
     L += [f"- {_md(line)}" for line in r.integrity.provenance_lines()]
