@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ECH_KEY", "HTTPDNS_DETAIL", "ech", "ech_extension", "encrypted_dns", "evasion_event"]
 
+_ECH_CODE = ECH_EXTENSION.to_bytes(2, "big")
+
 #: The ``ConnState.apps`` key of a connection's hidden-ECH verdict.
 ECH_KEY = "ech"
 
@@ -156,7 +158,13 @@ def evasion_event(
 
 
 def ech_extension(hello: ClientHello) -> bytes | None:
-    """The body of the ClientHello's ``encrypted_client_hello`` extension (None: absent)."""
+    """The body of the ClientHello's ``encrypted_client_hello`` extension (None: absent).
+
+    Most ClientHellos of non-browser clients carry none: the raw bytes are searched for the
+    code point first (one ``in`` over about 500 bytes) before the extensions are listed."""
+    raw = getattr(hello, "_raw_bytes", None)
+    if isinstance(raw, bytes) and _ECH_CODE not in raw:
+        return None
     for kind, body in hello.extensions:
         if kind == ECH_EXTENSION:
             return body
