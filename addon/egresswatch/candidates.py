@@ -79,6 +79,10 @@ class Candidates:
         self._items: dict[tuple[str, str], Candidate] = {}
         self._recent: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self.dropped = 0
+        # Set once a full table holds strong candidates only: they never weaken and never
+        # leave, so no later scan can find room (a flood of new names costs O(1) each, not a
+        # scan of max_names).
+        self._all_strong = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -98,8 +102,11 @@ class Candidates:
 
     def _make_room(self) -> bool:
         """Drop the weakest candidate (co-occurrence only, seen least); False if all are strong."""
+        if self._all_strong:
+            return False
         weakest = min(self._items.values(), key=lambda c: (c.weight, c.last_seen))
         if weakest.weight >= 10:
+            self._all_strong = True
             return False
         del self._items[(weakest.name, weakest.app)]
         self.dropped += 1
