@@ -79,3 +79,18 @@ def test_client_memory_is_bounded() -> None:
     c.note_unmatched("k1", "forgotten.example")  # k1 fell out of the bounded memory
     c.note_unmatched("k3", "kept.example")
     assert [x.name for x in c.snapshot()] == ["kept.example"]
+
+
+def test_a_flood_of_strong_names_into_a_full_table_costs_no_scan_each() -> None:
+    import time as _time
+
+    c = Candidates(max_names=2000, clock=lambda: 1.0)
+    for i in range(2000):
+        c.note_cname(f"n{i}.test", "tiktok", (f"n{i}.test", "v16.tiktokcdn.com"))
+    t0 = _time.perf_counter()
+    for i in range(2000, 22000):
+        c.note_cname(f"n{i}.test", "tiktok", (f"n{i}.test", "v16.tiktokcdn.com"))
+    elapsed = _time.perf_counter() - t0
+    assert len(c) == 2000 and c.dropped == 20000
+    # a scan of 2,000 items per name would take seconds here; O(1) each takes milliseconds
+    assert elapsed < 1.0, elapsed

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from egresswatch.events import EVASION_SIGNALS
 from egresswatch.events import Action
 from egresswatch.events import Signal
 from egresswatch.metrics import ACTIONS
@@ -70,8 +71,35 @@ def test_prepare_preinitialises_every_combination(
     for regime in ("far-52-204-27", "app", "default"):
         for action in Action:
             for signal in Signal:
-                assert hits(registry, "tiktok", regime, action, signal) == 0.0
+                # evasion signals are not app hits: their own counters, not this one
+                want = None if signal in EVASION_SIGNALS else 0.0
+                assert hits(registry, "tiktok", regime, action, signal) == want
     assert hits(registry, "tiktok", "us-eo-13971", "blocked", "sni") is None
+    assert {"cname", "dns_correlated"} <= set(SIGNALS)
+
+
+def test_evasion_series(metrics: Metrics, registry: CollectorRegistry) -> None:
+    def value(name: str, labels: dict[str, str]) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    metrics.prepare_evasion(["r1", "r2"], ["a1"])
+    for action in ACTIONS:
+        assert value("egresswatch_encrypted_dns_total", {"resolver": "r2", "action": action}) == 0
+        assert value("egresswatch_httpdns_total", {"app": "a1", "action": action}) == 0
+        assert value("egresswatch_ech_total", {"verdict": "hidden", "action": action}) == 0
+    metrics.encrypted_dns("r1", Action.BLOCKED)
+    metrics.prepare_evasion(["r1"], [])  # r2 and a1 gone, r1 keeps its count
+    assert value("egresswatch_encrypted_dns_total", {"resolver": "r1", "action": "blocked"}) == 1
+    assert value("egresswatch_encrypted_dns_total", {"resolver": "r2", "action": "blocked"}) is None
+    assert value("egresswatch_httpdns_total", {"app": "a1", "action": "monitor"}) is None
+    metrics.ech("capable")
+    metrics.ech("not-a-verdict")  # outside the vocabulary: not a new series
+    assert value("egresswatch_ech_total", {"verdict": "capable", "action": "monitor"}) == 1
+    assert value("egresswatch_ech_total", {"verdict": "not-a-verdict", "action": "monitor"}) is None
+    metrics.resolutions(5, 2)
+    metrics.resolutions(4, 0)
+    assert value("egresswatch_dns_resolutions", {}) == 4
+    assert value("egresswatch_dns_resolution_evictions_total", {}) == 2
 
 
 def test_hit_counts_and_carries_exemplar(metrics: Metrics, registry: CollectorRegistry) -> None:
@@ -272,6 +300,9 @@ def test_exposition_has_contract_names_and_bounded_labels(
         "egresswatch_event_store_dropped_total",
         "egresswatch_event_store_write_failures_total",
         "egresswatch_build_info",
+        "egresswatch_ech_total",
+        "egresswatch_dns_resolutions",
+        "egresswatch_dns_resolution_evictions_total",
     }
     label_names = {k for fam in registry.collect() for s in fam.samples for k in s.labels}
     assert label_names == {
@@ -288,6 +319,7 @@ def test_exposition_has_contract_names_and_bounded_labels(
         "backend",
         "mitmproxy",
         "python",
+        "verdict",
     }
 
 

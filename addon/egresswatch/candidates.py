@@ -30,7 +30,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 
-__all__ = ["Candidate", "Candidates", "EVIDENCE_KINDS"]
+__all__ = [
+    "DETAIL_KIND",
+    "DETAIL_LIMIT",
+    "EVIDENCE_KINDS",
+    "Candidate",
+    "Candidates",
+    "from_details",
+    "to_detail",
+]
 
 #: The kinds of evidence, strongest first.
 EVIDENCE_KINDS = ("cname", "certificate", "follows_hit")
@@ -71,6 +79,10 @@ class Candidates:
         self._items: dict[tuple[str, str], Candidate] = {}
         self._recent: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self.dropped = 0
+        # Set once a full table holds strong candidates only: they never weaken and never
+        # leave, so no later scan can find room (a flood of new names costs O(1) each, not a
+        # scan of max_names).
+        self._all_strong = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -90,8 +102,11 @@ class Candidates:
 
     def _make_room(self) -> bool:
         """Drop the weakest candidate (co-occurrence only, seen least); False if all are strong."""
+        if self._all_strong:
+            return False
         weakest = min(self._items.values(), key=lambda c: (c.weight, c.last_seen))
         if weakest.weight >= 10:
+            self._all_strong = True
             return False
         del self._items[(weakest.name, weakest.app)]
         self.dropped += 1
@@ -126,3 +141,57 @@ class Candidates:
     def snapshot(self) -> list[Candidate]:
         """The candidates, most evidence first (then by name)."""
         return sorted(self._items.values(), key=lambda c: (-c.weight, c.name, c.app))
+
+
+#: The ``kind`` of the CONFIG event detail that persists a snapshot of the candidates.
+DETAIL_KIND = "candidates"
+#: Candidates kept in one persisted snapshot (the strongest first).
+DETAIL_LIMIT = 200
+
+
+def to_detail(candidates: list[Candidate], limit: int = DETAIL_LIMIT) -> dict[str, object]:
+    """A snapshot as a CONFIG event's detail (no client identity: there is none to give)."""
+    return {
+        "kind": DETAIL_KIND,
+        "candidates": [
+            {
+                "name": c.name,
+                "app": c.app,
+                "first_seen": c.first_seen,
+                "last_seen": c.last_seen,
+                "evidence": dict(c.evidence),
+                "examples": dict(c.examples),
+            }
+            for c in candidates[:limit]
+        ],
+    }
+
+
+def from_details(details: list[object]) -> list[Candidate]:
+    """Merge persisted snapshots (CONFIG details, oldest first) into one list, strongest first.
+
+    A snapshot is cumulative for the proxy process that wrote it, so per (name, app) the
+    largest count of each kind is kept, not the sum. Entries of the wrong shape are skipped."""
+    merged: dict[tuple[str, str], Candidate] = {}
+    for d in details:
+        if not isinstance(d, dict) or d.get("kind") != DETAIL_KIND:
+            continue
+        items = d.get("candidates")
+        for item in items if isinstance(items, list) else ():
+            try:
+                name, app = str(item["name"]), str(item["app"])
+                first, last = float(item["first_seen"]), float(item["last_seen"])
+                evidence = {str(k): int(v) for k, v in dict(item["evidence"]).items()}
+                examples = {str(k): str(v) for k, v in dict(item.get("examples", {})).items()}
+            except (KeyError, TypeError, ValueError):
+                continue
+            c = merged.get((name, app))
+            if c is None:
+                merged[(name, app)] = Candidate(name, app, first, last, evidence, examples)
+                continue
+            c.first_seen, c.last_seen = min(c.first_seen, first), max(c.last_seen, last)
+            for kind, n in evidence.items():
+                c.evidence[kind] = max(c.evidence.get(kind, 0), n)
+            for kind, ex in examples.items():
+                c.examples.setdefault(kind, ex)
+    return sorted(merged.values(), key=lambda c: (-c.weight, c.name, c.app))

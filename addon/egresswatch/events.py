@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Literal
 
 __all__ = [
+    "EVASION_SIGNALS",
     "EVENT_FIELDS",
     "Action",
     "Event",
@@ -52,6 +53,20 @@ class Signal(StrEnum):
     WEBSOCKET = "websocket"
     DNS = "dns"
     IP = "ip"
+    #: A DNS query whose answer's CNAME chain reaches a designated name (or whose bare answer
+    #: addresses fall in a designated range): attributed like a direct hit.
+    CNAME = "cname"
+    #: A connection that carries no usable name, to an address a designated name resolved to.
+    DNS_CORRELATED = "dns_correlated"
+    #: A connection to a public encrypted-DNS resolver (not an app: ``detail.resolver``).
+    ENCRYPTED_DNS = "encrypted_dns"
+    #: An Encrypted ClientHello that hides the real name (``detail.public_name``).
+    ECH = "ech"
+
+
+#: Signals that are not hits on a designated app: counted by their own metrics, not in
+#: ``egresswatch_hits_total``.
+EVASION_SIGNALS: frozenset[Signal] = frozenset({Signal.ENCRYPTED_DNS, Signal.ECH})
 
 
 class EventKind(StrEnum):

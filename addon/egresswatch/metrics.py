@@ -5,7 +5,8 @@ This is the only module that imports ``prometheus_client``. Nothing here touches
 serve it with :meth:`Metrics.serve`.
 
 Label values are bounded by construction: app ids and regime ids from the catalogue, the four
-actions, the eight signals, department names from the policy. Hostnames, client addresses and
+actions, the app signals, department names from the policy, resolver ids from the bundled
+encrypted-DNS category, the ECH verdicts. Hostnames, client addresses and
 users never become labels; the exemplar ``event_id`` on a hit links a counter to the event-store
 row that holds them.
 
@@ -51,6 +52,7 @@ from prometheus_client.registry import Collector
 
 from egresswatch import endpoints
 from egresswatch.endpoints import Health
+from egresswatch.events import EVASION_SIGNALS
 from egresswatch.events import Action
 from egresswatch.events import Signal
 from egresswatch.policy import MODE_LABELS
@@ -60,6 +62,7 @@ from egresswatch.policy import RULE_LABELS
 __all__ = [
     "ACTIONS",
     "BACKENDS",
+    "ECH_VERDICTS",
     "HOOKS",
     "Hook",
     "new_registry",
@@ -74,7 +77,10 @@ logger = logging.getLogger(__name__)
 
 NAMESPACE = "egresswatch"
 ACTIONS: tuple[str, ...] = tuple(a.value for a in Action)
-SIGNALS: tuple[str, ...] = tuple(s.value for s in Signal)
+#: Signals of a hit on a designated app (the ``signal`` label of the hit and inspection counters).
+SIGNALS: tuple[str, ...] = tuple(s.value for s in Signal if s not in EVASION_SIGNALS)
+#: Verdicts of the ECH classification counted by ``egresswatch_ech_total`` (``ech.classify``).
+ECH_VERDICTS: tuple[str, ...] = ("capable", "hidden", "malformed")
 KINDS: tuple[str, ...] = ("catalogue", "policy")
 REASONS: tuple[str, ...] = ("parse", "validation", "io", "other")
 #: Values of the per-app mode label (the policy's actions, and ``dry_run``).
@@ -93,6 +99,7 @@ class Hook(StrEnum):
     TLS_CLIENTHELLO = "tls_clienthello"
     NEXT_LAYER = "next_layer"
     DNS_REQUEST = "dns_request"
+    DNS_RESPONSE = "dns_response"
 
 
 HOOKS: tuple[str, ...] = tuple(h.value for h in Hook)
@@ -319,6 +326,45 @@ class Metrics:
             namespace=NAMESPACE,
             registry=reg,
         )
+        self._encrypted_dns = Counter(
+            "encrypted_dns",
+            "Connections to public encrypted-DNS resolvers (a bypass of the organisation's DNS), "
+            "by resolver (a bundled category file) and action.",
+            ["resolver", "action"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._httpdns = Counter(
+            "httpdns",
+            "Hits on designated apps' built-in DNS-over-HTTP services (catalogue entries tagged "
+            "httpdns), by app and action.",
+            ["app", "action"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._ech = Counter(
+            "ech",
+            "ClientHellos with an encrypted_client_hello extension, by verdict: capable (GREASE "
+            "or undetectable, never an alarm), hidden (the real name is encrypted), malformed; "
+            "and action (hidden only; the others are monitor).",
+            ["verdict", "action"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._resolutions = Gauge(
+            "dns_resolutions",
+            "Addresses of designated names remembered from DNS answers (the correlation table).",
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._resolution_evictions = Counter(
+            "dns_resolution_evictions",
+            "Entries the correlation table dropped, least recently used first, to stay bounded.",
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._evasion_resolvers: set[str] = set()
+        self._evasion_apps: set[str] = set()
         self._build_info = Info(
             "build",
             "Versions of egresswatch, mitmproxy and Python in this process.",
@@ -337,6 +383,9 @@ class Metrics:
                 self._reload_failures.labels(kind, reason)
         for backend in BACKENDS:
             self._write_failures.labels(backend)
+        for verdict in ECH_VERDICTS:
+            for action in ACTIONS:
+                self._ech.labels(verdict, action)
 
         self._collector: Collector = _WithoutCreated(self._inner)
         registry.register(self._collector)
@@ -424,6 +473,44 @@ class Metrics:
     def hook_error(self, hook: str) -> None:
         """Count one unexpected exception caught in a mitmproxy hook."""
         self._hook_errors.labels(hook).inc()
+
+    # -- evasion -----------------------------------------------------------------------------
+
+    def prepare_evasion(self, resolvers: Sequence[str], httpdns_apps: Sequence[str]) -> None:
+        """Create the encrypted-DNS series of every resolver and the HTTPDNS series of every app
+        with an ``httpdns`` entry at 0; drop those no longer present (call on each load)."""
+        with self._lock:
+            for counter, known, wanted in (
+                (self._encrypted_dns, self._evasion_resolvers, set(resolvers)),
+                (self._httpdns, self._evasion_apps, set(httpdns_apps)),
+            ):
+                for gone in known - wanted:
+                    for action in ACTIONS:
+                        counter.remove(gone, action)
+                for new in wanted - known:
+                    for action in ACTIONS:
+                        counter.labels(new, action)
+                known.clear()
+                known.update(wanted)
+
+    def encrypted_dns(self, resolver: str, action: str) -> None:
+        """Count one connection to a public encrypted-DNS resolver."""
+        self._encrypted_dns.labels(resolver, str(action)).inc()
+
+    def httpdns(self, app: str, action: str) -> None:
+        """Count one hit on an app's built-in DNS-over-HTTP service."""
+        self._httpdns.labels(app, str(action)).inc()
+
+    def ech(self, verdict: str, action: str = Action.MONITOR) -> None:
+        """Count one ClientHello with an ECH extension (``verdict`` from ``ech.classify``)."""
+        if verdict in ECH_VERDICTS:
+            self._ech.labels(verdict, str(action)).inc()
+
+    def resolutions(self, size: int, evictions: int) -> None:
+        """The correlation table's size now, and evictions since the last call."""
+        self._resolutions.set(size)
+        if evictions:
+            self._resolution_evictions.inc(evictions)
 
     # -- configuration -----------------------------------------------------------------------
 

@@ -72,8 +72,12 @@ from egresswatch.yamlpos import Problem
 from egresswatch.yamlpos import problems_from
 from egresswatch.yamlpos import read_yaml
 
+#: The decision label of an evasion signal: set by the policy's own key, not a regime or app rule.
+EVASION_LABEL = "policy"
+
 __all__ = [
     "BUILTIN_VERSION",
+    "EVASION_LABEL",
     "MODE_LABELS",
     "OTHER",
     "RULE_LABELS",
@@ -303,6 +307,8 @@ class Policy:
         regime_rules: Mapping[str, Mode] | None = None,
         app_rules: Mapping[str, Mode] | None = None,
         contact: str | None = None,
+        encrypted_dns: Mode = Mode.MONITOR,
+        ech: Mode = Mode.MONITOR,
         departments: Sequence[Department] = (),
         exceptions: Sequence[ExceptionRule] = (),
         version: str = BUILTIN_VERSION,
@@ -315,6 +321,9 @@ class Policy:
         self.regime_rules: Mapping[str, Mode] = dict(regime_rules or {})
         self.app_rules: Mapping[str, Mode] = dict(app_rules or {})
         self.contact = contact
+        #: What to do with an encrypted-DNS bypass and with a hidden (real) ECH name.
+        self.encrypted_dns = Mode(encrypted_dns)
+        self.ech = Mode(ech)
         self.version = version
         self.file = file
         self.exceptions: tuple[ExceptionRule, ...] = tuple(exceptions)
@@ -439,6 +448,20 @@ class Policy:
         else:
             action = Action.MONITOR
         return Decision(action, label, None, department)
+
+    def decide_evasion(self, mode: Mode, client_ip: str | None) -> Decision | None:
+        """The decision for an evasion signal (encrypted DNS, hidden ECH) under ``mode``
+        (``self.encrypted_dns`` or ``self.ech``): None when off; exceptions do not apply (they
+        name apps); ``dry_run`` stages a block as ``would_block``. The regime label is
+        ``policy``."""
+        if mode is Mode.OFF:
+            return None
+        department = self._department_of(parse_client(client_ip))
+        if mode is Mode.BLOCK:
+            action = Action.WOULD_BLOCK if self.dry_run else Action.BLOCKED
+        else:
+            action = Action.MONITOR
+        return Decision(action, EVASION_LABEL, None, department)
 
     def _exception_for(
         self, apps: Iterable[str], address: _IPAddress | None, user: str | None, now: datetime
@@ -565,6 +588,8 @@ def load_policy(path: str | Path | None, catalogue: CatalogueLike) -> Policy:
         regime_rules=parsed.regimes,
         app_rules=parsed.apps,
         contact=parsed.contact,
+        encrypted_dns=parsed.encrypted_dns,
+        ech=parsed.ech,
         departments=[Department(d.name, tuple(d.cidrs)) for d in parsed.departments or ()],
         exceptions=[
             ExceptionRule(

@@ -255,6 +255,16 @@ class PolicyFile(_Entry):
     apps: dict[AppId, Mode] | None = Field(
         None, description="An action per app id; overrides the regimes."
     )
+    encrypted_dns: Mode = Field(
+        Mode.MONITOR,
+        description="Connections to public encrypted-DNS resolvers (DoH/DoT/DoQ): monitor, "
+        "block or off.",
+    )
+    ech: Mode = Field(
+        Mode.MONITOR,
+        description="Encrypted ClientHello that hides the real name: monitor, block (refuse "
+        "the connection) or off.",
+    )
     contact: Text | None = Field(None, description="Who to ask, shown on the block page.")
     departments: list[EntryDepartment] | None = Field(
         None, description="Client networks per department (the metrics' department label)."

@@ -166,6 +166,73 @@ def build_dashboard() -> dict[str, Any]:
                 q(f"sum by (signal) (rate({rate}[$__rate_interval]))", "{{signal}}"),
             ).span(12)
         )
+        .with_row(dashboard.Row("Evasion: encrypted DNS, ECH, HTTPDNS, DNS attribution"))
+        .with_panel(
+            ts_panel(
+                "Encrypted-DNS bypass by resolver",
+                "Connections to public DoH/DoT/DoQ resolvers (domains/encrypted-dns), by resolver "
+                "and action: names resolved there never reach the organisation's DNS.",
+                "short",
+                q(
+                    f"sum by (resolver, action) (increase(egresswatch_encrypted_dns_total{{{SEL}}}[$__interval]))",
+                    "{{resolver}} {{action}}",
+                ),
+            ).span(12)
+        )
+        .with_panel(
+            ts_panel(
+                "ECH ClientHellos by verdict",
+                "capable: GREASE or undetectable ECH (browsers send it on most connections; "
+                "never an alarm). hidden: the real name is encrypted behind a public name. "
+                "malformed: an extension that does not parse.",
+                "short",
+                q(
+                    f"sum by (verdict, action) (increase(egresswatch_ech_total{{{SEL}}}[$__interval]))",
+                    "{{verdict}} {{action}}",
+                ),
+            ).span(12)
+        )
+        .with_panel(
+            ts_panel(
+                "Hits attributed through DNS",
+                "cname: a query whose CNAME chain (or answer range) reaches a designated app. "
+                "dns_correlated: a connection without a usable name, to an address a designated "
+                "name resolved to.",
+                "short",
+                q(
+                    f'sum by (app, signal) (increase(egresswatch_hits_total{{{SEL},signal=~"cname|dns_correlated"}}[$__interval]))',
+                    "{{app}} {{signal}}",
+                ),
+            ).span(8)
+        )
+        .with_panel(
+            ts_panel(
+                "App HTTPDNS",
+                "Hits on designated apps' built-in DNS-over-HTTP services (catalogue entries "
+                "tagged httpdns): the app resolves names behind the organisation's back.",
+                "short",
+                q(
+                    f"sum by (app, action) (increase(egresswatch_httpdns_total{{{SEL}}}[$__interval]))",
+                    "{{app}} {{action}}",
+                ),
+            ).span(8)
+        )
+        .with_panel(
+            ts_panel(
+                "DNS correlation table",
+                "Addresses of designated names remembered from DNS answers, and evictions "
+                "(least recently used out first: raise egresswatch_dns_resolutions if steady).",
+                "short",
+                q(
+                    f"sum by (instance) (egresswatch_dns_resolutions{{{SEL}}})",
+                    "entries {{instance}}",
+                ),
+                q(
+                    f"sum by (instance) (increase(egresswatch_dns_resolution_evictions_total{{{SEL}}}[$__interval]))",
+                    "evictions {{instance}}",
+                ),
+            ).span(8)
+        )
         .with_row(dashboard.Row("Catalogue and policy"))
         .with_panel(
             table.Panel()

@@ -17,6 +17,8 @@ and mitmproxy's connection reuse, which compares addresses, still works for keep
 - DNS mode: A/AAAA questions that egresswatch did not answer get 127.0.0.1 / ::1, other types an
   empty answer, so mitmproxy's resolver never asks a real name server. Load this script after the
   egresswatch entry script (``-s`` scripts run in order) so egresswatch sees the query first.
+  ``route_loopback_dns=false`` leaves DNS alone (a ``reverse:dns://`` mode to a loopback
+  resolver answers instead).
 """
 
 from __future__ import annotations
@@ -98,6 +100,9 @@ class RouteLoopback:
             "route_loopback", str, "{}", "JSON map: destination port -> [loopback host, port]."
         )
         loader.add_option(
+            "route_loopback_dns", bool, True, "Answer DNS queries egresswatch did not answer."
+        )
+        loader.add_option(
             "route_loopback_udp", str, "{}", "JSON map for UDP: destination port -> [host, port]."
         )
         proxy_server.asyncio = _RoutedAsyncio(self)  # type: ignore[attr-defined]
@@ -133,7 +138,11 @@ class RouteLoopback:
         return target
 
     def dns_request(self, flow: dns.DNSFlow) -> None:
-        if flow.response is not None or flow.error is not None:
+        if (
+            flow.response is not None
+            or flow.error is not None
+            or not ctx.options.route_loopback_dns
+        ):
             return
         q = flow.request.question
         if q is None:

@@ -53,6 +53,8 @@ _PROTOCOL = {
     "websocket": "websocket",
     "sni": "tls",
     "quic": "quic",
+    "cname": "dns",
+    "ech": "tls",
 }
 _OUTCOME = {
     "blocked": "failure",

@@ -32,6 +32,7 @@ from ..lint import check_dirs
 from ..lint import exit_status
 from ..provenance import app_evidence
 from ..updates import screen
+from .lists_suggest import register_suggest
 from .lists_update import register_update
 
 __all__ = ["register"]
@@ -181,6 +182,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.set_defaults(func=run_show)
 
     register_update(sub)
+    register_suggest(sub)
 
 
 # --- check ---------------------------------------------------------------------------------------

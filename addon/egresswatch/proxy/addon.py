@@ -32,12 +32,15 @@ from mitmproxy import version as mitmproxy_version
 from mitmproxy.utils import asyncio_utils
 
 import egresswatch
+from egresswatch.candidates import Candidates
+from egresswatch.categories import httpdns_apps
 from egresswatch.events import Event
 from egresswatch.events import EventKind
 from egresswatch.metrics import Metrics
 from egresswatch.metrics import new_registry
 from egresswatch.proxy import options
 from egresswatch.proxy import state as state_mod
+from egresswatch.proxy.dnswatch import DnsWatch
 from egresswatch.proxy.journal import Journal
 from egresswatch.proxy.layers import PassThrough
 from egresswatch.proxy.observe import Observe
@@ -96,6 +99,9 @@ class EgressWatch:
         )
         self.observe = Observe(self.observer)
         self.layers = PassThrough(self.observer)
+        self.dnswatch = DnsWatch(self.observer, candidates=Candidates(clock=clock))
+        self.observer.correlator = self.dnswatch.correlate
+        self.observer.ech_advertised = self.dnswatch.advertised
         self.reloader = Reloader(lambda: self.observer.state, self._swap, lambda: self.metrics)
         # The pieces' hooks, as this addon's own (see the module docstring).
         self.client_disconnected = self.observe.client_disconnected
@@ -103,6 +109,7 @@ class EgressWatch:
         self.server_connect = self.observe.server_connect
         self.requestheaders = self.observe.requestheaders
         self.dns_request = self.observe.dns_request
+        self.dns_response = self.dnswatch.dns_response
         self.next_layer = self.layers.next_layer
         self.tls_clienthello = self.layers.tls_clienthello
         self.metrics_address: tuple[str, int] | None = None
@@ -182,6 +189,8 @@ class EgressWatch:
                 o.egresswatch_client_identity, o.egresswatch_client_key_file
             )
             self.observer.forget_identities()  # computed under the old setting
+        if "egresswatch_dns_resolutions" in updated:
+            self.dnswatch.resize(o.egresswatch_dns_resolutions)
         if "egresswatch_instance" in updated:
             s.instance = o.egresswatch_instance or socket.gethostname()
         if updated & _METRICS_OPTIONS:
@@ -248,6 +257,7 @@ class EgressWatch:
         pol_changed = old is None or old.policy.version != new.policy.version
         if m is not None:
             m.prepare(new.catalogue.app_regimes(), new.policy.departments)
+            m.prepare_evasion(new.categories.resolvers, httpdns_apps(new.catalogue))
             if cat_changed:
                 m.catalogue_loaded(
                     new.catalogue.version,

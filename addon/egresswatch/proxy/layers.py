@@ -25,10 +25,12 @@ from mitmproxy.proxy.layers.tls import parse_client_hello
 
 from egresswatch.events import Signal
 from egresswatch.metrics import Hook
+from egresswatch.proxy import evasion
 from egresswatch.proxy.names import verifiable_sni
 from egresswatch.proxy.observe import PROXY_MODES
 from egresswatch.proxy.observe import TRANSPARENT_MODES
 from egresswatch.proxy.observe import Observer
+from egresswatch.proxy.observe import Verdict
 
 __all__ = ["DECRYPT_CHOICES", "PassThrough", "QuicHello", "client_datagrams", "mitmproxy_quic"]
 
@@ -189,6 +191,7 @@ class PassThrough:
         if hello is None:
             return  # incomplete: tls_clienthello will see the whole of it
         v = obs.observe(hello.sni, Signal.SNI, context.client)
+        v = self.nameless(context, hello, v, count=True)
         if v is not None and v.blocked:
             # tls_clienthello blocks it; it finds this verdict (one hit) and counts no second
             # inspection of the same name.
@@ -196,12 +199,46 @@ class PassThrough:
             return
         nextlayer.layer = proxy_layers.TCPLayer(context, ignore=True)
 
+    def nameless(
+        self,
+        context: Context,
+        hello: tls.ClientHello,
+        v: Verdict | None,
+        *,
+        count: bool,
+        why: str = "TLS without SNI",
+    ) -> Verdict | None:
+        """After the SNI: the ECH verdict (``evasion.ech``; ``count``: count a GREASE/capable
+        extension, once per connection) and, for a ClientHello that names nothing usable (no
+        SNI, or a hidden ECH name), the DNS correlation of its destination address. Returns the
+        verdict that decides (a block first)."""
+        obs = self.observer
+        st = obs.state
+        if st is None:
+            return v
+        hidden = evasion.ech(obs, st, hello, context, count=count)
+        if v is None and (hidden is not None or not hello.sni):
+            v = self.correlate(context, "ECH hides the name" if hidden is not None else why)
+        if hidden is not None and (v is None or (hidden.blocked and not v.blocked)):
+            return hidden
+        return v
+
+    def correlate(self, context: Context, why: str) -> Verdict | None:
+        """A connection whose ClientHello names nothing: its destination address, if a
+        designated name resolved to it (``DnsWatch.correlate``)."""
+        correlator = self.observer.correlator
+        server = context.server.address
+        if correlator is None or server is None:
+            return None
+        return correlator(server[0], context.client, why)
+
     def quic_layer(self, context: Context, hello: tls.ClientHello | None) -> proxy_layer.Layer:
         """The layer for a QUIC flow once its ClientHello is known (None: it never parsed)."""
         if hello is None:
             return mitmproxy_quic(context)
         obs = self.observer
         v = obs.observe(hello.sni, Signal.QUIC, context.client)
+        v = self.nameless(context, hello, v, count=True, why="QUIC Initial without SNI")
         if v is not None and v.blocked:
             obs.conn_state(context.client).refuse = True
         elif obs.settings.decrypt == "all" and verifiable_sni(hello.sni):
@@ -219,6 +256,7 @@ class PassThrough:
             if seen and conn is not None:
                 conn.sni_counted = False
             v = obs.observe(sni, Signal.QUIC if quic else Signal.SNI, client, inspected=not seen)
+            v = self.nameless(data.context, data.client_hello, v, count=not seen)
             conn = obs.connection(client)
             page = conn.block_page if conn is not None else None
             blocked = v if v is not None and v.blocked else page

@@ -34,6 +34,8 @@ from mitmproxy.connection import Client
 from mitmproxy.proxy import server_hooks
 
 from egresswatch import hostnames
+from egresswatch.catalogue_model import DomainRule
+from egresswatch.categories import HTTPDNS_TAG
 from egresswatch.events import Action
 from egresswatch.events import Event
 from egresswatch.events import EventKind
@@ -45,6 +47,7 @@ from egresswatch.metrics import Hook
 from egresswatch.metrics import Metrics
 from egresswatch.policy import Decision
 from egresswatch.proxy import answers
+from egresswatch.proxy import evasion
 from egresswatch.proxy.names import refusal_reason
 from egresswatch.proxy.state import State
 from egresswatch.timeutil import from_unix
@@ -145,6 +148,11 @@ class Observer:
         self.metrics: Metrics | None = None
         self._conns: dict[str, ConnState] = {}
         self._guards: dict[str, _Guard] = {}
+        #: Attributes a connection without a usable name to an address a designated name
+        #: resolved to (``DnsWatch.correlate``: address, client, why); None: no DNS watch.
+        self.correlator: Callable[[object, Client, str], Verdict | None] | None = None
+        #: Whether DNS answers advertised an ECH configuration for a name (``DnsWatch``).
+        self.ech_advertised: Callable[[str], bool] = _never
 
     # -- per-connection state ---------------------------------------------------------------
 
@@ -196,11 +204,16 @@ class Observer:
         *,
         dedupe: bool = True,
         inspected: bool = True,
+        port: int | None = None,
+        detail: dict[str, object] | None = None,
     ) -> Verdict | None:
         """Match one destination name, decide, count and record. None: not a designated app.
 
         ``dedupe``: an app counts once per connection (the first verdict is returned again).
-        ``inspected=False``: the name was already counted in ``egresswatch_inspected_total``."""
+        ``inspected=False``: the name was already counted in ``egresswatch_inspected_total``.
+        A name no app matches may still be a public encrypted-DNS resolver (``port``: the
+        destination port, which decides for an address; ``proxy/evasion.py``). ``detail``
+        goes into the event (a CNAME chain, a correlated name)."""
         st = self.state
         m = self.metrics
         if st is None or m is None or not raw:
@@ -214,6 +227,9 @@ class Observer:
         if match is None:
             if hostnames.normalise_host(raw) is None:
                 m.invalid_name(signal)
+                return None
+            if st.categories.resolvers:
+                return evasion.encrypted_dns(self, st, raw, signal, client, port, user)
             return None
         conn = self._conns.get(client.id)
         if conn is not None:
@@ -242,6 +258,10 @@ class Observer:
             verdict.event_id,
             now,
         )
+        rule = match.rule
+        if rule.__class__ is DomainRule and HTTPDNS_TAG in rule.tags:
+            m.httpdns(match.app, decision.action)
+            detail = {**evasion.HTTPDNS_DETAIL, **(detail or {})}
         if not conn.identity_known:
             conn.identity = self.settings.identity.of(client_ip) if client_ip else None
             conn.identity_known = True
@@ -263,6 +283,7 @@ class Observer:
                 department=decision.department,
                 catalogue_version=st.catalogue.version,
                 policy_version=st.policy.version,
+                detail=detail,
             )
         )
         # Blocks are logged; monitored hits are not (mitmdump enables DEBUG on the root logger,
@@ -279,6 +300,10 @@ class Observer:
                 verdict.event_id,
             )
         return verdict
+
+
+def _never(_name: str) -> bool:
+    return False
 
 
 def host_and_upgrade(req: http.Request) -> tuple[str | None, bool]:
@@ -339,7 +364,10 @@ class Observe:
             user = user_of(flow)
             if user:
                 obs.conn_state(flow.client_conn).user = user
-            v = obs.observe(flow.request.host, Signal.CONNECT, flow.client_conn, user)
+            host = flow.request.host
+            v = obs.observe(host, Signal.CONNECT, flow.client_conn, user, port=flow.request.port)
+            if v is None and obs.correlator is not None and hostnames.parse_ip(host) is not None:
+                v = obs.correlator(host, flow.client_conn, "IP-literal CONNECT")
             if v is None or not v.blocked:
                 return
             if obs.settings.decrypt != "off":
@@ -379,7 +407,10 @@ class Observe:
                 return
             if signal is Signal.IP and hostnames.parse_ip(str(name)) is None:
                 return
-            v = obs.observe(str(name), signal, client)
+            v = obs.observe(str(name), signal, client, port=server.address[1])
+            if v is None and signal is Signal.SOCKS5 and obs.correlator is not None:
+                if hostnames.parse_ip(str(name)) is not None:
+                    v = obs.correlator(name, client, "IP-literal SOCKS5 target")
             if v is not None and v.blocked:
                 obs.conn_state(client).refuse = True
                 server.error = (

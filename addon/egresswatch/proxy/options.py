@@ -52,6 +52,13 @@ _COUNTS: tuple[tuple[str, int, int, str], ...] = (
         "0: reload on command only; otherwise catalogue/policy files are watched (file "
         "notifications) and, where notifications are unavailable, polled every this many seconds.",
     ),
+    (
+        "egresswatch_dns_resolutions",
+        1,
+        100_000,
+        "Addresses of designated names remembered from DNS answers, to attribute connections "
+        "that carry no name (least recently used out first).",
+    ),
 )
 
 

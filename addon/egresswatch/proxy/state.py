@@ -12,6 +12,9 @@ from pathlib import Path
 from egresswatch.catalogue import Catalogue
 from egresswatch.catalogue import CatalogueError
 from egresswatch.catalogue import load_catalogue
+from egresswatch.categories import Categories
+from egresswatch.categories import category_dirs
+from egresswatch.categories import load_categories
 from egresswatch.matcher import Matcher
 from egresswatch.policy import Policy
 from egresswatch.policy import PolicyError
@@ -29,10 +32,13 @@ class State:
     policy: Policy
     dirs: tuple[Path, ...]
     policy_path: Path | None
+    #: Encrypted-DNS resolvers and ECH front ends (``egresswatch.categories``), never apps.
+    categories: Categories = Categories()
 
     def files(self) -> list[Path]:
-        """The files this state was loaded from (catalogue files, then the policy file)."""
-        files = list(self.catalogue.files)
+        """The files this state was loaded from (catalogue and category files, then the
+        policy file)."""
+        files = [*self.catalogue.files, *self.categories.files]
         if self.policy_path is not None:
             files.append(self.policy_path)
         return files
@@ -67,9 +73,15 @@ def load_state(dirs: tuple[Path, ...], policy_path: Path | None, old: State | No
         if matcher is not full:  # the names now live in the native table only
             cat = cat.slim()
     try:
+        cats = load_categories(category_dirs(dirs), old.categories if old is not None else None)
+    except CatalogueError as e:
+        raise LoadError("catalogue", "validation", [str(p) for p in e.problems]) from e
+    except OSError as e:
+        raise LoadError("catalogue", "io", [f"{e.filename or dirs}: {e.strerror or e}"]) from e
+    try:
         pol = load_policy(policy_path, cat)
     except PolicyError as e:
         raise LoadError("policy", "validation", [str(p) for p in e.problems]) from e
     except OSError as e:
         raise LoadError("policy", "io", [f"{policy_path}: {e.strerror or e}"]) from e
-    return State(cat, matcher, pol, dirs, policy_path)
+    return State(cat, matcher, pol, dirs, policy_path, cats)

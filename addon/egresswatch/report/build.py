@@ -21,6 +21,11 @@ from datetime import datetime
 from datetime import timedelta
 
 from .. import __version__
+from ..catalogue import bundled_dir
+from ..catalogue_model import CatalogueError
+from ..categories import Categories
+from ..categories import category_dirs
+from ..categories import load_categories
 from ..events import Event
 from ..store import EACH_REGIME
 from ..store import EventStore
@@ -29,6 +34,9 @@ from ..store import VerifyResult
 from ..store import redact_url
 from ..timeutil import as_utc
 from .coverage import instance_coverage
+from .evasion import Summary
+from .evasion import candidates_of
+from .evasion import evasion_rows
 from .history import Details
 from .history import config_events
 from .history import configuration
@@ -170,6 +178,8 @@ def build_report(
         integrity=_integrity(store.verify(full=full_verify) if verify else None),
         top_n=top_n,
         lifecycle_rows=len(in_period),
+        evasion=evasion_rows(findings.evasion, _categories()),
+        candidates=candidates_of(in_period),
         catalogue_limits=_catalogue_limits(catalogue),
     )
 
@@ -182,6 +192,14 @@ def _catalogue_limits(catalogue: CatalogueLike | None) -> tuple[tuple[str, str],
     return tuple(
         (a.name, text) for a in apps if (text := str(getattr(a, "completeness", "") or ""))
     )
+
+
+def _categories() -> Categories:
+    """The bundled categories (encrypted-DNS resolvers, ECH front ends), empty if unreadable."""
+    try:
+        return load_categories(category_dirs([bundled_dir()]))
+    except (CatalogueError, OSError):
+        return Categories()
 
 
 def _app_name(catalogue: CatalogueLike | None, app: str) -> str:
@@ -237,6 +255,7 @@ class _Findings:
     top_hosts: tuple[TopRow, ...]
     daily: tuple[DailyRow, ...]
     instances: tuple[str, ...]
+    evasion: tuple[Summary, ...] = ()
 
 
 def _start_findings(
@@ -252,6 +271,8 @@ def _start_findings(
         "daily": (("day", "instance", "app"), None, False),
         "clients": (("client",), top_n, False),
         "hosts": (("host",), top_n, False),
+        # evasion events (no app): read by report/evasion.py
+        "evasion": (("app", "host", "action"), None, True),
     }
     return {
         name: pool.submit(store.summarise, start, end, by, top=top, clients=clients)
@@ -270,7 +291,8 @@ def _findings(
     Distinct clients are counted by the database over the month's rollup rows of each group,
     never by adding daily (or per-regime-list) figures.
     """
-    by_list = pending["lists"].result()
+    # Evasion events (encrypted DNS, hidden ECH) have no app: not in the apps' tables.
+    by_list = [s for s in pending["lists"].result() if s.key[0]]
     lists: defaultdict[tuple[str, str], list[RollupSummary]] = defaultdict(list)
     for s in by_list:
         lists[(s.key[0], s.key[2])].append(s)
@@ -298,6 +320,7 @@ def _findings(
         totals = [
             Total(s.key[0], s.key[1], s.events, s.distinct_clients, s.first_seen, s.last_seen)
             for s in store.summarise(start, end, ("app", "action"))
+            if s.key[0]
         ]
         regimes = [
             RegimeRow(
@@ -310,14 +333,18 @@ def _findings(
                 s.last_seen,
             )
             for s in store.summarise(start, end, ("app", EACH_REGIME, "action"))
+            if s.key[0]
         ]
     departments = [
         DepartmentRow(s.key[0], s.key[1], s.key[2], s.events, s.distinct_clients)
         for s in pending["departments"].result()
+        if s.key[0]
     ]
     daily: defaultdict[tuple[str, str], int] = defaultdict(int)
     instances: set[str] = set()
     for s in pending["daily"].result():
+        if not s.key[2]:
+            continue
         daily[(s.key[0], s.key[2])] += s.events
         instances.add(s.key[1])
 
@@ -335,6 +362,11 @@ def _findings(
         top_hosts=top("hosts"),
         daily=tuple(DailyRow(day, app, n) for (day, app), n in sorted(daily.items())),
         instances=tuple(sorted(instances)),
+        evasion=tuple(
+            (s.key[0], s.key[1], s.key[2], s.events, s.distinct_clients, s.first_seen, s.last_seen)
+            for s in pending["evasion"].result()
+            if not s.key[0]
+        ),
     )
 
 

@@ -8,11 +8,16 @@ modules turn it into text and never query anything.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..catalogue_model import AppLike
 from ..catalogue_model import CatalogueLike
 from ..catalogue_model import RegimeLike
 from .text import iso
+
+if TYPE_CHECKING:
+    from ..candidates import Candidate
+    from .evasion import EvasionRow
 
 __all__ = [
     "BLIND_SPOTS",
@@ -306,6 +311,10 @@ class MonthlyReport:
     top_n: int
     # start/stop/heartbeat/config rows in the period (0: pruned or never written)
     lifecycle_rows: int
+    # encrypted-DNS bypass and hidden ECH (report/evasion.py)
+    evasion: tuple[EvasionRow, ...] = ()
+    # discovery candidates persisted by the proxies (report/evasion.py), for review
+    candidates: tuple[Candidate, ...] = ()
     # (app name, what is known to be missing) for apps whose catalogue entry says it is thin
     catalogue_limits: tuple[tuple[str, str], ...] = ()
 

@@ -8,6 +8,13 @@ from collections.abc import Sequence
 from importlib import resources
 from string import Template
 
+from .evasion import CANDIDATE_HEAD
+from .evasion import EVASION_BLIND_SPOTS
+from .evasion import EVASION_HEAD
+from .evasion import EVASION_NOTES
+from .evasion import candidate_table
+from .evasion import evasion_summary
+from .evasion import evasion_table
 from .model import LEGAL_CAVEATS
 from .model import MonthlyReport
 from .svg import svg_coverage_chart
@@ -83,6 +90,16 @@ def render_html(report: MonthlyReport) -> str:
         + (f'<ul class="problems">{problems}</ul>' if problems else "")
     )
     blind = "".join(f"<li><strong>{_e(n)}</strong>: {_e(t)}</li>" for n, t in r.blind_spots)
+    evasion = (
+        f"<p>{_e(evasion_summary(r.evasion))}</p>"
+        + _table(EVASION_HEAD, evasion_table(r.evasion))
+        + "<p>Seen through the apps' own hits:</p><ul>"
+        + "".join(f"<li><strong>{_e(n)}</strong>: {_e(t)}</li>" for n, t in EVASION_NOTES)
+        + "</ul><p>Still blind:</p><ul>"
+        + "".join(f"<li>{_e(t)}</li>" for t in EVASION_BLIND_SPOTS)
+        + "</ul><h4>Candidates for review</h4>"
+        + _table(CANDIDATE_HEAD, candidate_table(r.candidates))
+    )
     legal = "".join(f"<li>{_e(t)}</li>" for t in LEGAL_CAVEATS)
     page = Template(_template("report.html")).substitute(
         css=_template("report.css"),
@@ -105,6 +122,7 @@ def render_html(report: MonthlyReport) -> str:
         top_hosts=t["top-hosts"],
         daily_chart=svg_daily_chart(r),
         regimes=t["regimes"],
+        evasion=evasion,
         integrity=integrity,
         blind_spots=blind,
         legal=legal,

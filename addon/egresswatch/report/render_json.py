@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 
+from .evasion import EVASION_BLIND_SPOTS
+from .evasion import EVASION_NOTES
+from .evasion import evasion_summary
 from .model import LEGAL_CAVEATS
 from .model import CatalogueVersion
 from .model import Coverage
@@ -46,6 +49,26 @@ def report_to_dict(report: MonthlyReport) -> dict[str, object]:
         "daily": [{"day": d.day, "app": d.app, "events": d.events} for d in r.daily],
         "apps": [{"id": a, "name": n} for a, n in r.apps],
         "regimes": [_regime(x) for x in r.regimes],
+        "evasion": {
+            "summary": evasion_summary(r.evasion),
+            "rows": [
+                {
+                    "kind": e.kind,
+                    "name": e.name,
+                    "action": e.action,
+                    "events": e.events,
+                    "distinct_clients": e.distinct_clients,
+                    "first_seen": iso(e.first_seen),
+                    "last_seen": iso(e.last_seen),
+                }
+                for e in r.evasion
+            ],
+            "seen_as_app_hits": [{"name": n, "text": t} for n, t in EVASION_NOTES],
+            "blind_spots": list(EVASION_BLIND_SPOTS),
+            "candidates_for_review": [
+                {"name": c.name, "app": c.app, "evidence": dict(c.evidence)} for c in r.candidates
+            ],
+        },
         "integrity": _integrity(r.integrity),
         "method": {
             "blind_spots": [{"name": n, "text": t} for n, t in r.blind_spots],

@@ -6,6 +6,13 @@ import re
 from collections.abc import Iterable
 from collections.abc import Sequence
 
+from .evasion import CANDIDATE_HEAD
+from .evasion import EVASION_BLIND_SPOTS
+from .evasion import EVASION_HEAD
+from .evasion import EVASION_NOTES
+from .evasion import candidate_table
+from .evasion import evasion_summary
+from .evasion import evasion_table
 from .model import LEGAL_CAVEATS
 from .model import MonthlyReport
 from .tables import daily_matrix
@@ -75,6 +82,18 @@ def render_markdown(report: MonthlyReport) -> str:
     L += _md_table(["day", *apps, "total"], [(d, *per_day[d], sum(per_day[d])) for d in r.days])
     L += ["", "## Regimes", ""]
     L += _md_table(*t["regimes"])
+    L += ["", "## Evasion: encrypted DNS and hidden ECH", "", _md(evasion_summary(r.evasion)), ""]
+    L += _md_table(EVASION_HEAD, evasion_table(r.evasion))
+    L += ["", "Seen through the apps' own hits:", ""]
+    L += [f"- **{_md(n)}**: {_md(t)}" for n, t in EVASION_NOTES]
+    L += ["", "Still blind:", ""] + [f"- {_md(t)}" for t in EVASION_BLIND_SPOTS]
+    L += ["", "### Candidates for review", ""]
+    L += [
+        "Names not in the catalogue that the proxies tied to a designated app by evidence; "
+        "nothing is applied (`egresswatch lists suggest` writes them as files to review).",
+        "",
+    ]
+    L += _md_table(CANDIDATE_HEAD, candidate_table(r.candidates))
     L += ["", "## Integrity", ""]
     L += [f"- Verification: {integrity_line(r.integrity)}"]
     L += [f"- {_md(line)}" for line in r.integrity.provenance_lines()]
