@@ -42,6 +42,17 @@ def test_proxy_unit_is_hardened() -> None:
     assert cmd[cmd.index("--data-dir") + 1] == "/var/lib/egresswatch"
 
 
+def test_proxy_unit_waits_for_readiness_and_has_a_watchdog() -> None:
+    service = unit("egresswatch.service")["Service"]
+    assert service["Type"] == "notify"
+    # `egresswatch run` is mitmdump in the same process: the main PID sends READY/WATCHDOG.
+    assert service["NotifyAccess"] == "main"
+    watchdog = service["WatchdogSec"]
+    assert watchdog.endswith("s") and 10 <= int(watchdog[:-1]) <= 120
+    # The datagram socket systemd listens on must stay reachable under the hardening.
+    assert "AF_UNIX" in service["RestrictAddressFamilies"].split()
+
+
 def test_report_timer_runs_monthly() -> None:
     timer = unit("egresswatch-report.timer")["Timer"]
     assert timer["OnCalendar"] == "*-*-01 02:00:00"

@@ -25,7 +25,8 @@ chain moved, and once more at :meth:`close` after the last flush; each is append
 the log and logged as one line (the note included) so a SIEM keeps a copy.
 
 The writer never imports ``metrics``: the addon wires ``on_written``/``on_dropped``/``on_failure``
-and ``queue_depth`` to its metrics.
+and ``queue_depth`` to its metrics, and ``on_open`` (called in the writer thread each time the
+store was opened) to its readiness.
 
     >>> from egresswatch.store.memory import MemoryStore
     >>> from egresswatch.events import Event, EventKind
@@ -85,6 +86,7 @@ class EventWriter:
         checkpoint_log: CheckpointLog | None = None,
         checkpoint_interval: float = 60.0,
         on_checkpoint: Callable[[Checkpoint, str], None] | None = None,
+        on_open: Callable[[], None] | None = None,
     ) -> None:
         if queue_size < 1 or batch_size < 1 or flush_interval <= 0:
             raise ValueError("queue_size and batch_size must be >= 1, flush_interval > 0")
@@ -108,6 +110,7 @@ class EventWriter:
         self._on_written = on_written
         self._on_dropped = on_dropped
         self._on_failure = on_failure
+        self._on_open = on_open
         self._clock = clock
         self._retry_min = retry_min
         self._retry_max = retry_max
@@ -360,6 +363,11 @@ class EventWriter:
         except Exception as e:
             self._failed(e, "open")
             return False
+        if self._on_open is not None:
+            try:
+                self._on_open()
+            except Exception:
+                logger.exception("on_open callback failed")
         return True
 
     def _run_tasks(self) -> None:
