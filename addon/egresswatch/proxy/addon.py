@@ -50,6 +50,7 @@ from egresswatch.store import EventStore
 from egresswatch.store import backend_of
 from egresswatch.store import open_store
 from egresswatch.timeutil import from_unix
+from egresswatch.workers import restarts_from_env
 from egresswatch.writer import EventWriter
 
 if TYPE_CHECKING:
@@ -346,19 +347,18 @@ class EgressWatch:
         self._serve_metrics(m)
         self.journal.start(writer)
         now = self._clock()
-        self._emit(
-            self.journal.event(
-                EventKind.START,
-                now,
-                {
-                    "egresswatch": egresswatch.__version__,
-                    "mitmproxy": mitmproxy_version.VERSION,
-                    "catalogue_version": st.catalogue.version,
-                    "policy_version": st.policy.version,
-                    "client_identity": self.observer.settings.identity.mode,
-                },
-            )
-        )
+        detail: dict[str, object] = {
+            "egresswatch": egresswatch.__version__,
+            "mitmproxy": mitmproxy_version.VERSION,
+            "catalogue_version": st.catalogue.version,
+            "policy_version": st.policy.version,
+            "client_identity": self.observer.settings.identity.mode,
+        }
+        restarts = restarts_from_env()  # set when a supervisor runs this worker
+        if restarts is not None:
+            m.worker_restarts(restarts)
+            detail["worker_restarts"] = restarts
+        self._emit(self.journal.event(EventKind.START, now, detail))
         self.journal.prune(now, o.egresswatch_retention_days)
         self._start_loops({_HEARTBEAT, _RELOAD})
         self._vitals_task = asyncio_utils.create_task(
