@@ -52,6 +52,7 @@ from egresswatch.store import open_store
 from egresswatch.timeutil import from_unix
 from egresswatch.workers import restarts_from_env
 from egresswatch.writer import EventWriter
+from egresswatch.writer import backlog_batch
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -336,6 +337,7 @@ class EgressWatch:
             functools.partial(self._store_opener, self._store_url),
             queue_size=o.egresswatch_queue_size,
             flush_interval=o.egresswatch_flush_ms / 1000,
+            batch_size=backlog_batch(backend),
             on_written=m.store_written,
             on_dropped=m.store_dropped,
             on_failure=on_failure,
