@@ -66,9 +66,9 @@ logger = logging.getLogger(__name__)
 def backlog_batch(backend: str) -> int:
     """The batch the proxy's writer commits when events queue up faster than one flush interval
     (below that rate the flush interval decides). Measured side by side (``bench/store.py
-    --write-only``): SQLite writes about 1.3x as many events/s in batches of 5,000 as of 1,000 (a
-    commit's cost and the index pages it rewrites are shared by more events); PostgreSQL about
-    0.7x, so it keeps 1,000.
+    --write-only`` and A/B rounds): SQLite writes 1.2-1.5x as many events/s in batches of 5,000
+    as of 1,000 (a commit's cost and the index pages it rewrites are shared by more events);
+    PostgreSQL 0.65-0.75x in two A/B rounds and 1.1x in one run, so it keeps 1,000.
 
     >>> backlog_batch("sqlite"), backlog_batch("postgresql")
     (5000, 1000)
