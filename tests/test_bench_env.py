@@ -66,7 +66,9 @@ def test_benchmark_imports_come_with_the_bench_extra() -> None:
     allowed = with_dependencies(
         requirement_names(project["dependencies"] + extras["bench"], extras)
     )
-    files = sorted((ROOT / "bench").glob("*.py")) + [ROOT / "tests" / "support" / f for f in SUPPORT]
+    files = sorted((ROOT / "bench").glob("*.py")) + [
+        ROOT / "tests" / "support" / f for f in SUPPORT
+    ]
     local = {p.stem for p in (ROOT / "bench").glob("*.py")} | {"egresswatch", "tests"}
     dists = importlib.metadata.packages_distributions()
     missing = {}
