@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from egresswatch.proxy.vitals import Vitals
 
+from tests.plugins.addon import Env
+
 
 @pytest.fixture
 def systemd(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
@@ -78,3 +80,22 @@ def test_without_systemd_nothing_is_sent() -> None:
     v.tick()
     v.stopping()
     assert v.notified_ready and not v.notifier.enabled
+
+
+async def test_the_addon_reports_its_components_and_keeps_its_pac_file(env: Env) -> None:
+    from mitmproxy import exceptions
+
+    vitals = env.addon.vitals
+    assert vitals.health.ready()[1][:2] == ["catalogue: ok", "policy: ok"]  # loaded in configure
+    env.tctx.configure(env.addon, egresswatch_pac_proxies=["p1.example:8080"])
+    env.addon.running()
+    try:
+        deadline = asyncio.get_running_loop().time() + 10
+        while not vitals.health.ready()[0]:  # the writer opens the store at its first flush
+            assert asyncio.get_running_loop().time() < deadline, vitals.health.ready()
+            await asyncio.sleep(0.05)
+        assert env.addon.background_tasks() == ["egresswatch_heartbeat"]  # the beat is apart
+        with pytest.raises(exceptions.OptionsError, match="cannot change while running"):
+            env.tctx.configure(env.addon, egresswatch_pac_proxies=["p2.example:8080"])
+    finally:
+        await env.addon.done()

@@ -207,7 +207,10 @@ class EgressWatch:
                 raise ValueError("egresswatch_store cannot change while running")
             self._store_url = url
         if "egresswatch_pac_proxies" in updated:
-            self._pac = options.pac_file(o.egresswatch_pac_proxies)
+            pac = options.pac_file(o.egresswatch_pac_proxies)
+            if self._running and pac != self._pac:
+                raise ValueError("egresswatch_pac_proxies cannot change while running")
+            self._pac = pac
         self._configure_metrics(bool(o.egresswatch_department_label))
         loops = {_HEARTBEAT, _RELOAD} & updated
         if "egresswatch_reload_polling" in updated:
