@@ -59,7 +59,7 @@ debian_packages() {
 cmd="${1:-}"; shift || true
 case "$cmd" in
     run)
-        venv postgres
+        venv bench  # the proxy, PostgreSQL support and what bench/*.py need
         exec .venv/bin/egresswatch run "$@"
         ;;
     test)

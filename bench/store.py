@@ -54,6 +54,7 @@ from egresswatch.checkpoint import load_or_create_signer
 from egresswatch.checkpoint import read_entries
 from egresswatch.events import Event
 from egresswatch.events import EventKind
+from egresswatch.store import backend_of
 from egresswatch.store import open_store
 from egresswatch.store._codec import COLUMN_SQL
 from egresswatch.store._codec import COLUMNS
@@ -62,6 +63,7 @@ from egresswatch.witness import make_checkpoint
 from egresswatch.witness import verify_checkpoints
 from egresswatch.witness import verify_rollups
 from egresswatch.writer import EventWriter
+from egresswatch.writer import backlog_batch
 
 APPS = {
     "tiktok": ("us-far-52-204-27",),
@@ -114,7 +116,7 @@ def synthetic_events(n: int, instance: str = "bench-1", seed: int = 1) -> list[E
 
 
 def through_writer(
-    url: str, events: list[Event], signing_dir: Path | None = None
+    url: str, events: list[Event], signing_dir: Path | None = None, batch: int | None = None
 ) -> tuple[float, int]:
     written = [0]
     dropped = [0]
@@ -129,6 +131,7 @@ def through_writer(
     w = EventWriter(
         lambda: open_store(url),
         queue_size=len(events) + 1,
+        batch_size=batch or backlog_batch(backend_of(url)),  # the proxy's by default
         on_written=lambda n: written.__setitem__(0, written[0] + n),
         on_dropped=lambda n: dropped.__setitem__(0, dropped[0] + n),
         **signing,
@@ -508,9 +511,14 @@ def _print_verify(name: str, rate: float) -> None:
           f"(10M events in {10_000_000 / rate:,.0f} s)")  # fmt: skip
 
 
-def _print_write(name: str, rate: float, base: float, size: int, n: int) -> None:
-    print(f"{name} writer: {rate:9,.0f} events/s through EventWriter "
+def _print_write(
+    name: str, rate: float, base: float, size: int, n: int, batch: int | None = None
+) -> None:
+    batch = batch or backlog_batch("sqlite" if name.startswith("SQLite") else "postgresql")
+    print(f"{name} writer: {rate:9,.0f} events/s through EventWriter, batches of {batch:,} "
           f"(baseline raw executemany {base:,.0f}/s; ratio {rate / base:.2f})")  # fmt: skip
+    if not size:
+        return
     print(
         f"{name} size:   {size / n:9,.0f} bytes per event = {size / n:,.0f} MB per million events"
     )
@@ -527,7 +535,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="events in the large verify store (default 1,000,000; --quick 100,000)")  # fmt: skip
     ap.add_argument("--rounds", type=int, default=4, help="rounds of the checkpoint cost (4)")
     ap.add_argument("--large-only", action="store_true", help="only the large verify (6)")
+    ap.add_argument("--write-only", action="store_true",
+                    help="only the writer against raw executemany (1), both backends")  # fmt: skip
+    ap.add_argument("--writers", type=int, metavar="K",
+                    help="only K writers (processes) at once into one SQLite file and one "
+                    "PostgreSQL database, against one writer (see bench/_writers.py)")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.writers or args.write_only:
+        from _writers import write_only
+
+        return write_only(sys.modules[__name__], args.quick, args.pg_url, args.writers)
     n_write = 30_000 if args.quick else 300_000
     n_month = 1_000_000 if args.quick else 10_000_000
     # New hits between the nightly full verify and the report: ~3 hours at 10M events a month.

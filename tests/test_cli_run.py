@@ -83,6 +83,48 @@ def test_module_import_does_not_import_mitmproxy() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_each_worker_gets_its_instance_and_metrics_port() -> None:
+    args = run_cmd.build_parser().parse_args(["--instance", "gw", "--workers", "3"])
+    argvs = [
+        run_cmd.build_mitmdump_args(run_cmd.worker_args(args, i), shim=Path("/s.py"))
+        for i in range(3)
+    ]
+    for i, argv in enumerate(argvs):
+        assert f"egresswatch_instance=gw-w{i}" in argv
+        assert f"egresswatch_metrics_listen=127.0.0.1:{9464 + i}" in argv
+    zero = run_cmd.build_parser().parse_args(["--metrics-listen", "127.0.0.1:0"])
+    assert run_cmd.worker_args(zero, 5).metrics_listen == "127.0.0.1:0"  # each picks a free one
+    off = run_cmd.build_parser().parse_args(["--metrics-listen", "off"])
+    assert run_cmd.worker_args(off, 1).metrics_listen == "off"
+    high = run_cmd.build_parser().parse_args(["--metrics-listen", "127.0.0.1:65535"])
+    with pytest.raises(ValueError, match="exceeds 65535"):
+        run_cmd.worker_args(high, 1)
+    unnamed = run_cmd.build_parser().parse_args([])
+    assert run_cmd.worker_args(unnamed, 0).instance == f"{socket.gethostname()}-w0"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--workers", "2", "--mode", "dns"], "--workers: mode 'dns' uses UDP"),
+        (["--workers", "2", "--mode", "wireguard"], "--workers: mode 'wireguard' uses UDP"),
+        (
+            ["--workers", "2", "--listen-port", "0"],
+            "workers need a fixed --listen-port to share (not 0)",
+        ),
+        (["--workers", "0"], "--workers: expected a positive number or 'auto', got '0'"),
+        (["--workers", "2", "--worker", "1"], "--workers and --worker exclude each other"),
+        (["--worker", "-1"], "--worker: expected a number >= 0, got -1"),
+    ],
+)
+def test_workers_refuse_what_cannot_share_a_port(argv: list[str], message: str) -> None:
+    out = subprocess.run(
+        [str(EGRESSWATCH), "run", *argv], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2
+    assert f"egresswatch run: {message}" in out.stderr
+
+
 # -- a real mitmdump ------------------------------------------------------------------------------
 
 

@@ -42,6 +42,38 @@ def test_proxy_unit_is_hardened() -> None:
     assert cmd[cmd.index("--data-dir") + 1] == "/var/lib/egresswatch"
 
 
+def test_proxy_unit_waits_for_readiness_and_has_a_watchdog() -> None:
+    service = unit("egresswatch.service")["Service"]
+    assert service["Type"] == "notify"
+    # `egresswatch run` is mitmdump in the same process: the main PID sends READY/WATCHDOG.
+    assert service["NotifyAccess"] == "main"
+    watchdog = service["WatchdogSec"]
+    assert watchdog.endswith("s") and 10 <= int(watchdog[:-1]) <= 120
+    # The datagram socket systemd listens on must stay reachable under the hardening.
+    assert "AF_UNIX" in service["RestrictAddressFamilies"].split()
+
+
+def test_worker_template_is_the_proxy_unit_per_worker() -> None:
+    single = unit("egresswatch.service")["Service"]
+    worker = unit("egresswatch@.service")["Service"]
+    cmd = worker["ExecStart"].split()
+    assert cmd[1:5] == ["run", "--worker", "%i", "--instance"] and cmd[5] == "%H"
+    assert worker["Restart"] == "always"
+    # Every worker runs as the same dynamic user, so they share the state directory.
+    assert worker["DynamicUser"] == "yes" and worker["User"] == "egresswatch"
+    # The same hardening, readiness and watchdog as the single-process unit.
+    differs = {"ExecStart", "Restart", "User"}
+    assert {k: v for k, v in worker.items() if k not in differs} == {
+        k: v for k, v in single.items() if k not in differs
+    }
+    from egresswatch.commands.run import build_parser
+    from egresswatch.commands.run import worker_args
+
+    args = build_parser().parse_args([a.replace("%i", "3").replace("%H", "gw") for a in cmd[2:]])
+    w = worker_args(args, args.worker)
+    assert w.instance == "gw-w3" and w.metrics_listen == "127.0.0.1:9467"
+
+
 def test_report_timer_runs_monthly() -> None:
     timer = unit("egresswatch-report.timer")["Timer"]
     assert timer["OnCalendar"] == "*-*-01 02:00:00"

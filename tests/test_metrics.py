@@ -299,6 +299,7 @@ def test_exposition_has_contract_names_and_bounded_labels(
         "egresswatch_event_store_written_total",
         "egresswatch_event_store_dropped_total",
         "egresswatch_event_store_write_failures_total",
+        "egresswatch_worker_restarts",
         "egresswatch_build_info",
         "egresswatch_ech_total",
         "egresswatch_dns_resolutions",

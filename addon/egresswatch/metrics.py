@@ -365,6 +365,12 @@ class Metrics:
         )
         self._evasion_resolvers: set[str] = set()
         self._evasion_apps: set[str] = set()
+        self._worker_restarts = Gauge(
+            "worker_restarts",
+            "Times the supervisor (egresswatch run --workers) restarted this worker's slot.",
+            namespace=NAMESPACE,
+            registry=reg,
+        )
         self._build_info = Info(
             "build",
             "Versions of egresswatch, mitmproxy and Python in this process.",
@@ -576,6 +582,9 @@ class Metrics:
         self._queue_capacity.set(capacity)
 
     # -- process -----------------------------------------------------------------------------
+
+    def worker_restarts(self, n: int) -> None:
+        self._worker_restarts.set(n)
 
     def build_info(self, version: str, mitmproxy_version: str, python_version: str) -> None:
         self._build_info.info(

@@ -31,16 +31,34 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 
-__all__ = ["RESTARTS_ENV", "Supervisor", "WorkerSpec", "available_cores", "worker_count"]
+__all__ = [
+    "RESTARTS_ENV",
+    "Supervisor",
+    "WorkerSpec",
+    "available_cores",
+    "restarts_from_env",
+    "worker_count",
+]
 
 logger = logging.getLogger(__name__)
 
 #: How a restarted worker learns how many times its slot was restarted before it.
 RESTARTS_ENV = "EGRESSWATCH_WORKER_RESTARTS"
+
+
+def restarts_from_env(env: Mapping[str, str] | None = None) -> int | None:
+    """The restarts a supervisor passed to this worker (None when not run by one).
+
+    >>> restarts_from_env({RESTARTS_ENV: "3"}), restarts_from_env({})
+    (3, None)
+    """
+    text = (os.environ if env is None else env).get(RESTARTS_ENV, "")
+    return int(text) if text.isdigit() else None
 
 
 def available_cores() -> int:

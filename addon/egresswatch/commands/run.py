@@ -14,11 +14,20 @@ never pay for it.
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
+import socket
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_mitmdump_args", "build_parser", "register", "run"]
+from egresswatch.workers import Supervisor
+from egresswatch.workers import worker_count
+
+__all__ = ["build_mitmdump_args", "build_parser", "register", "run", "supervise", "worker_args"]
+
+_DEFAULT_METRICS = "127.0.0.1:9464"  # the addon's default egresswatch_metrics_listen
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,6 +68,26 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         "--metrics-listen",
         metavar="HOST:PORT",
         help="Prometheus endpoint (default 127.0.0.1:9464; 'off' disables)",
+    )
+    p.add_argument(
+        "--instance",
+        metavar="NAME",
+        help="instance name in events (default: the host name); workers add -w<i>",
+    )
+    p.add_argument(
+        "--workers",
+        metavar="N|auto",
+        help="run N proxy processes (auto: one per available core) on the same address with "
+        "SO_REUSEPORT, supervised: each is instance <instance>-w<i> with metrics on the base "
+        "port + i; TCP modes only",
+    )
+    p.add_argument(
+        "--worker",
+        type=int,
+        metavar="I",
+        help="run as worker I of a set sharing the address (SO_REUSEPORT): instance "
+        "<instance>-wI, metrics on the base port + I (what --workers starts; for "
+        "egresswatch@.service)",
     )
     p.add_argument(
         "--decrypt",
@@ -115,18 +144,87 @@ def build_mitmdump_args(args: argparse.Namespace, shim: Path) -> list[str]:
         opt("egresswatch_metrics_listen", args.metrics_listen)
     if args.decrypt:
         opt("egresswatch_decrypt", args.decrypt)
+    if args.instance:
+        opt("egresswatch_instance", args.instance)
     extra = list(args.mitmdump_args)
     if extra and extra[0] == "--":
         extra = extra[1:]
     return argv + extra
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run mitmdump with the addon in this process; returns its exit status."""
-    # Imported only here: "run" is the one command that starts mitmproxy.
-    from egresswatch.proxy.run import run_mitmdump
+def worker_args(args: argparse.Namespace, index: int) -> argparse.Namespace:
+    """The arguments of worker ``index``: its own instance name and metrics port.
 
-    return run_mitmdump(lambda shim: build_mitmdump_args(args, shim))
+    The metrics port is the base port (``--metrics-listen``, default 9464) plus ``index``; with
+    port 0 each worker picks a free port of its own (logged at start); ``off`` stays off.
+
+    >>> a = build_parser().parse_args(["--instance", "gw", "--metrics-listen", "[::1]:9500"])
+    >>> w = worker_args(a, 2)
+    >>> w.instance, w.metrics_listen, w.workers, w.worker
+    ('gw-w2', '[::1]:9502', None, None)
+    """
+    if index < 0:
+        raise ValueError(f"--worker: expected a number >= 0, got {index}")
+    listen = _DEFAULT_METRICS if args.metrics_listen is None else args.metrics_listen
+    if listen.strip().lower() not in ("", "off"):
+        host, sep, port = listen.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"--metrics-listen: expected HOST:PORT, got {listen!r}")
+        base = int(port)
+        if base and base + index > 65535:
+            raise ValueError(f"--metrics-listen: port {base} + worker {index} exceeds 65535")
+        listen = f"{host}:{base + index if base else 0}"
+    return argparse.Namespace(
+        **{
+            **vars(args),
+            "instance": f"{args.instance or socket.gethostname()}-w{index}",
+            "metrics_listen": listen,
+            "workers": None,
+            "worker": None,
+        }
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run mitmdump with the addon in this process (or supervise workers); the exit status."""
+    # Imported only here: "run" is the one command that starts mitmproxy.
+    from egresswatch.proxy import run as proxy_run
+
+    if args.workers is None and args.worker is None:
+        return proxy_run.run_mitmdump(lambda shim: build_mitmdump_args(args, shim))
+    try:
+        if args.workers is not None and args.worker is not None:
+            raise ValueError("--workers and --worker exclude each other")
+        proxy_run.check_tcp_modes(args.mode)
+        if args.listen_port == 0:
+            raise ValueError("workers need a fixed --listen-port to share (not 0)")
+        if args.worker is not None:
+            one = worker_args(args, args.worker)
+            return proxy_run.run_worker(lambda shim: build_mitmdump_args(one, shim))
+        count = worker_count(args.workers)
+        shim = proxy_run.find_shim()
+        argvs = [
+            [
+                sys.executable,
+                "-m",
+                "egresswatch.proxy.run",
+                *build_mitmdump_args(worker_args(args, i), shim),
+            ]
+            for i in range(count)
+        ]
+    except ValueError as e:
+        print(f"egresswatch run: {e}", file=sys.stderr)
+        return 2
+    return supervise(argvs)
+
+
+def supervise(argvs: list[list[str]]) -> int:
+    """Run the workers under a :class:`~egresswatch.workers.Supervisor` until SIGTERM/SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="egresswatch supervisor: %(message)s")
+    sup = Supervisor(argvs)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _signum, _frame: sup.stop())
+    return sup.run()
 
 
 def register(sub: Any) -> None:

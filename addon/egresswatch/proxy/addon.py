@@ -48,11 +48,14 @@ from egresswatch.proxy.observe import Observer
 from egresswatch.proxy.reload import Reloader
 from egresswatch.proxy.state import LoadError
 from egresswatch.proxy.state import State
+from egresswatch.proxy.vitals import Vitals
 from egresswatch.store import EventStore
 from egresswatch.store import backend_of
 from egresswatch.store import open_store
 from egresswatch.timeutil import from_unix
+from egresswatch.workers import restarts_from_env
 from egresswatch.writer import EventWriter
+from egresswatch.writer import backlog_batch
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -103,6 +106,8 @@ class EgressWatch:
         self.observer.correlator = self.dnswatch.correlate
         self.observer.ech_advertised = self.dnswatch.advertised
         self.reloader = Reloader(lambda: self.observer.state, self._swap, lambda: self.metrics)
+        self.vitals = Vitals()  # /healthz, /readyz and systemd's sd_notify
+        self._pac: str | None = None  # served at /proxy.pac (egresswatch_pac_proxies)
         # The pieces' hooks, as this addon's own (see the module docstring).
         self.client_disconnected = self.observe.client_disconnected
         self.http_connect = self.observe.http_connect
@@ -114,6 +119,7 @@ class EgressWatch:
         self.tls_clienthello = self.layers.tls_clienthello
         self.metrics_address: tuple[str, int] | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}  # background loops by option
+        self._vitals_task: asyncio.Task[None] | None = None  # liveness beat, systemd watchdog
         self._store_url = ""
         self._metrics_listen: tuple[str, int] | None = None
         self._metrics_tls: tuple[str, str] = ("", "")
@@ -209,6 +215,11 @@ class EgressWatch:
             if self._running and url != self._store_url:
                 raise ValueError("egresswatch_store cannot change while running")
             self._store_url = url
+        if "egresswatch_pac_proxies" in updated:
+            pac = options.pac_file(o.egresswatch_pac_proxies)
+            if self._running and pac != self._pac:
+                raise ValueError("egresswatch_pac_proxies cannot change while running")
+            self._pac = pac
         self._configure_metrics(bool(o.egresswatch_department_label))
         loops = {_HEARTBEAT, _RELOAD} & updated
         if "egresswatch_reload_polling" in updated:
@@ -251,6 +262,7 @@ class EgressWatch:
         """Swap in ``new`` (atomic: one attribute), update metrics, log and record config events."""
         self.state = new
         self.reloader.track(new)
+        self.vitals.loaded()
         m = self.metrics
         now = self._clock()
         cat_changed = old is None or old.catalogue.version != new.catalogue.version
@@ -338,9 +350,11 @@ class EgressWatch:
             functools.partial(self._store_opener, self._store_url),
             queue_size=o.egresswatch_queue_size,
             flush_interval=o.egresswatch_flush_ms / 1000,
+            batch_size=backlog_batch(backend),
             on_written=m.store_written,
             on_dropped=m.store_dropped,
             on_failure=on_failure,
+            on_open=self.vitals.store_opened,
         )
         self._writer_options = (o.egresswatch_queue_size, o.egresswatch_flush_ms)
         m.store_queue(writer.queue_depth, o.egresswatch_queue_size)
@@ -348,21 +362,23 @@ class EgressWatch:
         self._serve_metrics(m)
         self.journal.start(writer)
         now = self._clock()
-        self._emit(
-            self.journal.event(
-                EventKind.START,
-                now,
-                {
-                    "egresswatch": egresswatch.__version__,
-                    "mitmproxy": mitmproxy_version.VERSION,
-                    "catalogue_version": st.catalogue.version,
-                    "policy_version": st.policy.version,
-                    "client_identity": self.observer.settings.identity.mode,
-                },
-            )
-        )
+        detail: dict[str, object] = {
+            "egresswatch": egresswatch.__version__,
+            "mitmproxy": mitmproxy_version.VERSION,
+            "catalogue_version": st.catalogue.version,
+            "policy_version": st.policy.version,
+            "client_identity": self.observer.settings.identity.mode,
+        }
+        restarts = restarts_from_env()  # set when a supervisor runs this worker
+        if restarts is not None:
+            m.worker_restarts(restarts)
+            detail["worker_restarts"] = restarts
+        self._emit(self.journal.event(EventKind.START, now, detail))
         self.journal.prune(now, o.egresswatch_retention_days)
         self._start_loops({_HEARTBEAT, _RELOAD})
+        self._vitals_task = asyncio_utils.create_task(
+            self.vitals.loop(), name="egresswatch health", keep_ref=True
+        )
         logger.info(
             "egresswatch: running (decrypt=%s, store=%s)", self.observer.settings.decrypt, backend
         )
@@ -373,7 +389,14 @@ class EgressWatch:
         host, port = self._metrics_listen
         certfile, keyfile = self._metrics_tls
         try:
-            self.metrics_address = m.serve(host, port, certfile or None, keyfile or None)
+            self.metrics_address = m.serve(
+                host,
+                port,
+                certfile or None,
+                keyfile or None,
+                health=self.vitals.health,
+                pac=self._pac,
+            )
         except OSError as e:
             logger.error("egresswatch: cannot serve metrics on %s:%d: %s", host, port, e)
             return
@@ -413,8 +436,13 @@ class EgressWatch:
             )
 
     async def done(self) -> None:
+        if self._running:
+            self.vitals.stopping()
         tasks = list(self._tasks.values())
         self._tasks.clear()
+        if self._vitals_task is not None:
+            tasks.append(self._vitals_task)
+            self._vitals_task = None
         self.reloader.stop()
         for t in tasks:
             t.cancel()

@@ -12,6 +12,7 @@ from typing import Any
 from egresswatch.catalogue import bundled_dir
 from egresswatch.identity import ClientIdentity
 from egresswatch.identity import identity_from_options
+from egresswatch.pac import build_pac
 from egresswatch.proxy.answers import DNS_BLOCK_CHOICES
 from egresswatch.proxy.layers import DECRYPT_CHOICES
 from egresswatch.store import default_store_url
@@ -26,6 +27,7 @@ __all__ = [
     "COUNT_OPTIONS",
     "declare",
     "metrics_endpoint",
+    "pac_file",
     "parse_listen",
     "store_url",
     "validate_counts",
@@ -149,6 +151,31 @@ def declare(loader: Any) -> None:
         "Poll the catalogue/policy files every egresswatch_reload_interval seconds instead of "
         "using file notifications (for network filesystems, whose changes inotify does not see).",
     )
+    add(
+        "egresswatch_pac_proxies",
+        Sequence[str],
+        [],
+        "HOST:PORT of each proxy of the fleet (repeatable): serve a PAC file listing them at "
+        "/proxy.pac beside the metrics. Empty: no PAC file.",
+    )
+
+
+def pac_file(proxies: Sequence[str]) -> str | None:
+    """The PAC file for ``egresswatch_pac_proxies`` (None when empty).
+
+    >>> pac_file([]) is None
+    True
+    >>> pac_file(["p1:80", "p1:80"])
+    Traceback (most recent call last):
+    ...
+    ValueError: egresswatch_pac_proxies: a proxy is listed twice
+    """
+    if not proxies:
+        return None
+    try:
+        return build_pac(list(proxies))
+    except ValueError as e:
+        raise ValueError(f"egresswatch_pac_proxies: {e}") from None
 
 
 def choice(name: str, value: str, choices: Sequence[str]) -> str:
