@@ -272,6 +272,8 @@ def test_exposition_has_contract_names_and_bounded_labels(
         "egresswatch_event_store_dropped_total",
         "egresswatch_event_store_write_failures_total",
         "egresswatch_build_info",
+        "egresswatch_checkpoint_last_timestamp_seconds",
+        "egresswatch_hits_refused_stopping_total",
     }
     label_names = {k for fam in registry.collect() for s in fam.samples for k in s.labels}
     assert label_names == {

@@ -319,6 +319,20 @@ class Metrics:
             namespace=NAMESPACE,
             registry=reg,
         )
+        self._checkpoint_ts = Gauge(
+            "checkpoint_last_timestamp_seconds",
+            "Unix time of the last signed event-store checkpoint (0: none signed yet).",
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._refused_stopping = Counter(
+            "hits_refused_stopping",
+            "Hits refused without an answer because the proxy was stopping (the event writer "
+            "no longer accepted events), by signal.",
+            ["signal"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
         self._build_info = Info(
             "build",
             "Versions of egresswatch, mitmproxy and Python in this process.",
@@ -330,6 +344,7 @@ class Metrics:
         for signal in SIGNALS:
             self._inspected.labels(signal)
             self._invalid_names.labels(signal)
+            self._refused_stopping.labels(signal)
         for hook in HOOKS:
             self._hook_errors.labels(hook)
         for kind in KINDS:
@@ -482,6 +497,14 @@ class Metrics:
 
     def store_failure(self, backend: str) -> None:
         self._write_failures.labels(backend).inc()
+
+    def checkpoint_signed(self, ts: float) -> None:
+        """A checkpoint was signed at Unix time ``ts``."""
+        self._checkpoint_ts.set(ts)
+
+    def refused_stopping(self, signal: str) -> None:
+        """A hit was refused (no answer) because the writer had closed."""
+        self._refused_stopping.labels(signal).inc()
 
     def store_queue(self, depth_fn: Callable[[], int], capacity: int) -> None:
         """Read the queue depth from ``depth_fn`` at scrape time (NaN if it raises)."""
