@@ -30,6 +30,10 @@ POLICY = "default: monitor\napps:\n  deepseek: block\n"
 OPTIONS = {"egresswatch_bundled": "false", "egresswatch_reload_interval": "0"}
 EVENT = re.compile(r"event=([0-9A-Za-z_-]+)")
 CLIENTS = 8
+# mitmproxy cancels the handlers of connections still open at shutdown; Python 3.12.1's asyncio
+# streams then log the cancelled task's CancelledError ("Exception in callback
+# StreamReaderProtocol.connection_made"): noise of a stop with live clients, not an addon error.
+LIVE_AT_STOP = (r"Exception in callback StreamReaderProtocol\.connection_made",)
 
 
 def egresswatch(*args: str) -> subprocess.CompletedProcess[str]:
@@ -135,7 +139,9 @@ def _report(backend: str, answered: list[str], stored: set[str]) -> None:
 def test_graceful_stop_under_load_loses_no_answered_hit_sqlite(
     start_proxy: ProxyFactory, e2e_catalogue: Path
 ) -> None:
-    p = start_proxy(options=OPTIONS, policy=POLICY, lists=[e2e_catalogue])
+    p = start_proxy(
+        options=OPTIONS, policy=POLICY, lists=[e2e_catalogue], allowed_errors=LIVE_AT_STOP
+    )
     answered, stored = stop_under_load(p, 1.5)
     _report("sqlite", answered, stored)
 
@@ -144,6 +150,8 @@ def test_graceful_stop_under_load_loses_no_answered_hit_postgresql(
     start_proxy: ProxyFactory, e2e_catalogue: Path, postgres_url: str
 ) -> None:
     options = {**OPTIONS, "egresswatch_store": postgres_url}
-    p = start_proxy(options=options, policy=POLICY, lists=[e2e_catalogue])
+    p = start_proxy(
+        options=options, policy=POLICY, lists=[e2e_catalogue], allowed_errors=LIVE_AT_STOP
+    )
     answered, stored = stop_under_load(p, 1.5)
     _report("postgresql", answered, stored)
