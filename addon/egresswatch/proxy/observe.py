@@ -277,6 +277,8 @@ class Observer:
                 department=decision.department,
                 catalogue_version=st.catalogue.version,
                 policy_version=st.policy.version,
+                decided_by=decision.decided_by,
+                decided_id=decision.decided_id,
             )
         )
         # Blocks are logged; monitored hits are not (mitmdump enables DEBUG on the root logger,

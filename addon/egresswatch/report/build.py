@@ -137,7 +137,8 @@ def build_report(
     )
     app_ids = sorted({t.app for t in totals})
     names = {a: _app_name(catalogue, a) for a in app_ids}
-    regimes_seen = sorted({r.regime for r in by_regime if r.regime})
+    # The rule kinds a hit can be counted under besides a regime id (the deciding rule).
+    regimes_seen = sorted({r.regime for r in by_regime if r.regime and r.regime not in RULE_KINDS})
     last_day = (end_dt - timedelta(days=1)).date()
     regimes = tuple(_regime_info(catalogue, rid, last_day) for rid in regimes_seen)
 
@@ -179,6 +180,10 @@ def _app_name(catalogue: CatalogueLike | None, app: str) -> str:
         if found is not None:
             return found.name
     return app
+
+
+#: The ``regime`` of a rollup row that names the deciding rule's kind rather than a regime.
+RULE_KINDS = frozenset({"app", "default", "exception"})
 
 
 def _regime_info(catalogue: CatalogueLike | None, rid: str, on: date) -> RegimeInfo:
