@@ -473,6 +473,12 @@ class Metrics:
         self._reload_ts.labels("policy").set(ts)
         self._reload_ok.labels("policy").set(1)
 
+    def reload_succeeded(self, ts: float) -> None:
+        """A catalogue and policy were loaded and swapped in (changed or not): both are good."""
+        for kind in KINDS:
+            self._reload_ts.labels(kind).set(ts)
+            self._reload_ok.labels(kind).set(1)
+
     def reload_failed(self, kind: str, reason: str) -> None:
         """Count a failed load; ``reason`` outside parse|validation|io is counted as ``other``."""
         if kind not in KINDS:

@@ -254,8 +254,13 @@ class EgressWatch:
             new = state_mod.load_state(dirs, policy_path, self.state)
         except LoadError as e:
             assert self.metrics is not None
-            self.metrics.reload_failed(e.kind, e.reason)
-            raise ValueError(f"egresswatch: invalid {e.kind}:\n" + "\n".join(e.problems)) from None
+            for f in e.failures:
+                self.metrics.reload_failed(f.kind, f.reason)
+            raise ValueError(
+                "\n".join(
+                    f"egresswatch: invalid {f.kind}:\n" + "\n".join(f.problems) for f in e.failures
+                )
+            ) from None
         self._install(new, self.state, "load")
 
     # -- the swap -----------------------------------------------------------------------------
@@ -273,6 +278,8 @@ class EgressWatch:
         pol_changed = old is None or old.policy.version != new.policy.version
         if m is not None:
             m.prepare(new.catalogue.app_regimes(), new.policy.departments)
+            # Any successful load clears a failure, even one back to identical content.
+            m.reload_succeeded(now)
             if cat_changed:
                 m.catalogue_loaded(
                     new.catalogue.version,
