@@ -68,6 +68,8 @@ def test_checkpoints_signed_and_verified_after_a_clean_stop(
     public = (p.data_dir / "signing.key.pub").read_text().strip()
     log = p.log()
     assert log.count(public) == 1, "the public key is logged once at start"
+    assert p.metrics_url is not None
+    assert log.count(p.metrics_url) == 1, "the metrics URL is logged once"
     assert "signed checkpoint:" in log
     done = egresswatch("db", "verify", "--data-dir", str(p.data_dir))
     out = done.stdout + done.stderr

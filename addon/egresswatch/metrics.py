@@ -546,7 +546,8 @@ class Metrics:
         httpd, thread = endpoints.serve(host, port, app, certfile=certfile, keyfile=keyfile)
         self._httpd, self._thread = httpd, thread
         bound = httpd.server_address
-        logger.info(
+        # DEBUG: the proxy logs the URL once, in its own words (issue 12, item 7).
+        logger.debug(
             "metrics on %s://%s:%d/metrics", "https" if certfile else "http", host, bound[1]
         )
         return str(bound[0]), int(bound[1])
