@@ -314,3 +314,18 @@ def test_a_naive_now_is_utc_not_local_time() -> None:
     assert previous_month(naive) == previous_month(naive.replace(tzinfo=UTC)) == "2026-07"
     r = build_report(MemoryStore(), "2026-07", now=naive, verify=False)
     assert r.generated_at == ts("2026-08-01T05:00:00") and not r.partial
+
+
+def test_the_daily_trend_of_a_partial_month_stops_at_today() -> None:
+    """Issue 12, item 7: days after "now" have no figures yet; they are not shown as zeros."""
+    store = MemoryStore()
+    store.write(
+        [Event(ts=ts("2026-07-03T10:00:00"), kind=EventKind.HIT, instance="p1", event_id="h",
+               app="tiktok", action="blocked", host="www.tiktok.com", client="a")]
+    )  # fmt: skip
+    now = datetime(2026, 7, 10, 12, 0, tzinfo=UTC)
+    report = build_report(store, MONTH, now=now, verify=False)
+    assert report.partial
+    assert (report.days[0], report.days[-1], len(report.days)) == ("2026-07-01", "2026-07-10", 10)
+    md = render_markdown(report)
+    assert "| 2026-07-10 |" in md and "| 2026-07-11 |" not in md
