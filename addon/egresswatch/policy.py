@@ -144,7 +144,7 @@ class Decision:
     department: str
     #: The app whose ``apps:`` rule decided (when ``regime`` is ``"app"``); a detail of the
     #: rule, left out of equality (a decision is its action, label, exception and department).
-    rule_app: str | None = field(default=None, compare=False)
+    rule_app: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def decided_by(self) -> str:
