@@ -45,6 +45,8 @@ def test_ecs_fields(make_event: MakeEvent) -> None:
             signal="http_host",
             exception_id="EXC-1",
             detail={"path": "/x"},
+            decided_by="exception",
+            decided_id="EXC-1",
         )
     )
     assert doc["@timestamp"] == "2026-07-01T00:00:00.250000Z"
@@ -57,7 +59,9 @@ def test_ecs_fields(make_event: MakeEvent) -> None:
     assert doc["source"] == {"ip": "10.0.0.7", "address": "10.0.0.7"}
     assert doc["client"] == {"ip": "10.0.0.7"}
     assert doc["user"] == {"name": "alice"}
-    assert doc["rule"]["name"] == "tiktok.com" and doc["rule"]["ruleset"] == "tiktok"
+    # rule.name: the catalogue rule that matched; ruleset and id: the policy rule that decided
+    assert doc["rule"]["name"] == "tiktok.com"
+    assert (doc["rule"]["ruleset"], doc["rule"]["id"]) == ("exception", "EXC-1")
     assert doc["observer"]["name"] == "proxy-1"
     assert doc["network"] == {"protocol": "http"}
     assert doc["egresswatch"]["regimes"] == ["us-far-52-204-27"]

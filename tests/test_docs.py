@@ -260,6 +260,8 @@ def _as_documented(default: object) -> str:
         return repr(list(default))
     if default == "":
         return '""'
+    if isinstance(default, float):
+        return f"{default:g}"
     return str(default)
 
 
@@ -277,7 +279,7 @@ def test_operating_option_table_defaults_match_the_addon(
             assert set(spans) == set(opt.choices), cells
             continue
         kind, _, _ = cells[1].partition(",")
-        want = {"list": list, "bool": bool, "str": str, "int": int}[kind.strip()]
+        want = {"list": list, "bool": bool, "str": str, "int": int, "float": float}[kind.strip()]
         default = opt.default
         shown = _as_documented(default)
         assert isinstance(default, want) or (want is list and isinstance(default, list | tuple))

@@ -18,17 +18,23 @@ from egresswatch.events import EventKind
 from egresswatch.store import open_store
 from egresswatch.store._codec import COLUMNS
 
-# The stored column order, as every store created so far has it.
+# The column order of the tables as migration 1 created them (migration 5 appends decided_by and
+# decided_id after them).
 STORED_ORDER = [
     "instance", "seq", "event_id", "ts", "kind", "signal", "host", "app", "regimes", "action",
     "rule", "exception_id", "client", "user", "department", "catalogue_version",
     "policy_version", "detail", "leaf_hash", "chain_hash",
 ]  # fmt: skip
+ADDED = ["decided_by", "decided_id"]
+# The schema's order (the order rows are read and written in, by name): the added event fields
+# before the hashes.
+SCHEMA_ORDER = [*STORED_ORDER[:-2], *ADDED, "leaf_hash", "chain_hash"]
 
 
 def test_the_schema_is_the_stored_column_order() -> None:
-    assert [f.name for f in EVENT_FIELDS] == STORED_ORDER
-    assert list(COLUMNS) == STORED_ORDER
+    assert [f.name for f in EVENT_FIELDS] == SCHEMA_ORDER
+    assert list(COLUMNS) == SCHEMA_ORDER
+    assert [f.name for f in EVENT_FIELDS if f.optional] == ADDED
 
 
 def test_every_event_attribute_is_a_field_and_back() -> None:
@@ -74,8 +80,10 @@ def test_ddl_columns_are_the_schema_fields(tmp_path: Path) -> None:
         ("detail", "TEXT", False, None),
         ("leaf_hash", "TEXT", True, None),
         ("chain_hash", "TEXT", True, None),
+        ("decided_by", "TEXT", False, None),
+        ("decided_id", "TEXT", False, None),
     ]
-    assert [c[1] for c in archive] == [*STORED_ORDER[:-2], "chain_hash", "archived_at"]
+    assert [c[1] for c in archive] == [*STORED_ORDER[:-2], "chain_hash", "archived_at", *ADDED]
 
 
 def test_ecs_names_are_unique_and_dotted() -> None:
@@ -103,6 +111,8 @@ def test_the_export_puts_every_field_under_its_ecs_name() -> None:
         catalogue_version="c1",
         policy_version="p1",
         detail={},
+        decided_by="regime",
+        decided_id="r2",
     )
     doc = ecs_document(e)
 
@@ -131,6 +141,8 @@ def test_the_export_puts_every_field_under_its_ecs_name() -> None:
         "catalogue_version": "c1",
         "policy_version": "p1",
         "detail": {},
+        "decided_by": "regime",
+        "decided_id": "r2",
     }
 
 

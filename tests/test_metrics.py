@@ -304,6 +304,8 @@ def test_exposition_has_contract_names_and_bounded_labels(
         "egresswatch_ech_total",
         "egresswatch_dns_resolutions",
         "egresswatch_dns_resolution_evictions_total",
+        "egresswatch_checkpoint_last_timestamp_seconds",
+        "egresswatch_hits_refused_stopping_total",
     }
     label_names = {k for fam in registry.collect() for s in fam.samples for k in s.labels}
     assert label_names == {

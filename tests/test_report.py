@@ -76,7 +76,10 @@ def test_an_exception_for_apps_and_regimes_names_both_in_every_table(
     )
     r = dataclasses.replace(report_of_july, exceptions=(both,))
     assert f"| {both.id} | tiktok, us-far-52-204-27 |" in render_markdown(r)
-    assert f"<td>{both.id}</td><td>tiktok, us-far-52-204-27</td>" in render_html(r)
+    assert (
+        f'<td class="tok">{both.id}</td><td>tiktok, <span class="tok">us-far-52-204-27</span></td>'
+        in render_html(r)
+    )
 
 
 def test_empty_month_renders_everywhere() -> None:

@@ -330,3 +330,18 @@ def test_thin_catalogue_entries_are_named_with_the_blind_spots(
 def test_no_catalogue_no_catalogue_limits(july_store: MemoryStore) -> None:
     r = build_report(july_store, MONTH, now=AFTER_JULY, verify=False)
     assert r.catalogue_limits == ()
+
+
+def test_the_daily_trend_of_a_partial_month_stops_at_today() -> None:
+    """Issue 12, item 7: days after "now" have no figures yet; they are not shown as zeros."""
+    store = MemoryStore()
+    store.write(
+        [Event(ts=ts("2026-07-03T10:00:00"), kind=EventKind.HIT, instance="p1", event_id="h",
+               app="tiktok", action="blocked", host="www.tiktok.com", client="a")]
+    )  # fmt: skip
+    now = datetime(2026, 7, 10, 12, 0, tzinfo=UTC)
+    report = build_report(store, MONTH, now=now, verify=False)
+    assert report.partial
+    assert (report.days[0], report.days[-1], len(report.days)) == ("2026-07-01", "2026-07-10", 10)
+    md = render_markdown(report)
+    assert "| 2026-07-10 |" in md and "| 2026-07-11 |" not in md

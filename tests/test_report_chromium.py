@@ -3,6 +3,7 @@ and fetches nothing (the Content-Security-Policy would refuse it, which a canary
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -201,3 +202,45 @@ def test_policy_blocks_every_fetch(
         assert hits == []
     else:
         assert "/pixel.png" in hits and "/style.css" in hits
+
+
+# Measures, in the rendered page, every word of every table cell that the layout split across
+# lines (a Range over one word with more than one line box). Added to a copy of the report
+# without its Content-Security-Policy (which refuses every script, as it should).
+_MEASURE = """<script>
+document.addEventListener("DOMContentLoaded", () => {
+  const broken = [];
+  for (const cell of document.querySelectorAll("td, th")) {
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      const re = /\\S+/g;
+      for (let m = re.exec(node.data); m; m = re.exec(node.data)) {
+        const range = document.createRange();
+        range.setStart(node, m.index);
+        range.setEnd(node, m.index + m[0].length);
+        const lines = new Set([...range.getClientRects()].map((r) => Math.round(r.top)));
+        if (lines.size > 1) broken.push(m[0]);
+      }
+    }
+  }
+  document.body.setAttribute("data-broken", JSON.stringify(broken));
+});
+</script>"""
+
+
+@pytest.mark.parametrize("width", [1024, 700])
+def test_narrow_columns_break_no_word_or_hash(tmp_path: Path, html_file: Path, width: int) -> None:
+    """Issue 12, item 7: table cells wrap between words; no word, event id or hash is cut."""
+    html = html_file.read_text(encoding="utf-8")
+    html = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", html)
+    assert "Content-Security-Policy" not in html
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", _MEASURE + "</body>"), encoding="utf-8")
+    dom = chromium(
+        tmp_path, f"--window-size={width},900", "--virtual-time-budget=5000", "--dump-dom",
+        probe.as_uri(),
+    ).stdout  # fmt: skip
+    m = re.search(r'data-broken="([^"]*)"', dom)
+    assert m is not None, "the probe did not run"
+    broken = json.loads(m.group(1).replace("&quot;", '"'))
+    assert broken == [], f"{len(broken)} word(s) cut across lines, e.g. {broken[:8]}"

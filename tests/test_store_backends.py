@@ -512,7 +512,7 @@ def test_a_version_1_database_is_migrated(tmp_path: object, make_event: MakeEven
     s = open_store(f"sqlite://{path}")
     try:
         s.write([make_event(), make_event(kind=EventKind.HEARTBEAT)])
-        assert s.stats().schema_version == len(migrations.SQLITE) == 4  # type: ignore[attr-defined]
+        assert s.stats().schema_version == len(migrations.SQLITE) == 5  # type: ignore[attr-defined]
         assert s.verify().ok and len(s.verifications()) == 1
         assert s.prune(2e9) == 2 and len(s.lifecycle(0, 2e9)) == 1
     finally:

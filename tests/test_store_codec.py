@@ -7,6 +7,7 @@ longer verify.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -59,6 +60,23 @@ def test_a_fixed_chain_keeps_its_hashes() -> None:
     assert [_codec.row_leaf(r, r[1]) for r in rows] == [leaf for leaf, _ in FIXED_HASHES]
 
 
+def test_the_deciding_rule_is_hashed_only_when_set() -> None:
+    """Rows written before the fields existed keep their leaf hash (FIXED_HASHES above); a row
+    that names its deciding rule is covered by the hash, in both encoders."""
+    bare = FIXED[1]
+    decided = dataclasses.replace(bare, decided_by="app", decided_id="alipay")
+    (row_bare,), _ = _codec.build_rows(_codec.encode([bare]), {})
+    (row_dec,), _ = _codec.build_rows(_codec.encode([decided]), {})
+    assert '"decided_by"' not in _codec.canonical_row(row_bare, 1)
+    assert row_dec[_codec.LEAF] != row_bare[_codec.LEAF]
+    canonical = _codec.canonical_row(row_dec, 1)
+    assert '"decided_by":"app","decided_id":"alipay"' in canonical
+    assert canonical == _codec._row_canonical(row_dec, 1)  # noqa: SLF001 - the general encoder
+    forged = list(row_dec)
+    forged[_codec.COLUMNS.index("decided_id")] = "us-eo-13971"
+    assert _codec.row_leaf(forged, 1) != row_dec[_codec.LEAF]
+
+
 def test_the_stored_row_of_a_hit() -> None:
     (row,), _ = _codec.build_rows(_codec.encode([FIXED[1]]), {"proxy-ü": (6, "ab" * 32)})
     assert dict(zip(_codec.COLUMNS[:-2], row[:-2], strict=True)) == {
@@ -80,6 +98,8 @@ def test_the_stored_row_of_a_hit() -> None:
         "catalogue_version": "c1",
         "policy_version": "p1",
         "detail": None,
+        "decided_by": None,
+        "decided_id": None,
     }
 
 
@@ -96,6 +116,11 @@ def test_canonical_json_is_the_documented_form() -> None:
 
 def test_the_fast_encoder_writes_the_hashed_fields_in_sorted_order() -> None:
     row = _codec.event_row(_codec.encode([FIXED[1]])[0], 1)
+    keys = list(json.loads(_codec._fast_canonical(row, 1)))
+    assert keys == sorted(keys)
+    assert set(keys) == {f.name for f in EVENT_FIELDS if f.hashed and not f.optional}
+    full = dataclasses.replace(FIXED[1], decided_by="regime", decided_id="r1")
+    row = _codec.event_row(_codec.encode([full])[0], 1)
     keys = list(json.loads(_codec._fast_canonical(row, 1)))
     assert keys == sorted(keys)
     assert set(keys) == {f.name for f in EVENT_FIELDS if f.hashed}

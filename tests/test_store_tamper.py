@@ -23,6 +23,7 @@ from egresswatch.checkpoint import load_or_create_signer
 from egresswatch.cli import main
 from egresswatch.events import Event
 from egresswatch.store import EventStore
+from egresswatch.store import _codec
 from egresswatch.store import open_store
 from egresswatch.store._codec import COLUMNS
 from egresswatch.store._codec import GENESIS
@@ -84,7 +85,7 @@ class Attacker:
                 )
                 prev = link
             else:
-                prev = row[19]
+                prev = row[_codec.CHAIN]
             last = n
         self.sql(
             "UPDATE chain_heads SET seq = ?, chain_hash = ? WHERE instance = ?",

@@ -63,7 +63,7 @@ def test_edited_row_with_recomputed_leaf_breaks_the_next_link(
     leaf = _codec.leaf_hash(_codec._row_canonical(row, 5))
     tamper.edit("p1", 5, "leaf_hash", leaf)
     tamper.edit("p1", 5, "host", "innocent.example")
-    prev_chain = tamper.row("p1", 4)[19]
+    prev_chain = tamper.row("p1", 4)[_codec.CHAIN]
     tamper.edit("p1", 5, "chain_hash", _codec.chain_hash(prev_chain, leaf))
     assert kinds(filled.verify()) == [("p1", 6, "inserted")]
 
@@ -96,8 +96,10 @@ def test_row_appended_beyond_the_head_is_named(filled: EventStore, tamper: Tampe
     row = list(tamper.row("p2", 10))
     row[1] = 11
     row[2] = "forged"
-    row[18] = _codec.leaf_hash(_codec._row_canonical(row, 11))
-    row[19] = _codec.chain_hash(tamper.row("p2", 10)[19], row[18])  # a perfect forgery
+    row[_codec.LEAF] = _codec.leaf_hash(_codec._row_canonical(row, 11))
+    row[_codec.CHAIN] = _codec.chain_hash(
+        tamper.row("p2", 10)[_codec.CHAIN], row[_codec.LEAF]
+    )  # a perfect forgery
     tamper.insert(tuple(row))
     result = filled.verify()
     assert kinds(result) == [("p2", 11, "inserted")]
@@ -198,7 +200,7 @@ def test_fast_canonical_equals_the_documented_form(
     store.write([make_event(**changes)])
     row = tamper.row("proxy-1", 1)
     assert _codec._fast_canonical(row, 1) == _codec._row_canonical(row, 1)
-    assert _codec.row_leaf(row, 1) == row[18]
+    assert _codec.row_leaf(row, 1) == row[_codec.LEAF]
     assert store.verify().ok
 
 
@@ -303,7 +305,7 @@ def test_incremental_catches_truncation_below_the_verified_head(
     filled.verify()
     tamper.delete("p2", 10)
     tamper.delete("p2", 9)
-    tamper.set_head("p2", 8, tamper.row("p2", 8)[19])
+    tamper.set_head("p2", 8, tamper.row("p2", 8)[_codec.CHAIN])
     result = filled.verify(full=False)
     assert kinds(result) == [("p2", 9, "deleted")]
     assert "#9..#10 verified by run" in result.problems[0].message

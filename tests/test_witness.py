@@ -11,6 +11,7 @@ from egresswatch.checkpoint import load_or_create_signer
 from egresswatch.events import Event
 from egresswatch.events import EventKind
 from egresswatch.store import EventStore
+from egresswatch.store import _codec
 from egresswatch.witness import Witnessed
 from egresswatch.witness import check_checkpoint
 from egresswatch.witness import checkpoints_covering
@@ -93,7 +94,7 @@ def test_check_checkpoint_and_the_checkpoints_a_report_embeds(
     assert [w.checkpoint.size for w in checkpoints_covering(witnessed, T0, T0 + 10 * DAY)] == [4]
     assert all(check_checkpoint(store, w) == [] for w in witnessed)
     tamper.delete("proxy-1", 4)
-    tamper.set_head("proxy-1", 3, tamper.row("proxy-1", 3)[19])
+    tamper.set_head("proxy-1", 3, tamper.row("proxy-1", 3)[_codec.CHAIN])
     problems = check_checkpoint(store, witnessed[-1])
     assert [(p.seq, p.kind) for p in problems] == [(4, "deleted")]
     assert check_checkpoint(store, witnessed[2]) == []

@@ -103,6 +103,11 @@ class Event:
     catalogue_version: str = ""
     policy_version: str = ""
     detail: Mapping[str, object] | None = None
+    #: The kind of policy rule that decided a hit: ``app``, ``regime``, ``default`` or
+    #: ``exception`` (None: a lifecycle event, or a hit written before the field existed).
+    decided_by: str | None = None
+    #: That rule's id: the app id, the regime id or the exception id (None for ``default``).
+    decided_id: str | None = None
 
 
 #: How a column's value is stored and hashed:
@@ -129,6 +134,9 @@ class EventField:
     hashed: bool = True
     #: Whether the lifecycle archive keeps the column (it keeps everything but the leaf hash).
     archived: bool = True
+    #: A field added after events were chained: the canonical JSON holds it only when it is
+    #: set, so rows written before it existed (NULL) keep the leaf hash they were written with.
+    optional: bool = False
 
     @property
     def attribute(self) -> bool:
@@ -161,6 +169,9 @@ EVENT_FIELDS: tuple[EventField, ...] = (
     ),
     EventField("policy_version", "text", "TEXT NOT NULL DEFAULT ''", "egresswatch.policy_version"),
     EventField("detail", "json", _NULL, "egresswatch.detail"),
+    # Added by migration 5 (after the released tables; see store/migrations.py).
+    EventField("decided_by", "text", _NULL, "rule.ruleset", optional=True),
+    EventField("decided_id", "text", _NULL, "rule.id", optional=True),
     EventField("leaf_hash", "hash", _NOT_NULL, None, hashed=False, archived=False),
     EventField("chain_hash", "hash", _NOT_NULL, None, hashed=False),
 )

@@ -371,6 +371,20 @@ class Metrics:
             namespace=NAMESPACE,
             registry=reg,
         )
+        self._checkpoint_ts = Gauge(
+            "checkpoint_last_timestamp_seconds",
+            "Unix time of the last signed event-store checkpoint (0: none signed yet).",
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._refused_stopping = Counter(
+            "hits_refused_stopping",
+            "Hits refused without an answer because the proxy was stopping (the event writer "
+            "no longer accepted events), by signal.",
+            ["signal"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
         self._build_info = Info(
             "build",
             "Versions of egresswatch, mitmproxy and Python in this process.",
@@ -382,6 +396,7 @@ class Metrics:
         for signal in SIGNALS:
             self._inspected.labels(signal)
             self._invalid_names.labels(signal)
+            self._refused_stopping.labels(signal)
         for hook in HOOKS:
             self._hook_errors.labels(hook)
         for kind in KINDS:
@@ -551,6 +566,12 @@ class Metrics:
         self._reload_ts.labels("policy").set(ts)
         self._reload_ok.labels("policy").set(1)
 
+    def reload_succeeded(self, ts: float) -> None:
+        """A catalogue and policy were loaded and swapped in (changed or not): both are good."""
+        for kind in KINDS:
+            self._reload_ts.labels(kind).set(ts)
+            self._reload_ok.labels(kind).set(1)
+
     def reload_failed(self, kind: str, reason: str) -> None:
         """Count a failed load; ``reason`` outside parse|validation|io is counted as ``other``."""
         if kind not in KINDS:
@@ -575,6 +596,14 @@ class Metrics:
 
     def store_failure(self, backend: str) -> None:
         self._write_failures.labels(backend).inc()
+
+    def checkpoint_signed(self, ts: float) -> None:
+        """A checkpoint was signed at Unix time ``ts``."""
+        self._checkpoint_ts.set(ts)
+
+    def refused_stopping(self, signal: str) -> None:
+        """A hit was refused (no answer) because the writer had closed."""
+        self._refused_stopping.labels(signal).inc()
 
     def store_queue(self, depth_fn: Callable[[], int], capacity: int) -> None:
         """Read the queue depth from ``depth_fn`` at scrape time (NaN if it raises)."""
@@ -613,7 +642,8 @@ class Metrics:
         httpd, thread = endpoints.serve(host, port, app, certfile=certfile, keyfile=keyfile)
         self._httpd, self._thread = httpd, thread
         bound = httpd.server_address
-        logger.info(
+        # DEBUG: the proxy logs the URL once, in its own words (issue 12, item 7).
+        logger.debug(
             "metrics on %s://%s:%d/metrics", "https" if certfile else "http", host, bound[1]
         )
         return str(bound[0]), int(bound[1])

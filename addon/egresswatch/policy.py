@@ -146,6 +146,31 @@ class Decision:
     regime: str
     exception_id: str | None
     department: str
+    #: The app whose ``apps:`` rule decided (when ``regime`` is ``"app"``); a detail of the
+    #: rule, left out of equality (a decision is its action, label, exception and department).
+    rule_app: str | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def decided_by(self) -> str:
+        """The kind of rule that decided: ``exception``, ``app``, ``regime`` or ``default``."""
+        if self.exception_id is not None:
+            return "exception"
+        if self.regime == RULE_APP:
+            return "app"
+        if self.regime == RULE_DEFAULT:
+            return "default"
+        return "regime"
+
+    @property
+    def decided_id(self) -> str | None:
+        """That rule's id: the exception id, the app id, the regime id (None for ``default``)."""
+        if self.exception_id is not None:
+            return self.exception_id
+        if self.regime == RULE_APP:
+            return self.rule_app
+        if self.regime == RULE_DEFAULT:
+            return None
+        return self.regime
 
     @property
     def lets_through(self) -> bool:
@@ -420,16 +445,18 @@ class Policy:
         day, table = self._table(now)
         apps = tuple(match.apps) or (match.app,)
         best: tuple[Mode, str] | None = None
+        best_app = apps[0]
         for app_id in apps:
             eff = table.get(app_id)
             if eff is None:  # not in the catalogue the policy was built for: use the match
                 eff = self._app_effective(match.regimes, app_id, day)
             if best is None or _STRICTNESS[eff[0]] > _STRICTNESS[best[0]]:
-                best = eff
+                best, best_app = eff, app_id
         assert best is not None
         mode, label = best
         if mode is Mode.OFF:
             return None
+        rule_app = best_app if label == RULE_APP else None
         client = self._clients.get(client_ip)
         if client is None:
             # Parsing an address costs more than the rest of the decision; clients repeat.
@@ -442,12 +469,12 @@ class Policy:
         if self._exceptions_by_app:
             exc = self._exception_for(apps, address, user, now)
             if exc is not None:
-                return Decision(Action.EXEMPTED, label, exc.id, department)
+                return Decision(Action.EXEMPTED, label, exc.id, department, rule_app)
         if mode is Mode.BLOCK:
             action = Action.WOULD_BLOCK if self.dry_run else Action.BLOCKED
         else:
             action = Action.MONITOR
-        return Decision(action, label, None, department)
+        return Decision(action, label, None, department, rule_app)
 
     def decide_evasion(self, mode: Mode, client_ip: str | None) -> Decision | None:
         """The decision for an evasion signal (encrypted DNS, hidden ECH) under ``mode``

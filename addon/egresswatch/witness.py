@@ -302,8 +302,8 @@ def checkpoints_covering(
 
 
 @functools.lru_cache(maxsize=256)
-def _regime_key(text: str | None) -> str:
-    return ",".join(sorted(json.loads(text))) if text and text != "[]" else ""
+def _regime_list(text: str | None) -> tuple[str, ...]:
+    return tuple(json.loads(text)) if text and text != "[]" else ()
 
 
 def verify_rollups(
@@ -326,10 +326,11 @@ def verify_rollups(
         return (instance is None or inst == instance) and inst not in skipped_instances
 
     counted: dict[tuple[str, ...], list[Any]] = {}
-    for day, inst, app, regimes, action, dept, client, host, n, first, last in groups:
+    for day, inst, app, regimes, by, by_id, action, dept, client, host, n, first, last in groups:
         if not wanted(inst):
             continue
-        gkey = (_rollups.day_of(int(day) * 86400.0), inst, app, _regime_key(regimes), action,
+        regime = _rollups.rollup_regime(_regime_list(regimes), by, by_id)
+        gkey = (_rollups.day_of(int(day) * 86400.0), inst, app, regime, action,
                 dept, client, host)  # fmt: skip
         agg = counted.get(gkey)
         if agg is None:

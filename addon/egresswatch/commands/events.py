@@ -140,14 +140,18 @@ def ecs_document(e: Event) -> dict[str, Any]:
             doc["client"] = {"ip": ip}
     if e.user:
         doc["user"] = {"name": e.user}
-    if e.rule or e.app:
+    if e.rule or e.decided_by:
+        # rule.name: the catalogue rule that matched (with the catalogue's version); ruleset and
+        # id: the policy rule that decided (app, regime, default or exception, and its id).
         rule: dict[str, Any] = {}
         if e.rule:
             rule["name"] = e.rule
-        if e.app:
-            rule["ruleset"] = e.app
-        if e.catalogue_version:
-            rule["version"] = e.catalogue_version
+            if e.catalogue_version:
+                rule["version"] = e.catalogue_version
+        if e.decided_by:
+            rule["ruleset"] = e.decided_by
+            if e.decided_id:
+                rule["id"] = e.decided_id
         doc["rule"] = rule
     if e.signal and e.signal in _PROTOCOL:
         doc["network"] = {"protocol": _PROTOCOL[e.signal]}

@@ -8,6 +8,9 @@ writes ``july.html`` and ``july.html.sha256`` (``sha256sum -c`` format). Without
 goes to standard output. The default month is the previous calendar month (UTC), the default store
 the SQLite file of the default data directory.
 
+``--format json`` seals the report: it embeds the signed checkpoints it was built from and its
+own digest; ``egresswatch report verify REPORT.json`` checks it later (``report_verify.py``).
+
 Exit status: 0 when the report was written (a failed chain verification is in the report and on
 stderr, not in the exit status), 1 when the store or the catalogue cannot be read, 2 on usage
 errors.
@@ -16,12 +19,14 @@ errors.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 
 from ..catalogue_model import CatalogueLike
+from ..checkpoint import CheckpointError
 from ..report import FORMATS
 from ..report import build_report
 from ..report import month_bounds
@@ -31,6 +36,9 @@ from ..report import write_report
 from ..store import StoreError
 from .db import add_store_arguments
 from .db import open_from_args
+from .report_verify import add_witness_arguments
+from .report_verify import run_verify
+from .report_verify import witnesses
 
 __all__ = ["register"]
 
@@ -62,6 +70,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "department, top clients and hostnames, daily trend, integrity and method.",
     )
     p.add_argument(
+        "verify",
+        nargs="*",
+        metavar="verify REPORT.json",
+        help="check a JSON report written by this command against the store: its digest, the "
+        "signed checkpoints it embeds, and every figure rebuilt from the store (exit 1 naming "
+        "the first disagreement)",
+    )
+    p.add_argument(
         "--month",
         type=_month,
         default=None,
@@ -89,6 +105,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="operator catalogue directories (after the bundled one) for app names and the "
         "status of each regime",
     )
+    add_witness_arguments(p)
     check = p.add_mutually_exclusive_group()
     check.add_argument(
         "--no-verify",
@@ -114,12 +131,23 @@ def _load_catalogue(dirs: list[str]) -> CatalogueLike:
 def run(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     month: str = args.month or previous_month(now)
+    if args.verify and (len(args.verify) != 2 or args.verify[0] != "verify"):
+        print("egresswatch report: usage: egresswatch report verify REPORT.json", file=sys.stderr)
+        return 2
     try:
         catalogue = _load_catalogue(args.lists)
     except (ValueError, OSError) as e:
         problems = getattr(e, "problems", None)
         for problem in problems or [e]:
             print(f"egresswatch report: catalogue: {problem}", file=sys.stderr)
+        return 1
+    if args.verify:
+        return run_verify(args, Path(args.verify[1]), catalogue)
+    try:
+        start, end = (t.timestamp() for t in month_bounds(month))
+        covering, verifier = witnesses(args, start, end)
+    except CheckpointError as e:
+        print(f"egresswatch report: {e}", file=sys.stderr)
         return 1
     store = open_from_args(args, "egresswatch report: cannot open the event store")
     if store is None:
@@ -140,7 +168,13 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         store.close()
-    text = render(report, args.format)
+    if args.format == "json":
+        from ..report.seal import seal
+
+        doc = seal(report, covering, verifier, top=args.top)
+        text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = render(report, args.format)
     if report.integrity.verified and not report.integrity.ok:
         print(
             f"egresswatch report: WARNING: chain verification failed "

@@ -34,6 +34,7 @@ from mitmproxy.utils import asyncio_utils
 import egresswatch
 from egresswatch.candidates import Candidates
 from egresswatch.categories import httpdns_apps
+from egresswatch.checkpoint import Checkpoint
 from egresswatch.events import Event
 from egresswatch.events import EventKind
 from egresswatch.metrics import Metrics
@@ -46,6 +47,8 @@ from egresswatch.proxy.layers import PassThrough
 from egresswatch.proxy.observe import Observe
 from egresswatch.proxy.observe import Observer
 from egresswatch.proxy.reload import Reloader
+from egresswatch.proxy.signing import Signing
+from egresswatch.proxy.signing import load_signing
 from egresswatch.proxy.state import LoadError
 from egresswatch.proxy.state import State
 from egresswatch.proxy.vitals import Vitals
@@ -67,6 +70,14 @@ logger = logging.getLogger("egresswatch")
 _HEARTBEAT = "egresswatch_heartbeat"
 _RELOAD = "egresswatch_reload_interval"
 _CATALOGUE_OPTIONS = frozenset({"egresswatch_lists", "egresswatch_bundled", "egresswatch_policy"})
+_SIGNING_OPTIONS = frozenset(
+    {
+        "egresswatch_signing_key",
+        "egresswatch_checkpoint_interval",
+        "egresswatch_store",
+        "egresswatch_data_dir",
+    }
+)
 _METRICS_OPTIONS = frozenset(
     {"egresswatch_metrics_listen", "egresswatch_metrics_certfile", "egresswatch_metrics_keyfile"}
 )
@@ -121,11 +132,13 @@ class EgressWatch:
         self._tasks: dict[str, asyncio.Task[None]] = {}  # background loops by option
         self._vitals_task: asyncio.Task[None] | None = None  # liveness beat, systemd watchdog
         self._store_url = ""
+        self._signing: Signing | None = None  # None: checkpoints not signed (or memory://)
         self._metrics_listen: tuple[str, int] | None = None
         self._metrics_tls: tuple[str, str] = ("", "")
         self._writer_options: tuple[int, int] | None = None  # (queue size, flush ms) in use
         self._department_label = False  # fixed when the metrics are built
         self._running = False
+        self.observer.stopping = False
 
     # -- public view --------------------------------------------------------------------------
 
@@ -198,7 +211,7 @@ class EgressWatch:
         if "egresswatch_dns_resolutions" in updated:
             self.dnswatch.resize(o.egresswatch_dns_resolutions)
         if "egresswatch_instance" in updated:
-            s.instance = o.egresswatch_instance or socket.gethostname()
+            s.instance = options.instance_name(o.egresswatch_instance) or socket.gethostname()
         if updated & _METRICS_OPTIONS:
             endpoint = options.metrics_endpoint(
                 o.egresswatch_metrics_listen,
@@ -220,6 +233,18 @@ class EgressWatch:
             if self._running and pac != self._pac:
                 raise ValueError("egresswatch_pac_proxies cannot change while running")
             self._pac = pac
+        if updated & _SIGNING_OPTIONS:
+            if self._running:
+                raise ValueError(
+                    "egresswatch_signing_key and egresswatch_checkpoint_interval cannot change "
+                    "while running"
+                )
+            self._signing = load_signing(
+                self._store_url,
+                o.egresswatch_data_dir,
+                o.egresswatch_signing_key,
+                options.checkpoint_interval(o.egresswatch_checkpoint_interval),
+            )
         self._configure_metrics(bool(o.egresswatch_department_label))
         loops = {_HEARTBEAT, _RELOAD} & updated
         if "egresswatch_reload_polling" in updated:
@@ -249,8 +274,13 @@ class EgressWatch:
             new = state_mod.load_state(dirs, policy_path, self.state)
         except LoadError as e:
             assert self.metrics is not None
-            self.metrics.reload_failed(e.kind, e.reason)
-            raise ValueError(f"egresswatch: invalid {e.kind}:\n" + "\n".join(e.problems)) from None
+            for f in e.failures:
+                self.metrics.reload_failed(f.kind, f.reason)
+            raise ValueError(
+                "\n".join(
+                    f"egresswatch: invalid {f.kind}:\n" + "\n".join(f.problems) for f in e.failures
+                )
+            ) from None
         self._install(new, self.state, "load")
 
     # -- the swap -----------------------------------------------------------------------------
@@ -270,6 +300,8 @@ class EgressWatch:
         if m is not None:
             m.prepare(new.catalogue.app_regimes(), new.policy.departments)
             m.prepare_evasion(new.categories.resolvers, httpdns_apps(new.catalogue))
+            # Any successful load clears a failure, even one back to identical content.
+            m.reload_succeeded(now)
             if cat_changed:
                 m.catalogue_loaded(
                     new.catalogue.version,
@@ -346,6 +378,10 @@ class EgressWatch:
             logger.error("egresswatch: event store %s write failed: %s", backend, exc)
             m.store_failure(backend)
 
+        def on_checkpoint(cp: Checkpoint, _note: str) -> None:
+            m.checkpoint_signed(cp.time)
+
+        signing = self._signing
         writer = EventWriter(
             functools.partial(self._store_opener, self._store_url),
             queue_size=o.egresswatch_queue_size,
@@ -355,7 +391,13 @@ class EgressWatch:
             on_dropped=m.store_dropped,
             on_failure=on_failure,
             on_open=self.vitals.store_opened,
+            signer=signing.signer if signing else None,
+            checkpoint_log=signing.log if signing else None,
+            checkpoint_interval=signing.interval if signing else 60.0,
+            on_checkpoint=on_checkpoint if signing else None,
         )
+        if signing is not None:
+            logger.warning("%s", signing.describe())
         self._writer_options = (o.egresswatch_queue_size, o.egresswatch_flush_ms)
         m.store_queue(writer.queue_depth, o.egresswatch_queue_size)
         writer.start()
@@ -448,8 +490,14 @@ class EgressWatch:
             t.cancel()
         if tasks:  # let them finish (the file watch stops its thread within one step)
             await asyncio.wait(tasks, timeout=5.0)
+        # Stop deciding before the writer closes (on this loop, so no hook runs in between):
+        # a hit seen from now on is refused without an answer, and every answer already given
+        # carries an event queued before the drain below. The stop event goes in before the
+        # final checkpoint, which the writer signs after its last flush.
+        self.observer.stopping = True
         await self.journal.close(10.0)
         self._writer_options = None
         if self.metrics is not None:
             self.metrics.close()
         self._running = False
+        self.observer.stopping = False

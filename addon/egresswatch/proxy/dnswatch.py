@@ -46,6 +46,7 @@ from egresswatch.events import new_event_id
 from egresswatch.metrics import Hook
 from egresswatch.proxy import answers as dns_answers
 from egresswatch.proxy.observe import Observer
+from egresswatch.proxy.observe import Stopping
 from egresswatch.proxy.observe import Verdict
 from egresswatch.resolutions import Answer
 from egresswatch.resolutions import Resolution
@@ -124,68 +125,76 @@ class DnsWatch:
     def dns_response(self, flow: dns.DNSFlow) -> None:
         obs = self.observer
         with obs.guard(Hook.DNS_RESPONSE):
-            resp = flow.response
-            st = obs.state
-            if (
-                st is None
-                or resp is None
-                or resp.response_code != response_codes.NOERROR
-                or not flow.request.questions
-            ):
-                return
-            question = flow.request.questions[0].name
-            answers, ech = records(resp)
-            for name in ech:
-                self._remember_ech(name)
-            if not answers:
-                return
-            chain = follow_chain(question, answers)
-            names = chain.names
-            # The question itself was matched (and counted) in dns_request.
-            found = st.matcher.match(names[0])
-            designated = names[0] if found is not None else None
-            verdict: Verdict | None = None
-            if found is None:
-                for name in names[1:]:
-                    if st.matcher.match(name) is not None:
-                        designated = name
-                        detail: dict[str, object] = {
-                            "asked": names[0],
-                            "chain": list(names),
-                            "via": "cname",
-                        }
-                        if chain.broken:
-                            detail["broken"] = chain.broken
-                        verdict = obs.observe(
-                            name, Signal.CNAME, flow.client_conn, dedupe=False, detail=detail
-                        )
-                        if self.candidates is not None and verdict is not None:
-                            for neutral in names[: names.index(name)]:
-                                self.candidates.note_cname(neutral, verdict.match.app, names)
-                            self._save_candidates()
-                        break
-            if designated is None:
-                for address, _ttl in chain.addresses:
-                    if st.matcher.match(address) is not None:
-                        designated = address
-                        detail = {"asked": names[0], "address": address, "via": "range"}
-                        verdict = obs.observe(
-                            address, Signal.CNAME, flow.client_conn, dedupe=False, detail=detail
-                        )
-                        break
-            if verdict is not None and verdict.blocked:
-                flow.response = dns_answers.dns_answer(flow.request, obs.settings.dns_block)
-                return
-            if designated is None:
-                return
-            app = verdict.match.app if verdict is not None else found.app if found else None
-            if app is None:
-                return  # the policy is off for it: nothing recorded, nothing remembered
-            resolution = Resolution(app, designated, names)
-            for address, ttl in chain.addresses:
-                if address not in _UNSPECIFIED:  # a block answer's null address
-                    self.table.remember(address, resolution, ttl)
-            self._report()
+            try:
+                self._response(flow)
+            except Stopping:
+                # The proxy is stopping: a designated answer is not passed on unrecorded.
+                flow.kill()  # type: ignore[no-untyped-call]
+
+    def _response(self, flow: dns.DNSFlow) -> None:
+        obs = self.observer
+        resp = flow.response
+        st = obs.state
+        if (
+            st is None
+            or resp is None
+            or resp.response_code != response_codes.NOERROR
+            or not flow.request.questions
+        ):
+            return
+        question = flow.request.questions[0].name
+        answers, ech = records(resp)
+        for name in ech:
+            self._remember_ech(name)
+        if not answers:
+            return
+        chain = follow_chain(question, answers)
+        names = chain.names
+        # The question itself was matched (and counted) in dns_request.
+        found = st.matcher.match(names[0])
+        designated = names[0] if found is not None else None
+        verdict: Verdict | None = None
+        if found is None:
+            for name in names[1:]:
+                if st.matcher.match(name) is not None:
+                    designated = name
+                    detail: dict[str, object] = {
+                        "asked": names[0],
+                        "chain": list(names),
+                        "via": "cname",
+                    }
+                    if chain.broken:
+                        detail["broken"] = chain.broken
+                    verdict = obs.observe(
+                        name, Signal.CNAME, flow.client_conn, dedupe=False, detail=detail
+                    )
+                    if self.candidates is not None and verdict is not None:
+                        for neutral in names[: names.index(name)]:
+                            self.candidates.note_cname(neutral, verdict.match.app, names)
+                        self._save_candidates()
+                    break
+        if designated is None:
+            for address, _ttl in chain.addresses:
+                if st.matcher.match(address) is not None:
+                    designated = address
+                    detail = {"asked": names[0], "address": address, "via": "range"}
+                    verdict = obs.observe(
+                        address, Signal.CNAME, flow.client_conn, dedupe=False, detail=detail
+                    )
+                    break
+        if verdict is not None and verdict.blocked:
+            flow.response = dns_answers.dns_answer(flow.request, obs.settings.dns_block)
+            return
+        if designated is None:
+            return
+        app = verdict.match.app if verdict is not None else found.app if found else None
+        if app is None:
+            return  # the policy is off for it: nothing recorded, nothing remembered
+        resolution = Resolution(app, designated, names)
+        for address, ttl in chain.addresses:
+            if address not in _UNSPECIFIED:  # a block answer's null address
+                self.table.remember(address, resolution, ttl)
+        self._report()
 
     def _save_candidates(self) -> None:
         """Persist the candidates as a CONFIG event (``detail.kind = "candidates"``), at most

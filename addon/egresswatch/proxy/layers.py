@@ -30,6 +30,7 @@ from egresswatch.proxy.names import verifiable_sni
 from egresswatch.proxy.observe import PROXY_MODES
 from egresswatch.proxy.observe import TRANSPARENT_MODES
 from egresswatch.proxy.observe import Observer
+from egresswatch.proxy.observe import Stopping
 from egresswatch.proxy.observe import Verdict
 
 __all__ = ["DECRYPT_CHOICES", "PassThrough", "QuicHello", "client_datagrams", "mitmproxy_quic"]
@@ -190,8 +191,11 @@ class PassThrough:
             return
         if hello is None:
             return  # incomplete: tls_clienthello will see the whole of it
-        v = obs.observe(hello.sni, Signal.SNI, context.client)
-        v = self.nameless(context, hello, v, count=True)
+        try:
+            v = obs.observe(hello.sni, Signal.SNI, context.client)
+            v = self.nameless(context, hello, v, count=True)
+        except Stopping:
+            return  # tls_clienthello refuses it
         if v is not None and v.blocked:
             # tls_clienthello blocks it; it finds this verdict (one hit) and counts no second
             # inspection of the same name.
@@ -237,8 +241,12 @@ class PassThrough:
         if hello is None:
             return mitmproxy_quic(context)
         obs = self.observer
-        v = obs.observe(hello.sni, Signal.QUIC, context.client)
-        v = self.nameless(context, hello, v, count=True, why="QUIC Initial without SNI")
+        try:
+            v = obs.observe(hello.sni, Signal.QUIC, context.client)
+            v = self.nameless(context, hello, v, count=True, why="QUIC Initial without SNI")
+        except Stopping:
+            obs.conn_state(context.client).refuse = True
+            return proxy_layers.UDPLayer(context, ignore=True)
         if v is not None and v.blocked:
             obs.conn_state(context.client).refuse = True
         elif obs.settings.decrypt == "all" and verifiable_sni(hello.sni):
@@ -255,8 +263,16 @@ class PassThrough:
             seen = conn is not None and conn.sni_counted
             if seen and conn is not None:
                 conn.sni_counted = False
-            v = obs.observe(sni, Signal.QUIC if quic else Signal.SNI, client, inspected=not seen)
-            v = self.nameless(data.context, data.client_hello, v, count=not seen)
+            try:
+                v = obs.observe(
+                    sni, Signal.QUIC if quic else Signal.SNI, client, inspected=not seen
+                )
+                v = self.nameless(data.context, data.client_hello, v, count=not seen)
+            except Stopping:
+                obs.conn_state(client).refuse = True
+                data.ignore_connection = True
+                close_passthrough(client, data.context.server)
+                return
             conn = obs.connection(client)
             page = conn.block_page if conn is not None else None
             blocked = v if v is not None and v.blocked else page

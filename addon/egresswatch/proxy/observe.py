@@ -53,6 +53,7 @@ from egresswatch.proxy.state import State
 from egresswatch.timeutil import from_unix
 
 __all__ = [
+    "Stopping",
     "PROXY_MODES",
     "TRANSPARENT_MODES",
     "ConnState",
@@ -110,6 +111,12 @@ class Settings:
     identity: ClientIdentity = field(default_factory=lambda: ClientIdentity("address", None))
 
 
+class Stopping(Exception):
+    """The proxy is stopping: the event writer no longer accepts events, so a designated app's
+    connection gets no answer (no decision is made that the store would not hold); the hook
+    kills the flow or refuses the connection instead."""
+
+
 class _Guard:
     """No input may raise out of a hook: log and count instead."""
 
@@ -144,6 +151,10 @@ class Observer:
         self.clock = clock
         self.emit = emit
         self.settings = Settings()
+        #: Set on the event loop just before the writer closes (``EgressWatch.done``): from then
+        #: on a designated app is refused without an answer (:class:`Stopping`), so every answer
+        #: given carries an event the writer accepted.
+        self.stopping = False
         self.state: State | None = None
         self.metrics: Metrics | None = None
         self._conns: dict[str, ConnState] = {}
@@ -238,6 +249,9 @@ class Observer:
                 seen = conn.apps.get(match.app)
                 if seen is not None:
                     return seen
+        if self.stopping:
+            m.refused_stopping(signal)
+            raise Stopping(match.app)
         peer = client.peername[0] if client.peername else None
         client_ip = str(peer) if peer is not None else None
         now = self.clock()
@@ -284,6 +298,8 @@ class Observer:
                 catalogue_version=st.catalogue.version,
                 policy_version=st.policy.version,
                 detail=detail,
+                decided_by=decision.decided_by,
+                decided_id=decision.decided_id,
             )
         )
         # Blocks are logged; monitored hits are not (mitmdump enables DEBUG on the root logger,
@@ -365,9 +381,19 @@ class Observe:
             if user:
                 obs.conn_state(flow.client_conn).user = user
             host = flow.request.host
-            v = obs.observe(host, Signal.CONNECT, flow.client_conn, user, port=flow.request.port)
-            if v is None and obs.correlator is not None and hostnames.parse_ip(host) is not None:
-                v = obs.correlator(host, flow.client_conn, "IP-literal CONNECT")
+            try:
+                v = obs.observe(
+                    host, Signal.CONNECT, flow.client_conn, user, port=flow.request.port
+                )
+                if (
+                    v is None
+                    and obs.correlator is not None
+                    and hostnames.parse_ip(host) is not None
+                ):
+                    v = obs.correlator(host, flow.client_conn, "IP-literal CONNECT")
+            except Stopping:
+                flow.kill()  # type: ignore[no-untyped-call]
+                return
             if v is None or not v.blocked:
                 return
             if obs.settings.decrypt != "off":
@@ -407,10 +433,14 @@ class Observe:
                 return
             if signal is Signal.IP and hostnames.parse_ip(str(name)) is None:
                 return
-            v = obs.observe(str(name), signal, client, port=server.address[1])
-            if v is None and signal is Signal.SOCKS5 and obs.correlator is not None:
-                if hostnames.parse_ip(str(name)) is not None:
-                    v = obs.correlator(name, client, "IP-literal SOCKS5 target")
+            try:
+                v = obs.observe(str(name), signal, client, port=server.address[1])
+                if v is None and signal is Signal.SOCKS5 and obs.correlator is not None:
+                    if hostnames.parse_ip(str(name)) is not None:
+                        v = obs.correlator(name, client, "IP-literal SOCKS5 target")
+            except Stopping:
+                server.error = "egresswatch: proxy stopping"
+                return
             if v is not None and v.blocked:
                 obs.conn_state(client).refuse = True
                 server.error = (
@@ -438,7 +468,11 @@ class Observe:
                 or (conn is not None and (bool(conn.apps) or conn.block_page is not None))
                 or c.proxy_mode.type_name not in PROXY_MODES
             )
-            v = obs.observe(host or req.host, signal, c, user_of(flow), dedupe=dedupe)
+            try:
+                v = obs.observe(host or req.host, signal, c, user_of(flow), dedupe=dedupe)
+            except Stopping:
+                flow.kill()  # type: ignore[no-untyped-call]
+                return
             if v is None or not v.blocked:
                 conn = obs.connection(c)
                 v = conn.block_page if conn is not None else None
@@ -460,7 +494,11 @@ class Observe:
             if flow.response is not None or not flow.request.questions:
                 return
             q = flow.request.questions[0]
-            v = obs.observe(q.name, Signal.DNS, flow.client_conn, dedupe=False)
+            try:
+                v = obs.observe(q.name, Signal.DNS, flow.client_conn, dedupe=False)
+            except Stopping:
+                flow.kill()  # type: ignore[no-untyped-call]
+                return
             if v is None or not v.blocked:
                 return
             flow.response = answers.dns_answer(flow.request, obs.settings.dns_block)

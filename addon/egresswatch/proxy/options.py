@@ -22,10 +22,12 @@ __all__ = [
     "DNS_BLOCK_CHOICES",
     "IDENTITY_CHOICES",
     "catalogue_paths",
+    "checkpoint_interval",
     "choice",
     "client_identity",
     "COUNT_OPTIONS",
     "declare",
+    "instance_name",
     "metrics_endpoint",
     "pac_file",
     "parse_listen",
@@ -144,6 +146,20 @@ def declare(loader: Any) -> None:
     add("egresswatch_instance", str, "", "Instance name in events. Empty: the host name.")
     for name, _least, default, help_ in _COUNTS:
         add(name, int, default, help_)
+    add(
+        "egresswatch_signing_key",
+        str,
+        "",
+        "Ed25519 key file that signs the event-store checkpoints (created mode 0600 on first "
+        "start, its public half beside it as .pub). Empty: <data dir>/signing.key.",
+    )
+    add(
+        "egresswatch_checkpoint_interval",
+        float,
+        60.0,
+        "Seconds between signed checkpoints (only when the chain moved; one more at stop). "
+        "0: do not sign.",
+    )
     add(
         "egresswatch_reload_polling",
         bool,
@@ -265,6 +281,32 @@ def store_url(store: str, data_dir: str) -> str:
             f"egresswatch_store {url!r}: unknown scheme (use sqlite://, postgresql:// or memory://)"
         )
     return url
+
+
+def checkpoint_interval(value: float) -> float:
+    """``egresswatch_checkpoint_interval``: seconds (0: no signing).
+
+    >>> checkpoint_interval(-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: egresswatch_checkpoint_interval must not be negative, got -1
+    """
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"egresswatch_checkpoint_interval must not be negative, got {value}")
+    return float(value)
+
+
+def instance_name(value: str) -> str:
+    """``egresswatch_instance``: printable, no spaces (it names the checkpoints' origin).
+
+    >>> instance_name("edge a")
+    Traceback (most recent call last):
+    ...
+    ValueError: egresswatch_instance 'edge a': use printable characters without spaces
+    """
+    if value and (not value.isprintable() or any(c.isspace() for c in value)):
+        raise ValueError(f"egresswatch_instance {value!r}: use printable characters without spaces")
+    return value
 
 
 def catalogue_paths(

@@ -224,11 +224,12 @@ class Reloader:
         return True
 
     def _reject(self, e: LoadError) -> None:
-        for p in e.problems:
-            logger.warning("egresswatch: %s reload rejected: %s", e.kind, p)
         metrics = self._metrics()
-        if metrics is not None:
-            metrics.reload_failed(e.kind, e.reason)
+        for f in e.failures:  # each file set on its own: logged, counted, flagged
+            for p in f.problems:
+                logger.warning("egresswatch: %s reload rejected: %s [%s]", f.kind, p, f.reason)
+            if metrics is not None:
+                metrics.reload_failed(f.kind, f.reason)
         if self._poller is not None:
             self._poller.reset()  # do not retry the same broken file every poll
 

@@ -19,8 +19,9 @@ from egresswatch.matcher import Matcher
 from egresswatch.policy import Policy
 from egresswatch.policy import PolicyError
 from egresswatch.policy import load_policy
+from egresswatch.yamlpos import Problem
 
-__all__ = ["LoadError", "State", "load_state"]
+__all__ = ["Failure", "LoadError", "State", "load_state"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,44 +45,78 @@ class State:
         return files
 
 
-class LoadError(Exception):
-    """A catalogue or policy that cannot be loaded: ``kind`` (catalogue/policy), ``reason``
-    (validation/io, the metric label) and one ``file:line: reason`` line per problem."""
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One file set that cannot be loaded: ``kind`` (catalogue/policy), ``reason`` (``parse``:
+    YAML syntax, ``validation``: the content, ``io``: unreadable; the metric label) and one
+    ``file:line: reason`` line per problem."""
 
-    def __init__(self, kind: str, reason: str, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.kind = kind
-        self.reason = reason
-        self.problems = problems
+    kind: str
+    reason: str
+    problems: list[str]
+
+
+class LoadError(Exception):
+    """A catalogue and/or policy that cannot be loaded: one :class:`Failure` per kind, each file
+    set validated on its own (a broken policy is still named while the catalogue is broken).
+    ``kind``, ``reason`` and ``problems`` are the first failure's."""
+
+    def __init__(self, failures: list[Failure]) -> None:
+        assert failures
+        super().__init__("\n".join(p for f in failures for p in f.problems))
+        self.failures = failures
+        self.kind = failures[0].kind
+        self.reason = failures[0].reason
+        self.problems = failures[0].problems
+
+
+def _reason(problems: list[Problem]) -> str:
+    """``parse`` when a file is not YAML at all, else ``validation``."""
+    return "parse" if any(p.message.startswith("YAML") for p in problems) else "validation"
 
 
 def load_state(dirs: tuple[Path, ...], policy_path: Path | None, old: State | None = None) -> State:
-    """Load (catalogue, matcher, policy); reuse ``old``'s catalogue if its files are unchanged."""
+    """Load (catalogue, matcher, policy); reuse ``old``'s catalogue if its files are unchanged.
+
+    Both are validated even when one fails: a policy is checked against the new catalogue, or,
+    when that is broken, against ``old``'s (at start-up, with no old state, it waits for a
+    catalogue that loads)."""
+    failures: list[Failure] = []
+    cat: Catalogue | None = None
+    matcher: Matcher | None = None
     try:
         cat = load_catalogue(list(dirs))
     except CatalogueError as e:
-        raise LoadError("catalogue", "validation", [str(p) for p in e.problems]) from e
+        failures.append(Failure("catalogue", _reason(e.problems), [str(p) for p in e.problems]))
     except OSError as e:
-        raise LoadError("catalogue", "io", [f"{e.filename or dirs}: {e.strerror or e}"]) from e
-    if old is not None and old.catalogue.version == cat.version and old.dirs == dirs:
-        cat, matcher = old.catalogue, old.matcher
-    else:
-        # The proxy never explains a bulk name's line: once the names are in the (native)
-        # matcher, neither it nor the catalogue keeps its own copy (70 bytes a name at 1M).
-        full = Matcher.from_catalogue(cat)
-        matcher = full.slim()
-        if matcher is not full:  # the names now live in the native table only
-            cat = cat.slim()
+        failures.append(Failure("catalogue", "io", [f"{e.filename or dirs}: {e.strerror or e}"]))
+    if cat is not None:
+        if old is not None and old.catalogue.version == cat.version and old.dirs == dirs:
+            cat, matcher = old.catalogue, old.matcher
+        else:
+            # The proxy never explains a bulk name's line: once the names are in the (native)
+            # matcher, neither it nor the catalogue keeps its own copy (70 bytes a name at 1M).
+            full = Matcher.from_catalogue(cat)
+            matcher = full.slim()
+            if matcher is not full:  # the names now live in the native table only
+                cat = cat.slim()
+    cats: Categories | None = None
     try:
         cats = load_categories(category_dirs(dirs), old.categories if old is not None else None)
     except CatalogueError as e:
-        raise LoadError("catalogue", "validation", [str(p) for p in e.problems]) from e
+        failures.append(Failure("catalogue", _reason(e.problems), [str(p) for p in e.problems]))
     except OSError as e:
-        raise LoadError("catalogue", "io", [f"{e.filename or dirs}: {e.strerror or e}"]) from e
-    try:
-        pol = load_policy(policy_path, cat)
-    except PolicyError as e:
-        raise LoadError("policy", "validation", [str(p) for p in e.problems]) from e
-    except OSError as e:
-        raise LoadError("policy", "io", [f"{policy_path}: {e.strerror or e}"]) from e
+        failures.append(Failure("catalogue", "io", [f"{e.filename or dirs}: {e.strerror or e}"]))
+    against = cat if cat is not None else (old.catalogue if old is not None else None)
+    pol: Policy | None = None
+    if against is not None:
+        try:
+            pol = load_policy(policy_path, against)
+        except PolicyError as e:
+            failures.append(Failure("policy", _reason(e.problems), [str(p) for p in e.problems]))
+        except OSError as e:
+            failures.append(Failure("policy", "io", [f"{policy_path}: {e.strerror or e}"]))
+    if failures:
+        raise LoadError(failures)
+    assert cat is not None and matcher is not None and pol is not None and cats is not None
     return State(cat, matcher, pol, dirs, policy_path, cats)

@@ -141,11 +141,13 @@ def build_report(
 
     totals, by_regime = findings.totals, findings.by_regime
     days = tuple(
-        (start_dt + timedelta(days=i)).date().isoformat() for i in range((end_dt - start_dt).days)
+        (start_dt + timedelta(days=i)).date().isoformat()
+        for i in range(_days_shown((end_dt - start_dt).days, start, end, now_ts))
     )
     app_ids = sorted({t.app for t in totals})
     names = {a: _app_name(catalogue, a) for a in app_ids}
-    regimes_seen = sorted({r.regime for r in by_regime if r.regime})
+    # The rule kinds a hit can be counted under besides a regime id (the deciding rule).
+    regimes_seen = sorted({r.regime for r in by_regime if r.regime and r.regime not in RULE_KINDS})
     last_day = (end_dt - timedelta(days=1)).date()
     regimes = tuple(_regime_info(catalogue, rid, last_day) for rid in regimes_seen)
 
@@ -208,6 +210,24 @@ def _app_name(catalogue: CatalogueLike | None, app: str) -> str:
         if found is not None:
             return found.name
     return app
+
+
+def _days_shown(full: int, start: float, end: float, now: float) -> int:
+    """Days of the daily trend: the whole month once it is over; of a partial month, up to and
+    including today (the days after it have no figures yet, not zero figures).
+
+    >>> _days_shown(31, 0.0, 31 * 86400.0, 9.5 * 86400), _days_shown(31, 0.0, 31 * 86400.0, 1e9)
+    (10, 31)
+    """
+    if now >= end:
+        return full
+    if now < start:
+        return 0
+    return min(full, int((now - start) // 86400) + 1)
+
+
+#: The ``regime`` of a rollup row that names the deciding rule's kind rather than a regime.
+RULE_KINDS = frozenset({"app", "default", "exception"})
 
 
 def _regime_info(catalogue: CatalogueLike | None, rid: str, on: date) -> RegimeInfo:

@@ -3,6 +3,7 @@ filled into ``templates/report.html``."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from collections.abc import Sequence
 from importlib import resources
@@ -26,21 +27,34 @@ from .text import iso
 
 __all__ = ["render_html"]
 
+_HYPHENATED = re.compile(r"\S*-\S*")
+
+
+def _cell(c: object) -> str:
+    """A number (right-aligned), one token (an id, a time, a hash, a host: never wrapped, so
+    never cut at a hyphen) or text (wraps between words)."""
+    if isinstance(c, int | float) and not isinstance(c, bool):
+        return f'<td class="num">{_e(c)}</td>'
+    text = str(c)
+    if text and not any(ch.isspace() for ch in text):
+        return f'<td class="tok">{_e(c)}</td>'
+    return f"<td>{_words(text)}</td>"
+
+
+def _words(text: str) -> str:
+    """``text`` escaped, each word with a hyphen kept whole (browsers may break after one)."""
+    return _HYPHENATED.sub(lambda m: f'<span class="tok">{m.group(0)}</span>', _e(text))
+
 
 def _table(head: Sequence[str], rows: Iterable[Sequence[object]], cls: str = "") -> str:
     klass = f' class="{_e(cls)}"' if cls else ""
     out = [f"<table{klass}><thead><tr>"]
-    out += [f"<th>{_e(h)}</th>" for h in head]
+    out += [f"<th>{_words(h)}</th>" for h in head]
     out.append("</tr></thead><tbody>")
     n = 0
     for r in rows:
         n += 1
-        cells = "".join(
-            f'<td class="num">{_e(c)}</td>'
-            if isinstance(c, int | float) and not isinstance(c, bool)
-            else f"<td>{_e(c)}</td>"
-            for c in r
-        )
+        cells = "".join(_cell(c) for c in r)
         out.append(f"<tr>{cells}</tr>")
     if not n:
         out.append(f'<tr><td colspan="{len(head)}" class="empty">none</td></tr>')

@@ -7,6 +7,8 @@ or the number of catalogue files, so that the tables stay narrow.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from .model import ExceptionRecord
 from .model import Integrity
 from .model import MonthlyReport
@@ -127,6 +129,7 @@ def _configuration_tables(r: MonthlyReport, brief: bool) -> dict[str, Table]:
 
 def _findings_tables(r: MonthlyReport, brief: bool) -> dict[str, Table]:
     names = dict(r.apps)
+    status = {x.id: x.status for x in r.regimes}
     tops = ["events", "apps", "first seen", "last seen"]
     return {
         "totals": (
@@ -153,11 +156,21 @@ def _findings_tables(r: MonthlyReport, brief: bool) -> dict[str, Table]:
             ],
         ),
         "by-regime": (
-            ["app", "regime", "action", "events", "distinct clients", "first seen", "last seen"],
+            [
+                "app",
+                "decided by",
+                "status",
+                "action",
+                "events",
+                "distinct clients",
+                "first seen",
+                "last seen",
+            ],
             [
                 (
                     x.app,
                     x.regime or "(none)",
+                    rule_status(x.regime, status),
                     x.action,
                     x.events,
                     x.distinct_clients,
@@ -202,6 +215,32 @@ def _reference_tables(r: MonthlyReport) -> dict[str, Table]:
             [(h.instance, h.seq, h.chain_hash) for h in r.integrity.heads],
         ),
     }
+
+
+_STATUS_TEXT = {
+    "in_force": "in force",
+    "revoked": "revoked",
+    "not_yet_effective": "not yet effective",
+    "unknown": "unknown regime",
+}
+_RULE_TEXT = {"app": "app rule", "default": "policy default", "exception": "exception"}
+
+
+def rule_status(label: str, status: Mapping[str, str]) -> str:
+    """What the ``decided by`` column's label is: a rule kind, or a regime's status at the end
+    of the period ("in force", "revoked", ...); a list of regimes (hits written before events
+    named their deciding rule) gives each one's status.
+
+    >>> rule_status("us-eo-13971", {"us-eo-13971": "revoked"}), rule_status("app", {})
+    ('revoked', 'app rule')
+    """
+    if label in _RULE_TEXT:
+        return _RULE_TEXT[label]
+    if not label:
+        return ""
+    return ", ".join(
+        _STATUS_TEXT.get(status.get(one, "unknown"), "unknown regime") for one in label.split(",")
+    )
 
 
 def exception_status(x: ExceptionRecord) -> str:

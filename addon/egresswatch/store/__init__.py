@@ -292,8 +292,8 @@ class EventStore(Protocol):
 
     def hit_groups(self) -> tuple[list[tuple[Any, ...]], dict[str, float]]:
         """The hit rows grouped as rollups would be, in the database: ``(day number (ts //
-        86400), instance, app, regimes JSON, action, department, client, host, count, min ts,
-        max ts)`` (absent values ``""``); and per pruned instance the ts of its first row
+        86400), instance, app, regimes JSON, decided_by, decided_id (None when absent), action,
+        department, client, host, count, min ts, max ts)`` (other absent values ``""``); and per pruned instance the ts of its first row
         kept after the prune point. What :func:`egresswatch.witness.verify_rollups` recounts."""
 
     def chain_heads(self) -> list[ChainHead]:

@@ -155,12 +155,17 @@ def _hashed_value(kind: str, value: Any, seq: int) -> Any:
     return value
 
 
-_HASHED = tuple((i, f.name, f.kind) for i, f in enumerate(EVENT_FIELDS) if f.hashed)
+_HASHED = tuple((i, f.name, f.kind, f.optional) for i, f in enumerate(EVENT_FIELDS) if f.hashed)
 
 
 def _payload(row: Row, seq: int) -> dict[str, Any]:
-    """The hashed fields of a stored row as a dict (the general form of the canonical JSON)."""
-    return {name: _hashed_value(kind, row[i], seq) for i, name, kind in _HASHED}
+    """The hashed fields of a stored row as a dict (the general form of the canonical JSON); an
+    optional field only when it is set."""
+    return {
+        name: _hashed_value(kind, row[i], seq)
+        for i, name, kind, optional in _HASHED
+        if not (optional and row[i] is None)
+    }
 
 
 def _row_canonical(row: Row, seq: int) -> str:
@@ -185,21 +190,30 @@ def _fast_canonical_source() -> str:
         "list": '_regimes_canonical({v}) if {v} else "[]"',
         "json": "n if {v} is None else canonical_json(json.loads({v}))",
     }
-    hashed = sorted((f.name, i, f.kind) for i, f in enumerate(EVENT_FIELDS) if f.hashed)
-    parts = [
-        "{sep}{key}:{{{expr}}}".format(
-            sep="{{" if k == 0 else ",",
-            key=json.dumps(name),
-            expr=value[kind].format(v=f"c{i}"),
+    hashed = sorted((f.name, i, f.kind, f.optional) for i, f in enumerate(EVENT_FIELDS) if f.hashed)
+    assert not hashed[0][3], "the first key in sorted order must always be present"
+    parts = []
+    optional_lines = []
+    for k, (name, i, kind, optional) in enumerate(hashed):
+        if optional:  # present only when set: computed before the f-string
+            assert kind == "text", "optional fields are text"
+            key = json.dumps("," + json.dumps(name) + ":")
+            optional_lines.append(f'    o{i} = "" if c{i} is None else {key} + e(c{i})\n')
+            parts.append(f"{{o{i}}}")
+            continue
+        parts.append(
+            "{sep}{key}:{{{expr}}}".format(
+                sep="{{" if k == 0 else ",",
+                key=json.dumps(name),
+                expr=value[kind].format(v=f"c{i}"),
+            )
         )
-        for k, (name, i, kind) in enumerate(hashed)
-    ]
     lines = "\n".join(f"        f{p!r}" for p in [*parts, "}}"])
     width = sum(1 for f in EVENT_FIELDS if f.kind != "hash")  # the hashes come last
     unpack = ", ".join(f"c{i}" for i in range(width))
     return (
         f"def _fast_canonical(row, seq):\n    {unpack} = row[:{width}]\n"
-        f'    n = "null"\n    e = _esc\n    return (\n{lines}\n    )\n'
+        f'    n = "null"\n    e = _esc\n{"".join(optional_lines)}    return (\n{lines}\n    )\n'
     )
 
 

@@ -1,8 +1,11 @@
 """Daily rollups: the aggregate rows every write adds to, and the grouped queries the report and
 ``egresswatch db summarise`` read from them (one SQL text per backend).
 
-A rollup row is keyed by :data:`~egresswatch.store.ROLLUP_DIMENSIONS` (UTC day, instance, app, the regime list joined by
-commas, action, department, client, host) and counts events with their first and last time.
+A rollup row is keyed by :data:`~egresswatch.store.ROLLUP_DIMENSIONS` (UTC day, instance, app,
+regime, action, department, client, host) and counts events with their first and last time. The
+``regime`` of a hit that records the rule that decided it (:func:`rollup_regime`) is that rule:
+the regime id, ``app``, ``default`` or ``exception``, so each hit counts once, under the rule that
+decided; a hit written before events recorded it keeps its regime list joined by commas.
 """
 
 from __future__ import annotations
@@ -39,6 +42,22 @@ def day_range(start: float, end: float) -> tuple[str, str]:
     return day_of(start), day_of(end - 1e-6)
 
 
+def rollup_regime(regimes: Iterable[str], decided_by: str | None, decided_id: str | None) -> str:
+    """The ``regime`` rollup key of one hit: the deciding rule when the event names it (the
+    regime id for a regime rule, else the rule's kind), else the sorted regime list.
+
+    >>> rollup_regime(["b", "a"], None, None), rollup_regime(["b", "a"], "regime", "a")
+    ('a,b', 'a')
+    >>> rollup_regime(["a"], "app", "alipay"), rollup_regime(["a"], "exception", "EXC-1")
+    ('app', 'exception')
+    """
+    if decided_by is None:
+        return ",".join(sorted(regimes))
+    if decided_by == "regime" and decided_id:
+        return decided_id
+    return decided_by
+
+
 def rollup_deltas(events: Iterable[Event]) -> dict[RollupKey, list[Any]]:
     """Aggregate hit events of one batch: key -> [events, first_seen, last_seen]."""
     out: dict[RollupKey, list[Any]] = {}
@@ -49,7 +68,7 @@ def rollup_deltas(events: Iterable[Event]) -> dict[RollupKey, list[Any]]:
             day_of(e.ts),
             e.instance,
             e.app or "",
-            ",".join(sorted(e.regimes)),
+            rollup_regime(e.regimes, e.decided_by, e.decided_id),
             str(e.action or ""),
             e.department or "",
             e.client or "",

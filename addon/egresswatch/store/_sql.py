@@ -372,9 +372,10 @@ class SQLStore:
     def hit_groups(self) -> tuple[list[tuple[Any, ...]], dict[str, float]]:
         sql = (
             f"SELECT {self.day_number_sql} AS d, instance, COALESCE(app, ''), regimes, "
+            "decided_by, decided_id, "
             "COALESCE(action, ''), COALESCE(department, ''), COALESCE(client, ''), "
             "COALESCE(host, ''), COUNT(*), MIN(ts), MAX(ts) FROM events WHERE kind = 'hit' "
-            "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
+            "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10"
         )
         first = (
             "SELECT e.instance, MIN(e.ts) FROM events e JOIN checkpoints c "

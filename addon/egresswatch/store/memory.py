@@ -37,6 +37,9 @@ from . import _codec
 from . import _rollups
 from .migrations import MIGRATION_NAMES
 
+_DECIDED_BY = _codec.COLUMNS.index("decided_by")
+_DECIDED_ID = _codec.COLUMNS.index("decided_id")
+
 __all__ = ["MemoryStore"]
 
 
@@ -161,7 +164,7 @@ class MemoryStore:
                 and (r[0] not in starts or starts[r[0]].base is None or r[1] > starts[r[0]].seq)
             ]
             anchors = {
-                name: [r[19] for r in self.rows if r[0] == name and r[1] == st.seq]
+                name: [r[_codec.CHAIN] for r in self.rows if r[0] == name and r[1] == st.seq]
                 for name, st in starts.items()
                 if st.base is not None
             }
@@ -201,7 +204,7 @@ class MemoryStore:
                 if not gone:
                     continue
                 last = max(gone, key=lambda r: r[1])
-                self.checkpoints[name] = (last[1], last[19])
+                self.checkpoints[name] = (last[1], last[_codec.CHAIN])
                 self.archive += [r for r in gone if r[4] != EventKind.HIT.value]
                 ids = {id(r) for r in gone}
                 self.rows = [r for r in self.rows if id(r) not in ids]
@@ -214,7 +217,7 @@ class MemoryStore:
         with self._lock:
             for r in self.rows:
                 if r[0] == instance and r[1] in wanted:
-                    out.setdefault(r[1], []).append(r[19])
+                    out.setdefault(r[1], []).append(r[_codec.CHAIN])
         return out
 
     def prune_points(self) -> dict[str, tuple[int, str]]:
@@ -228,8 +231,8 @@ class MemoryStore:
                 if r[4] != EventKind.HIT.value:
                     continue
                 key = (
-                    int(r[3] // 86400), r[0], r[7] or "", r[8], r[9] or "", r[14] or "",
-                    r[12] or "", r[6] or "",
+                    int(r[3] // 86400), r[0], r[7] or "", r[8], r[_DECIDED_BY], r[_DECIDED_ID],
+                    r[9] or "", r[14] or "", r[12] or "", r[6] or "",
                 )  # fmt: skip
                 agg = groups.get(key)
                 if agg is None:

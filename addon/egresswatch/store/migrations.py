@@ -34,9 +34,11 @@ def _column_lines(fields: Iterable[EventField]) -> str:
 # ``events`` (1) and ``lifecycle_archive`` (3): the event's own columns, then the hashes each
 # table keeps. Types per backend: ``int_type`` INTEGER / BIGINT, ``real_type`` REAL / DOUBLE
 # PRECISION. The text is what the released migrations ran (tests/test_store_migrations.py).
-_EVENT_COLUMNS = _column_lines(f for f in EVENT_FIELDS if f.kind != "hash")
-_EVENT_HASHES = _column_lines(f for f in EVENT_FIELDS if f.kind == "hash").rstrip(",")
-_ARCHIVE_HASHES = _column_lines(f for f in EVENT_FIELDS if f.kind == "hash" and f.archived)
+#: The event fields migrations 1 and 3 were released with; later ones are added by ALTER TABLE.
+_RELEASED = tuple(f for f in EVENT_FIELDS if not f.optional)
+_EVENT_COLUMNS = _column_lines(f for f in _RELEASED if f.kind != "hash")
+_EVENT_HASHES = _column_lines(f for f in _RELEASED if f.kind == "hash").rstrip(",")
+_ARCHIVE_HASHES = _column_lines(f for f in _RELEASED if f.kind == "hash" and f.archived)
 
 # 1: the tables; the append-only triggers differ per backend and follow below.
 _TABLES = """
@@ -210,12 +212,23 @@ CREATE TRIGGER verifications_no_truncate BEFORE TRUNCATE ON verifications
     FOR EACH STATEMENT EXECUTE FUNCTION egresswatch_verifications_append_only();
 """
 
+# 5: the rule that decided a hit (issue 12, item 3): its kind and id, in events and in the
+# lifecycle archive (which keeps every event column). NULL in older rows, whose leaf hash does
+# not cover the fields (``EventField.optional``). The same text for both backends.
+_5 = """
+ALTER TABLE events ADD COLUMN decided_by TEXT;
+ALTER TABLE events ADD COLUMN decided_id TEXT;
+ALTER TABLE lifecycle_archive ADD COLUMN decided_by TEXT;
+ALTER TABLE lifecycle_archive ADD COLUMN decided_id TEXT;
+"""
+
 MIGRATION_NAMES: tuple[str, ...] = (
     "events, rollups, chain heads, checkpoints, append-only",
     "verifications (recorded verification runs)",
     "lifecycle_archive (non-hit rows kept through prune)",
     "verifications append-only",
+    "events: the deciding rule (decided_by, decided_id)",
 )
-SQLITE: tuple[str, ...] = (_SQLITE_1, _SQLITE_2, _SQLITE_3, _SQLITE_4)
-POSTGRES: tuple[str, ...] = (_POSTGRES_1, _POSTGRES_2, _POSTGRES_3, _POSTGRES_4)
+SQLITE: tuple[str, ...] = (_SQLITE_1, _SQLITE_2, _SQLITE_3, _SQLITE_4, _5)
+POSTGRES: tuple[str, ...] = (_POSTGRES_1, _POSTGRES_2, _POSTGRES_3, _POSTGRES_4, _5)
 assert len(SQLITE) == len(POSTGRES) == len(MIGRATION_NAMES)

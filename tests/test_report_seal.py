@@ -1,0 +1,164 @@
+"""Issue 12, item 2: a sealed JSON report (embedded signed checkpoints and its own digest) and
+``egresswatch report verify``: a clean report verifies; an edited figure, an edited digest, a
+rollup or event edited in the store, or a checkpoint signed by another key makes it fail, naming
+the first disagreement."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from egresswatch.checkpoint import CHECKPOINT_LOG_NAME
+from egresswatch.checkpoint import SIGNING_KEY_NAME
+from egresswatch.checkpoint import CheckpointLog
+from egresswatch.checkpoint import load_or_create_signer
+from egresswatch.cli import main
+from egresswatch.events import Event
+from egresswatch.events import EventKind
+from egresswatch.report.seal import canonical_digest
+from egresswatch.store import open_store
+from egresswatch.witness import make_checkpoint
+
+from tests.plugins.report import ts
+
+
+def _events() -> list[Event]:
+    out = [Event(ts=ts("2026-07-01T00:00:00"), kind=EventKind.START, instance="p1", event_id="s")]
+    out += [
+        Event(ts=ts(f"2026-07-01T{h:02d}:00:00"), kind=EventKind.HEARTBEAT, instance="p1",
+              event_id=f"hb{h}")
+        for h in range(1, 24)
+    ]  # fmt: skip
+    for n, (day, app, client, by, rid) in enumerate(
+        [
+            (2, "tiktok", "10.0.0.1", "regime", "us-nttgda-2022"),
+            (3, "tiktok", "10.0.0.2", "regime", "us-nttgda-2022"),
+            (4, "alipay", "10.0.0.1", "app", "alipay"),
+        ]
+    ):
+        out.append(
+            Event(
+                ts=ts(f"2026-07-{day:02d}T10:00:00"), kind=EventKind.HIT, instance="p1",
+                event_id=f"h{n}", host=f"www.{app}.com", app=app, regimes=("r",),
+                action="blocked", client=client, department="other", decided_by=by,
+                decided_id=rid,
+            )
+        )  # fmt: skip
+    out.append(
+        Event(ts=ts("2026-07-05T00:00:00"), kind=EventKind.STOP, instance="p1", event_id="x")
+    )
+    return out
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    store = open_store(f"sqlite://{d / 'events.db'}")
+    try:
+        store.write(_events())
+        signer, _ = load_or_create_signer(d / SIGNING_KEY_NAME)
+        cp = make_checkpoint(store, "p1", time.time())
+        assert cp is not None
+        CheckpointLog(d / CHECKPOINT_LOG_NAME).append(signer.sign(cp))
+    finally:
+        store.close()
+    return d
+
+
+def _report(data_dir: Path, out: Path) -> dict[str, Any]:
+    args = ["report", "--month", "2026-07", "--data-dir", str(data_dir), "--format", "json"]
+    assert main([*args, "--no-verify", "-o", str(out)]) == 0
+    doc: dict[str, Any] = json.loads(out.read_text())
+    return doc
+
+
+def _verify(data_dir: Path, report: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    rc = main(["report", "verify", str(report), "--data-dir", str(data_dir)])
+    cap = capsys.readouterr()
+    return rc, cap.out + cap.err
+
+
+def test_a_clean_report_embeds_its_checkpoint_and_verifies(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "july.json"
+    doc = _report(data_dir, out)
+    (cp,) = doc["evidence"]["checkpoints"]
+    assert (cp["instance"], cp["size"]) == ("p1", 28)
+    assert cp["note"].startswith("egresswatch/p1\n28\n")
+    assert doc["digest"] == canonical_digest(doc)
+    rc, text = _verify(data_dir, out, capsys)
+    assert rc == 0, text
+    assert "OK" in text and "1 signed checkpoint" in text
+
+
+def _rewrite(path: Path, change: Any, *, reseal: bool) -> None:
+    doc = json.loads(path.read_text())
+    change(doc)
+    if reseal:
+        doc["digest"] = canonical_digest(doc)
+    path.write_text(json.dumps(doc))
+
+
+def test_an_edited_figure_fails_at_the_digest_or_at_the_figure(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "july.json"
+    _report(data_dir, out)
+
+    def fewer(doc: dict[str, Any]) -> None:
+        tiktok = next(t for t in doc["totals"] if t["app"] == "tiktok")
+        tiktok["events"] = 0
+
+    _rewrite(out, fewer, reseal=False)
+    rc, text = _verify(data_dir, out, capsys)
+    assert rc == 1 and "FAILED at digest" in text
+    _rewrite(out, lambda doc: None, reseal=True)  # a forger who recomputes the digest
+    rc, text = _verify(data_dir, out, capsys)
+    assert rc == 1 and "events: the report says 0, the store gives 2" in text, text
+
+
+def test_an_edited_store_fails(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "july.json"
+    _report(data_dir, out)
+    db = sqlite3.connect(data_dir / "events.db", isolation_level=None)
+    try:
+        db.execute("UPDATE rollups SET events = 0 WHERE app = 'tiktok'")
+    finally:
+        db.close()
+    rc, text = _verify(data_dir, out, capsys)
+    assert rc == 1 and "FAILED at store: rollups" in text, text
+
+
+def test_an_edited_event_fails(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "july.json"
+    _report(data_dir, out)
+    db = sqlite3.connect(data_dir / "events.db", isolation_level=None)
+    try:
+        db.execute("DROP TRIGGER events_no_update")
+        db.execute("UPDATE events SET decided_id = 'us-eo-13971' WHERE event_id = 'h2'")
+    finally:
+        db.close()
+    rc, text = _verify(data_dir, out, capsys)
+    assert rc == 1 and "FAILED at store: hash chain" in text, text
+
+
+def test_a_checkpoint_signed_by_another_key_fails(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "july.json"
+    _report(data_dir, out)
+    other, _ = load_or_create_signer(tmp_path / "other.key")
+    pub = tmp_path / "other.key.pub"
+    rc = main(["report", "verify", str(out), "--data-dir", str(data_dir), "--public-key", str(pub)])
+    text = capsys.readouterr().err
+    assert rc == 1 and "evidence.checkpoints[0]: signature" in text, text
+    assert other.name  # the key exists; only its public half was trusted
