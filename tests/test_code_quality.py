@@ -17,7 +17,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_lint_is_clean() -> None:
-    # Includes TID251: only egresswatch/proxy/ imports mitmproxy, only metrics.py prometheus_client.
+    # Includes TID251: only egresswatch/proxy/ imports mitmproxy, only the metrics package prometheus_client.
     r = run(str(BIN / "ruff"), "check", ".")
     assert r.returncode == 0, r.stdout + r.stderr
 

@@ -34,7 +34,6 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from enum import StrEnum
@@ -46,8 +45,6 @@ from prometheus_client import Counter
 from prometheus_client import Gauge
 from prometheus_client import Info
 from prometheus_client import make_wsgi_app
-from prometheus_client.metrics_core import GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from egresswatch import endpoints
@@ -55,6 +52,10 @@ from egresswatch.endpoints import Health
 from egresswatch.events import EVASION_SIGNALS
 from egresswatch.events import Action
 from egresswatch.events import Signal
+from egresswatch.metrics._collectors import OptionalGauge
+from egresswatch.metrics._collectors import WithoutCreated
+from egresswatch.metrics._collectors import new_registry
+from egresswatch.metrics._collectors import safe
 from egresswatch.policy import MODE_LABELS
 from egresswatch.policy import OTHER
 from egresswatch.policy import RULE_LABELS
@@ -111,70 +112,6 @@ EXTRA_REGIMES: tuple[str, ...] = RULE_LABELS
 DEPARTMENT_WARN = 50
 #: Minimum seconds between two exemplars on one hit series (see :meth:`Metrics.hit`).
 EXEMPLAR_INTERVAL = 1.0
-
-
-def new_registry() -> CollectorRegistry:
-    """A fresh registry for one proxy process (never the process-global ``REGISTRY``)."""
-    return CollectorRegistry(auto_describe=True)
-
-
-class _WithoutCreated:
-    """Re-expose a registry's metrics without the ``*_created`` samples of counters."""
-
-    def __init__(self, inner: CollectorRegistry) -> None:
-        self._inner = inner
-
-    def collect(self) -> Iterable[Metric]:
-        for family in self._inner.collect():
-            if family.type in ("counter", "histogram", "summary"):
-                family.samples = [s for s in family.samples if not s.name.endswith("_created")]
-            yield family
-
-    def describe(self) -> Iterable[Metric]:
-        # Lets a registry with auto_describe detect duplicate names without calling collect().
-        return self.collect()
-
-
-class _OptionalGauge:
-    """An unlabelled gauge whose sample is absent while its value is ``None``.
-
-    Used for the next exception expiry: with no expiring exception there is no timestamp, and an
-    absent series (unlike 0) cannot make ``ExceptionExpiringSoon`` fire.
-    """
-
-    def __init__(self, name: str, documentation: str) -> None:
-        self._name = name
-        self._documentation = documentation
-        self._value: float | None = None
-        self._lock = threading.Lock()
-
-    def set(self, value: float | None) -> None:
-        with self._lock:
-            self._value = value
-
-    def collect(self) -> Iterable[Metric]:
-        family = GaugeMetricFamily(self._name, self._documentation)
-        with self._lock:
-            value = self._value
-        if value is not None:
-            family.add_metric([], value)
-        yield family
-
-    def describe(self) -> Iterable[Metric]:
-        yield GaugeMetricFamily(self._name, self._documentation)
-
-
-def _safe(fn: Callable[[], int]) -> Callable[[], float]:
-    """Wrap a scrape-time callback so that a failing callback never breaks the whole scrape."""
-
-    def read() -> float:
-        try:
-            return float(fn())
-        except Exception:
-            logger.warning("queue depth callback failed", exc_info=True)
-            return math.nan
-
-    return read
 
 
 class Metrics:
@@ -290,7 +227,7 @@ class Metrics:
             namespace=NAMESPACE,
             registry=reg,
         )
-        self._next_expiry = _OptionalGauge(
+        self._next_expiry = OptionalGauge(
             f"{NAMESPACE}_exception_next_expiry_timestamp_seconds",
             "Unix time at which the next exception in force expires (absent when none expires).",
         )
@@ -408,7 +345,7 @@ class Metrics:
             for action in ACTIONS:
                 self._ech.labels(verdict, action)
 
-        self._collector: Collector = _WithoutCreated(self._inner)
+        self._collector: Collector = WithoutCreated(self._inner)
         registry.register(self._collector)
 
     # -- traffic -----------------------------------------------------------------------------
@@ -607,7 +544,7 @@ class Metrics:
 
     def store_queue(self, depth_fn: Callable[[], int], capacity: int) -> None:
         """Read the queue depth from ``depth_fn`` at scrape time (NaN if it raises)."""
-        self._queue_depth.set_function(_safe(depth_fn))
+        self._queue_depth.set_function(safe(depth_fn))
         self._queue_capacity.set(capacity)
 
     # -- process -----------------------------------------------------------------------------
