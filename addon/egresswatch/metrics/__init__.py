@@ -59,6 +59,7 @@ from egresswatch.metrics._collectors import safe
 from egresswatch.policy import MODE_LABELS
 from egresswatch.policy import OTHER
 from egresswatch.policy import RULE_LABELS
+from egresswatch.store import BACKENDS as STORE_BACKENDS
 
 __all__ = [
     "ACTIONS",
@@ -86,7 +87,7 @@ KINDS: tuple[str, ...] = ("catalogue", "policy")
 REASONS: tuple[str, ...] = ("parse", "validation", "io", "other")
 #: Values of the per-app mode label (the policy's actions, and ``dry_run``).
 MODES: tuple[str, ...] = MODE_LABELS
-BACKENDS: tuple[str, ...] = ("sqlite", "postgresql", "memory")
+BACKENDS: tuple[str, ...] = STORE_BACKENDS  # the store defines its backends once
 
 
 class Hook(StrEnum):
