@@ -1,24 +1,30 @@
 """Workers benchmark: ``egresswatch run --workers 1`` against ``--workers 2`` on this machine.
 
     .venv/bin/python bench/workers.py            # 4 interleaved rounds x 5 s (~3 minutes)
-    .venv/bin/python bench/workers.py --quick    # 2 rounds x 2 s
+    .venv/bin/python bench/workers.py --quick    # 2 rounds x 2 s (~1 minute)
 
 Both configurations are the real command (the supervisor, workers sharing the port with
 ``SO_REUSEPORT``), with the bundled catalogue, monitor mode, a SQLite event store shared by the
-workers (WAL) and metrics on; upstream connections go to loopback servers through
-``tests/support/route_loopback.py`` (the load generator, the routing and the scenarios are
-``bench/proxy.py``'s). Scenarios: ``http-hit`` (keep-alive HTTP/1.1 requests to a designated
-name, an event per request; each client is one connection, so the kernel spreads clients over
-the workers) and ``connect-hit`` (one CONNECT + TLS handshake passed through + one request per
-connection, an event per connection).
+workers (WAL) and metrics on. The load is ``bench/load.py``'s: asyncio clients in ``--load-procs``
+processes and one upstream process, reached through ``tests/support/route_loopback.py``, with no
+cryptography at either end (a CONNECT replays the bytes of a real TLS 1.3 session; the proxy
+does what it does for a real one). Scenarios, every operation a hit that writes an event:
 
-Pinning on a 2-core machine: with one worker, the worker runs on CPU 0 and the load generator
-and upstreams on CPU 1 (as ``bench/proxy.py``); with two workers, worker *i* runs on CPU *i*
-and the load generator and upstreams float over both, taking CPU from the workers. So the
-2-worker figure is a lower bound of what two cores give two workers; the CPU per operation
-(the workers' user+system time over the operations, read from ``/proc``) shows the cost per
-operation does not grow with workers. Rounds alternate the order of the two configurations and
-restart them; the report gives the median over rounds.
+- ``http-hit``: keep-alive HTTP/1.1 requests, one connection per client (the kernel spreads the
+  clients' connections over the workers);
+- ``connect-hit``: a new connection each time: CONNECT, the replayed session, the proxy closes.
+
+Pinning (default; ``--no-pin`` leaves every process free): with one worker, the worker runs on
+CPU 0 and the load on the other CPUs; with two workers, worker *i* runs on CPU *i* and the load
+floats over all of them. On a 2-core machine the load then takes CPU from the workers, so the
+two-worker figure is a lower bound. For each run the report gives, from ``/proc``, the CPU
+seconds the workers and the load used per operation and how many cores each kept busy, and what
+the rest of the machine (other sessions, the kernel) used meanwhile, so the reader sees who
+saturated. Rounds alternate the order of the two configurations and start them afresh; the
+report gives medians over rounds, and the median of each round's 2-to-1 ratio.
+
+After every configuration stops, its store is checked: every operation the clients completed
+(warm-ups included) has its hit event, and every worker's hash chain verifies.
 """
 
 from __future__ import annotations
@@ -28,19 +34,19 @@ import json
 import os
 import re
 import signal
-import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import proxy as bp  # noqa: E402  (bench/proxy.py; it puts the repository on sys.path)
-
-from tests.plugins.proxy import free_port  # noqa: E402
+import load as bl  # noqa: E402  (bench/load.py; it puts the repository on sys.path)
+from egresswatch.events import EventKind  # noqa: E402
+from egresswatch.store import open_store  # noqa: E402
 
 EGRESSWATCH = Path(sys.executable).with_name("egresswatch")
 SCENARIOS = ("http-hit", "connect-hit")
@@ -50,32 +56,43 @@ SCENARIOS = ("http-hit", "connect-hit")
 class Fleet:
     """``egresswatch run --workers N``: the supervisor and its worker processes."""
 
-    name: str
+    n: int
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    data: Path
     workers: list[int]
-
-    def cpu_seconds(self) -> float:
-        total = 0.0
-        for pid in self.workers:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / bp.CLK_TCK
-        return total
+    ops: int = 0  # every operation clients completed against it, warm-ups included
 
 
-def start(n: int, tmp: Path, routes: dict[str, list[object]], ca: str, run: int) -> Fleet:
+@dataclass
+class Check:
+    """What one configuration's store held after it stopped."""
+
+    ops: int
+    hits: int
+    per_worker: dict[str, int]
+    verified: bool
+
+
+@dataclass
+class Results:
+    samples: dict[tuple[str, int], list[bl.Sample]] = field(default_factory=dict)
+    ratios: dict[str, list[float]] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+
+
+def start(n: int, tmp: Path, routes: dict[str, list[object]], run: int, pin: bool) -> Fleet:
     d = tmp / f"w{n}-{run}"
     d.mkdir(parents=True)
-    port = free_port()
+    port = bl.free_port()
     log = d / "run.log"
     cmd = [
         str(EGRESSWATCH), "run", "--workers", str(n), "--listen-port", str(port),
         "--metrics-listen", "127.0.0.1:0", "--data-dir", str(d / "data"),
         "--confdir", str(d / "conf"), "--instance", f"bench{n}", "--",
-        "-s", str(bp.SUPPORT / "route_loopback.py"),
+        "-s", str(bl.REPO / "tests" / "support" / "route_loopback.py"),
         "--set", f"route_loopback={json.dumps(routes)}",
-        "--set", f"ssl_verify_upstream_trusted_ca={ca}",
         "--set", "egresswatch_reload_interval=0",
         "--set", "flow_detail=0", "--set", "termlog_verbosity=info",
     ]  # fmt: skip
@@ -89,17 +106,120 @@ def start(n: int, tmp: Path, routes: dict[str, list[object]], ca: str, run: int)
             raise RuntimeError(f"--workers {n} did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.1)
     pids = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
-    cpus = sorted(os.sched_getaffinity(0))
-    for i, pid in enumerate(pids):  # each worker (and its threads, from now on) on its own CPU
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            os.sched_setaffinity(int(tid), {cpus[i % len(cpus)]})
-    return Fleet(f"workers={n}", proc, port, log, pids)
+    if pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        for i, pid in enumerate(pids):  # each worker (and its threads) on its own CPU
+            bl.pin(pid, {cpus[i % len(cpus)]})
+    return Fleet(n, proc, port, log, d / "data", pids)
 
 
-def stop(f: Fleet) -> None:
+def stop_and_check(f: Fleet) -> Check:
+    """Stop the fleet (the workers drain) and check its store against the operations."""
     if f.proc.poll() is None:
         f.proc.send_signal(signal.SIGTERM)
         f.proc.wait(timeout=60)
+    text = f.log.read_text(errors="replace")
+    if "Traceback" in text or "Addon error" in text:
+        print(f"warning: --workers {f.n} logged an error:\n{text[-2000:]}", file=sys.stderr)
+    store = open_store(f"sqlite:///{f.data / 'events.db'}", create=False)
+    try:
+        per_worker: dict[str, int] = {}
+        for e in store.iter_events(0.0, time.time() + 3600):
+            if e.kind == EventKind.HIT:
+                per_worker[e.instance] = per_worker.get(e.instance, 0) + 1
+        verified = store.verify(full=True, record=False).ok
+    finally:
+        store.close()
+    return Check(f.ops, sum(per_worker.values()), per_worker, verified)
+
+
+def measure(a: argparse.Namespace) -> Results:
+    rounds = a.rounds or (2 if a.quick else 4)
+    seconds = a.seconds or (2.0 if a.quick else 5.0)
+    res = Results()
+    all_cpus = set(os.sched_getaffinity(0))
+    pin = not a.no_pin and len(all_cpus) > 1
+    with tempfile.TemporaryDirectory(prefix="bench-workers-") as t:
+        tmp = Path(t)
+        load = bl.Load(tmp, procs=a.load_procs)
+        try:
+            for r in range(rounds):
+                got: dict[tuple[str, int], float] = {}
+                for n in (1, 2) if r % 2 == 0 else (2, 1):
+                    if pin:  # one worker: the load off CPU 0; two: the load everywhere
+                        load.pin(all_cpus - {min(all_cpus)} if n == 1 else all_cpus)
+                    fleet = start(n, tmp, load.routes(), r, pin)
+                    try:
+                        for scenario in SCENARIOS:
+                            warm = load.run(fleet.port, scenario, 0.5, a.clients, fleet.workers)
+                            s = load.run(fleet.port, scenario, seconds, a.clients, fleet.workers)
+                            fleet.ops += warm.total + s.total
+                            res.samples.setdefault((scenario, n), []).append(s)
+                            got[(scenario, n)] = s.rate
+                            print(
+                                f"round {r + 1}/{rounds} {scenario} workers={n}: {s.rate:,.0f}/s, "
+                                f"workers {s.proxy_cpu / s.seconds:.2f} cores, load "
+                                f"{s.load_cpu / s.seconds:.2f}, rest of the machine "
+                                f"{(s.busy - s.proxy_cpu - s.load_cpu) / s.seconds:.2f}",
+                                file=sys.stderr,
+                            )
+                    finally:
+                        res.checks.append(check := stop_and_check(fleet))
+                    print(f"  stored {check.hits:,} hits for {check.ops:,} operations "
+                          f"{check.per_worker}, chains verify: {check.verified}",
+                          file=sys.stderr)  # fmt: skip
+                for scenario in SCENARIOS:
+                    res.ratios.setdefault(scenario, []).append(
+                        got[(scenario, 2)] / got[(scenario, 1)]
+                    )
+            up = load.upstream_stats()
+        finally:
+            load.close()
+    if up.mismatches:
+        raise RuntimeError(f"{up.mismatches} replayed sessions arrived altered at the upstream")
+    return res
+
+
+def table(res: Results) -> list[str]:
+    lines = [
+        "| scenario | workers | ops/s (median) | 2 / 1 (median of rounds) | workers' CPU ms/op "
+        "| workers' cores busy | load CPU ms/op | load's cores | rest of the machine, cores |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for scenario in SCENARIOS:
+        for n in (1, 2):
+            ss = res.samples[(scenario, n)]
+
+            def med(f: object, ss: list[bl.Sample] = ss) -> float:
+                return statistics.median(f(s) for s in ss)  # type: ignore[operator]
+
+            ratio = statistics.median(res.ratios[scenario]) if n == 2 else 1.0
+            lines.append(
+                f"| {scenario} | {n} | {med(lambda s: s.rate):,.0f} | {ratio:.2f} "
+                f"| {med(lambda s: s.proxy_cpu * 1000 / s.ops):.2f} "
+                f"| {med(lambda s: s.proxy_cpu / s.seconds):.2f} "
+                f"| {med(lambda s: s.load_cpu * 1000 / s.ops):.2f} "
+                f"| {med(lambda s: s.load_cpu / s.seconds):.2f} "
+                f"| {med(lambda s: (s.busy - s.proxy_cpu - s.load_cpu) / s.seconds):.2f} |"
+            )
+    return lines
+
+
+def ceilings(res: Results, cpus: int) -> list[str]:
+    """What the CPU per operation allows: one worker is bound by its one core; N workers and the
+    load share every core."""
+    out = []
+    for scenario in SCENARIOS:
+        p1 = statistics.median(s.proxy_cpu / s.ops for s in res.samples[(scenario, 1)])
+        p2 = statistics.median(s.proxy_cpu / s.ops for s in res.samples[(scenario, 2)])
+        l2 = statistics.median(s.load_cpu / s.ops for s in res.samples[(scenario, 2)])
+        one, two = 1 / p1, cpus / (p2 + l2)
+        out.append(
+            f"- {scenario}: one worker on a core of its own ≤ 1 / {p1 * 1000:.2f} ms = {one:,.0f}/s; "
+            f"two workers and the load on {cpus} CPUs ≤ {cpus} / ({p2 * 1000:.2f} + {l2 * 1000:.2f}) "
+            f"ms = {two:,.0f}/s: **{two / one:.2f}x** at most on a machine left to the benchmark."
+        )
+    return out
 
 
 def main() -> int:
@@ -108,54 +228,33 @@ def main() -> int:
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--seconds", type=float)
     ap.add_argument("--clients", type=int, default=16, help="concurrent client connections")
+    ap.add_argument("--load-procs", type=int, default=2, help="client processes (default 2)")
+    ap.add_argument("--no-pin", action="store_true", help="pin neither workers nor the load")
     a = ap.parse_args()
-    rounds = a.rounds or (2 if a.quick else 4)
-    seconds = a.seconds or (2.0 if a.quick else 5.0)
-    ops: dict[tuple[str, int], list[float]] = {}
-    cpu: dict[tuple[str, int], list[float]] = {}
-    all_cpus = set(os.sched_getaffinity(0))
-    with tempfile.TemporaryDirectory(prefix="bench-workers-") as t:
-        tmp = Path(t)
-        ups, info = bp.start_upstreams(tmp)
-        try:
-            routes, ca = bp.upstream_routes(info)
-            ctx = ssl.create_default_context(cafile=ca)
-            for r in range(rounds):
-                for n in (1, 2) if r % 2 == 0 else (2, 1):
-                    # One worker: the load generator and upstreams off CPU 0. Two: everywhere.
-                    load_cpus = (
-                        all_cpus - {min(all_cpus)} if n == 1 and len(all_cpus) > 1 else all_cpus
-                    )
-                    os.sched_setaffinity(0, load_cpus)
-                    os.sched_setaffinity(ups.pid, load_cpus)
-                    fleet = start(n, tmp, routes, ca, r)
-                    try:
-                        for scenario in SCENARIOS:
-                            bp.run_load(fleet, scenario, 0.5, a.clients, ctx)  # type: ignore[arg-type]
-                            o, c = bp.run_load(fleet, scenario, seconds, a.clients, ctx)  # type: ignore[arg-type]
-                            ops.setdefault((scenario, n), []).append(o)
-                            cpu.setdefault((scenario, n), []).append(c)
-                            print(f"round {r + 1}/{rounds} {scenario} workers={n}: {o:,.0f}/s, "
-                                  f"{c:.2f} ms CPU/op", file=sys.stderr)  # fmt: skip
-                    finally:
-                        stop(fleet)
-        finally:
-            assert ups.stdin is not None
-            ups.stdin.close()
-            ups.wait(timeout=10)
-    print(f"Command: `.venv/bin/python bench/workers.py{' --quick' if a.quick else ''}`; "
-          f"{rounds} rounds x {seconds:g} s, {a.clients} client connections, "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at the end")  # fmt: skip
+    load0 = os.getloadavg()[0]
+    t0 = time.monotonic()
+    res = measure(a)
+    rounds = len(res.ratios[SCENARIOS[0]])
+    seconds = res.samples[(SCENARIOS[0], 1)][0].seconds
+    cpus = len(os.sched_getaffinity(0))
+    args = " ".join(sys.argv[1:])
+    print(f"Command: `.venv/bin/python bench/workers.py{' ' + args if args else ''}`; "
+          f"{rounds} rounds x {seconds:g} s, {a.clients} client connections over "
+          f"{a.load_procs} load processes, {cpus} CPUs"
+          f"{', pinned' if not a.no_pin and cpus > 1 else ', unpinned'}; "
+          f"load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
+          f"{time.monotonic() - t0:.0f} s in all.")  # fmt: skip
     print()
-    print("| scenario | workers | ops/s (median) | ratio to 1 worker | worker CPU ms per op |")
-    print("|---|---|---|---|---|")
-    for scenario in SCENARIOS:
-        one = statistics.median(ops[(scenario, 1)])
-        for n in (1, 2):
-            med = statistics.median(ops[(scenario, n)])
-            print(f"| {scenario} | {n} | {med:,.0f} | {med / one:.2f} | "
-                  f"{statistics.median(cpu[(scenario, n)]):.2f} |")  # fmt: skip
-    return 0
+    print("\n".join(table(res)))
+    print()
+    print("\n".join(ceilings(res, cpus)))
+    ops = sum(c.ops for c in res.checks)
+    hits = sum(c.hits for c in res.checks)
+    ok = ops == hits and all(c.verified for c in res.checks)
+    print(f"\nStore check: {hits:,} hit events stored for {ops:,} operations completed "
+          f"({len(res.checks)} configurations started), every chain verifies: "
+          f"{all(c.verified for c in res.checks)}.")  # fmt: skip
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
