@@ -407,7 +407,7 @@ class Load:
     def __init__(self, tmp: Path, procs: int = 2) -> None:
         from tests.support.upstreams import make_test_pki
 
-        pki = make_test_pki(tmp / "pki")
+        pki = make_test_pki(tmp / "load-pki")
         self.flights = capture_tls(HIT_HOST, pki.ca_cert, pki.cert, pki.key)
         path = tmp / "flights.json"
         self.flights.save(path)

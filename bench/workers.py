@@ -25,6 +25,11 @@ report gives medians over rounds, and the median of each round's 2-to-1 ratio.
 
 After every configuration stops, its store is checked: every operation the clients completed
 (warm-ups included) has its hit event, and every worker's hash chain verifies.
+
+``--tls-check`` measures instead what the replay changes for the proxy: one egresswatch mitmdump
+on CPU 0 driven by ``bench/proxy.py``'s clients (threads, a real TLS handshake per CONNECT,
+against the real TLS upstream), another driven by the replay, alternately; it prints each
+proxy's CPU per CONNECT hit and each load generator's CPU per CONNECT (threads and upstreams).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -45,6 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import load as bl  # noqa: E402  (bench/load.py; it puts the repository on sys.path)
+import proxy as bp  # noqa: E402  (bench/proxy.py: the real-TLS load of --tls-check)
 from egresswatch.events import EventKind  # noqa: E402
 from egresswatch.store import open_store  # noqa: E402
 
@@ -222,6 +229,73 @@ def ceilings(res: Results, cpus: int) -> list[str]:
     return out
 
 
+def tls_check(a: argparse.Namespace) -> int:
+    """The proxy's CPU per CONNECT hit under real TLS clients and under the replay."""
+    rounds, seconds = a.rounds or (2 if a.quick else 4), a.seconds or (2.0 if a.quick else 5.0)
+    cpus = sorted(os.sched_getaffinity(0))
+    proxy_cpus, load_cpus = ({cpus[0]}, set(cpus[1:])) if len(cpus) > 1 else (None, set(cpus))
+    per_op: dict[str, list[float]] = {"real": [], "replay": []}
+    load_op: dict[str, list[float]] = {"real": [], "replay": []}
+    with tempfile.TemporaryDirectory(prefix="bench-tls-check-") as t:
+        tmp = Path(t)
+        os.sched_setaffinity(0, load_cpus)  # the real-TLS client threads run in this process
+        ups, info = bp.start_upstreams(tmp)
+        load = bl.Load(tmp, procs=a.load_procs)
+        load.pin(load_cpus)
+        procs: list[bp.Proxy] = []
+        try:
+            routes, ca = bp.upstream_routes(info)
+            ctx = ssl.create_default_context(cafile=ca)
+            addon = ["-s", str(bp.ENTRY), "--set", "egresswatch_metrics_listen=127.0.0.1:0"]
+            for name, r in (("real", routes), ("replay", load.routes())):
+                (tmp / name).mkdir()
+                extra = [*addon, "--set", f"egresswatch_data_dir={tmp / name}",
+                         "--set", f"egresswatch_store=sqlite:///{tmp / name / 'events.db'}"]  # fmt: skip
+                procs.append(bp.start_proxy(name, tmp, r, ca, extra, proxy_cpus))
+            real, replay = procs
+            bp.run_load(real, "connect-hit", 0.5, a.clients, ctx)
+            load.run(replay.port, "connect-hit", 0.5, a.clients, [replay.proc.pid])
+            for r in range(rounds):
+                for name in ("real", "replay") if r % 2 == 0 else ("replay", "real"):
+                    if name == "real":
+                        l0 = bl.cpu_seconds(os.getpid()) + bl.cpu_seconds(ups.pid)
+                        rate, ms = bp.run_load(real, "connect-hit", seconds, a.clients, ctx)
+                        lcpu = bl.cpu_seconds(os.getpid()) + bl.cpu_seconds(ups.pid) - l0
+                        lms = lcpu * 1000 / (rate * seconds)
+                    else:
+                        s = load.run(replay.port, "connect-hit", seconds, a.clients,
+                                     [replay.proc.pid])  # fmt: skip
+                        rate, ms = s.rate, s.proxy_cpu * 1000 / s.ops
+                        lms = s.load_cpu * 1000 / s.ops
+                    per_op[name].append(ms)
+                    load_op[name].append(lms)
+                    print(f"round {r + 1}/{rounds} {name}: {rate:,.0f}/s, proxy {ms:.2f} ms CPU/op, "
+                          f"load {lms:.2f} ms CPU/op", file=sys.stderr)  # fmt: skip
+        finally:
+            for p in procs:
+                bp.stop(p)
+            load.close()
+            assert ups.stdin is not None
+            ups.stdin.close()
+            ups.wait(timeout=10)
+    real_ms, replay_ms = statistics.median(per_op["real"]), statistics.median(per_op["replay"])
+    print(f"Command: `.venv/bin/python bench/workers.py --tls-check{' --quick' if a.quick else ''}`"
+          f"; {rounds} rounds x {seconds:g} s, {a.clients} clients, load average "
+          f"{os.getloadavg()[0]:.1f} at the end.\n")  # fmt: skip
+    print(
+        "| CONNECT hit driven by | proxy CPU ms/op (median) | load generator + upstream CPU ms/op |"
+    )
+    print("|---|---|---|")
+    for name, label in (
+        ("real", "threads, real TLS handshake"),
+        ("replay", "bench/load.py replay"),
+    ):
+        print(f"| {label} | {statistics.median(per_op[name]):.2f} "
+              f"| {statistics.median(load_op[name]):.2f} |")  # fmt: skip
+    print(f"\nreplay / real, proxy CPU per CONNECT: {replay_ms / real_ms:.2f}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 rounds x 2 s")
@@ -230,7 +304,11 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=16, help="concurrent client connections")
     ap.add_argument("--load-procs", type=int, default=2, help="client processes (default 2)")
     ap.add_argument("--no-pin", action="store_true", help="pin neither workers nor the load")
+    ap.add_argument("--tls-check", action="store_true", help="the proxy's CPU per CONNECT: real "
+                    "TLS clients against the replay (one mitmdump each)")  # fmt: skip
     a = ap.parse_args()
+    if a.tls_check:
+        return tls_check(a)
     load0 = os.getloadavg()[0]
     t0 = time.monotonic()
     res = measure(a)
