@@ -125,17 +125,24 @@ class UpstreamStats:
     requests: int = 0  # HTTP requests answered
 
 
-class HttpUpstream(asyncio.Protocol):
-    """Answers every request head (no body) with ``HTTP_RESPONSE`` on a keep-alive connection."""
+class _Buffered(asyncio.Protocol):
+    """A protocol that keeps its transport and the bytes it has not consumed yet."""
 
-    def __init__(self, stats: UpstreamStats) -> None:
-        self.stats = stats
+    def __init__(self) -> None:
         self.buf = b""
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+
+
+class HttpUpstream(_Buffered):
+    """Answers every request head (no body) with ``HTTP_RESPONSE`` on a keep-alive connection."""
+
+    def __init__(self, stats: UpstreamStats) -> None:
+        super().__init__()
+        self.stats = stats
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
@@ -147,21 +154,16 @@ class HttpUpstream(asyncio.Protocol):
         self.buf = buf
 
 
-class TlsUpstream(asyncio.Protocol):
+class TlsUpstream(_Buffered):
     """Replays the server's side of :class:`Flights`, checking the client's side arrives intact."""
 
     def __init__(self, flights: Flights, stats: UpstreamStats) -> None:
+        super().__init__()
         self.steps = [
             (flights.client_hello, flights.server_hello),
             (flights.client_finish, flights.server_final),
         ]
         self.stats = stats
-        self.buf = b""
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
@@ -234,22 +236,21 @@ async def _http_client(port: int, host: str, start: float, end: float, res: Clie
         writer.close()
 
 
-class _ConnectClient(asyncio.Protocol):
+class _ConnectClient(_Buffered):
     """One CONNECT and the replayed session on one connection, as a state machine: each step
     waits for an exact number of bytes (or the proxy's answer head, or the end)."""
 
     def __init__(self, connect: bytes, flights: Flights, done: asyncio.Future[None]) -> None:
+        super().__init__()
         self.connect = connect
         self.flights = flights
         self.done = done
-        self.buf = b""
         self.step = 0  # 0: CONNECT answer, 1: server hello, 2: server final, 3: the end
-        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.connect)
+        super().connection_made(transport)
+        assert self.transport is not None
+        self.transport.write(self.connect)
 
     def _fail(self, why: str) -> None:
         assert self.transport is not None
