@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -197,8 +198,8 @@ def table(res: Results) -> list[str]:
         for n in (1, 2):
             ss = res.samples[(scenario, n)]
 
-            def med(f: object, ss: list[bl.Sample] = ss) -> float:
-                return statistics.median(f(s) for s in ss)  # type: ignore[operator]
+            def med(f: Callable[[bl.Sample], float], ss: list[bl.Sample] = ss) -> float:
+                return statistics.median(f(s) for s in ss)
 
             ratio = statistics.median(res.ratios[scenario]) if n == 2 else 1.0
             lines.append(
