@@ -19,8 +19,9 @@ asks the kernel for SIGTERM when its parent goes (``prctl(PR_SET_PDEATHSIG)``), 
 worker's graceful stop (drain, stop event, checkpoint); then it compares ``os.getppid()`` with the
 supervisor's pid (``EGRESSWATCH_SUPERVISOR_PID``), which closes the race of a supervisor that died
 before the ``prctl``. The kernel sends the signal when the *thread* that started the worker ends,
-so the supervisor starts workers only from its main thread. Elsewhere (no ``prctl``) a daemon
-thread polls ``os.getppid()`` once a second and sends the same SIGTERM when it changes.
+so the thread that calls :meth:`Supervisor.run` (it starts and restarts every worker) must live
+as long as the supervisor: the CLI calls it from the main thread. Elsewhere (no ``prctl``) a
+daemon thread polls ``os.getppid()`` once a second and sends the same SIGTERM when it changes.
 
 >>> worker_count("auto", available=lambda: 6)
 6
@@ -54,6 +55,7 @@ __all__ = [
     "Supervisor",
     "WorkerSpec",
     "available_cores",
+    "die_with_supervisor",
     "restarts_from_env",
     "worker_count",
 ]
@@ -82,7 +84,7 @@ def _watch_parent(parent: int, interval: float) -> None:
     """Send this process SIGTERM once its parent is no longer ``parent`` (polling fallback)."""
     while os.getppid() == parent:
         time.sleep(interval)
-    logger.error("supervisor (pid %d) is gone; stopping", parent)
+    logger.warning("supervisor (pid %d) is gone; stopping", parent)
     os.kill(os.getpid(), signal.SIGTERM)
 
 
