@@ -21,8 +21,9 @@ declared when the master is made (so ``--set egresswatch_*`` values are typed at
 deferred), it is configured once with every option (what the script loader does for a script)
 before any server starts, and it joins the addon chain right after ``ScriptLoader``, where a
 ``-s`` script sits (before ``NextLayer`` and ``TlsConfig``, whose ``next_layer`` and TLS hooks
-must see its decisions). A refused configure logs its ``file:line`` reasons; mitmproxy's start-up
-check then exits 1 before the servers are set up.
+must see its decisions). A refused configure logs its ``file:line`` reasons and exits 1
+(``EgressWatch.configure`` raises ``SystemExit`` while mitmproxy is starting), before
+``Master.run`` sets up a server.
 
 Run as a module (``python -m egresswatch.proxy.run MITMDUMP-ARGS``) it is one worker process: the
 supervisor started by ``egresswatch run --workers`` starts one per core this way.
