@@ -98,20 +98,22 @@ def test_startup_error_under_mitmdump_is_one_clear_log_record(
     catalogue_dir: Callable[..., Path],
 ) -> None:
     """With mitmproxy's start-up check loaded (mitmdump, mitmweb), a broken catalogue is logged
-    as its message only (that check then exits non-zero), not raised into mitmproxy's script
-    loader, which would print it with a traceback."""
+    as its message only, not raised into mitmproxy's script loader (which would print it with a
+    traceback), and the process exits 1 at once (SystemExit, before any server is set up)."""
     d = catalogue_dir(APPS, name="broken")
     (d / "watchy.yaml").write_text("id: watchy\nname: Watchy\ndomains:\n  - domain: [\n")
     check = ErrorCheck()
     try:
         a = EgressWatch(registry=CollectorRegistry())
         with taddons.context(check, a) as tctx:
-            tctx.configure(
-                a,
-                egresswatch_bundled=False,
-                egresswatch_lists=[str(d)],
-                egresswatch_metrics_listen="off",
-            )
+            with pytest.raises(SystemExit) as exited:
+                tctx.configure(
+                    a,
+                    egresswatch_bundled=False,
+                    egresswatch_lists=[str(d)],
+                    egresswatch_metrics_listen="off",
+                )
+            assert exited.value.code == 1
             assert a.state is None
             (record,) = check.logger.has_errored
             assert record.exc_info is None

@@ -1,12 +1,16 @@
-"""egresswatch.proxy.run: the SO_REUSEPORT workaround for workers and the TCP-only check."""
+"""egresswatch.proxy.run: the master with the addon built in, the SO_REUSEPORT workaround for
+workers and the TCP-only check."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from egresswatch.proxy import run as proxy_run
+from mitmproxy.options import Options
 
 
 async def test_two_servers_share_one_port_with_the_workaround() -> None:
@@ -77,3 +81,60 @@ def test_only_tcp_modes_may_have_workers(mode: str, ok: bool) -> None:
 def test_a_malformed_mode_names_the_flag() -> None:
     with pytest.raises(ValueError, match="--mode 'nonsense'"):
         proxy_run.check_tcp_modes(["nonsense"])
+
+
+class _Checking(proxy_run.EgressWatchMaster):
+    serve = False  # configure, then return: no servers
+
+
+async def test_the_built_in_addon_sits_where_a_script_would(
+    catalogue_dir: Callable[..., Path],
+) -> None:
+    """EgressWatchMaster puts the addon right after mitmproxy's script loader (before NextLayer
+    and TlsConfig, whose decisions its next_layer and TLS hooks must precede) and configures it
+    in run(), before any server."""
+    cat = catalogue_dir({"watchy": {"domains": [{"domain": "watchy.test"}]}})
+    m = _Checking(Options(), with_termlog=False, with_dumper=False)
+    try:
+        ew = m.egresswatch
+        assert ew not in m.addons.chain and ew.state is None  # registered, options declared
+        m.options.update(
+            egresswatch_bundled=False,
+            egresswatch_lists=[str(cat)],
+            egresswatch_metrics_listen="off",
+            egresswatch_store="memory://",
+            egresswatch_checkpoint_interval=0,
+        )
+        assert ew.state is None  # not yet: one configure, with every option, in run()
+        await m.run()
+        names = [type(a).__name__ for a in m.addons.chain]
+        at = names.index("EgressWatch")
+        assert names[at - 1] == "ScriptLoader"
+        assert at < names.index("NextLayer") < names.index("TlsConfig")
+        assert ew.state is not None and "watchy" in ew.state.catalogue.apps
+        assert ew.writer is None  # never ran
+    finally:
+        m.addons.get("errorcheck").finish()
+        await m.done()
+
+
+async def test_a_refused_configure_exits_before_any_server(
+    catalogue_dir: Callable[..., Path],
+) -> None:
+    cat = catalogue_dir({"watchy": {"domains": [{"domain": "watchy.test"}]}})
+    (cat / "watchy.yaml").write_text("id: watchy\nname: Watchy\ndomains:\n  - domain: [\n")
+    m = proxy_run.EgressWatchMaster(Options(), with_termlog=False, with_dumper=False)
+    try:
+        m.options.update(
+            egresswatch_bundled=False,
+            egresswatch_lists=[str(cat)],
+            egresswatch_metrics_listen="off",
+            listen_port=0,
+        )
+        with pytest.raises(SystemExit) as exited:
+            await m.run()
+        assert exited.value.code == 1
+        assert m.addons.get("proxyserver").listen_addrs() == []  # no server was set up
+    finally:
+        m.addons.get("errorcheck").finish()
+        await m.done()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -9,7 +12,9 @@ from pathlib import Path
 
 import pytest
 from egresswatch.workers import RESTARTS_ENV
+from egresswatch.workers import SUPERVISOR_ENV
 from egresswatch.workers import Supervisor
+from egresswatch.workers import die_with_supervisor
 from egresswatch.workers import worker_count
 
 # A worker that records its start (with the restart count it was given) and its clean stop.
@@ -108,3 +113,78 @@ def test_worker_count_rejects(text: str) -> None:
 def test_no_workers_is_an_error() -> None:
     with pytest.raises(ValueError, match="at least one worker"):
         Supervisor([])
+
+
+# -- a worker outlives no supervisor ------------------------------------------------------------
+
+# The "supervisor": starts one child, prints its pid, then waits to be killed.
+PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], *sys.argv[2:]])
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+# The "worker": asks to die with its supervisor, records SIGTERM (its graceful stop), waits.
+CHILD = """
+import os, signal, sys, time
+from egresswatch.workers import SUPERVISOR_ENV, die_with_supervisor
+log, use_prctl = sys.argv[1], sys.argv[2] == "prctl"
+def stop(*_):
+    with open(log, "a") as f:
+        f.write("sigterm\\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+ok = die_with_supervisor({SUPERVISOR_ENV: str(os.getppid())}, poll_interval=0.05,
+                         use_prctl=use_prctl)
+with open(log, "a") as f:
+    f.write(f"ready {ok}\\n")
+time.sleep(600)
+"""
+
+
+def _wait_for(path: Path, text: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in (got := path.read_text() if path.exists() else ""):
+        assert time.monotonic() < deadline, got
+        time.sleep(0.02)
+    return got
+
+
+@pytest.mark.parametrize("how", ["prctl", "polling"])
+def test_a_worker_gets_sigterm_when_its_supervisor_is_killed(tmp_path: Path, how: str) -> None:
+    log = tmp_path / "child.log"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, CHILD, str(log), how], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    try:
+        assert _wait_for(log, "ready", 30) == "ready True\n"
+        parent.kill()
+        parent.wait()
+        _wait_for(log, "sigterm", 5)
+    finally:
+        for pid in (child, parent.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        parent.wait()
+        parent.stdout.close()
+
+
+def test_a_worker_whose_supervisor_is_already_gone_does_not_start() -> None:
+    """The race prctl cannot cover: the supervisor died before the worker asked. The worker's
+    parent is then someone else (here: this test, while the named supervisor has exited)."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    code = (
+        "import sys; from egresswatch.workers import SUPERVISOR_ENV, die_with_supervisor; "
+        f"sys.exit(0 if die_with_supervisor({{SUPERVISOR_ENV: '{gone.pid}'}}) else 7)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 7
+
+
+def test_no_supervisor_named_means_nothing_to_watch() -> None:
+    assert die_with_supervisor({}) is True
+    assert die_with_supervisor({SUPERVISOR_ENV: "not-a-pid"}) is True

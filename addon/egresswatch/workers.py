@@ -13,6 +13,16 @@ is logged and counted (the restarted process learns its count from the environme
 (SIGTERM or SIGINT to the supervisor) is forwarded to every worker, which drains and writes its
 last events; workers still alive after ``stop_timeout`` seconds are killed.
 
+A supervisor that dies without that stop (SIGKILL, the OOM killer, a crash) must not leave its
+workers holding the port. Each worker calls :func:`die_with_supervisor` first thing: on Linux it
+asks the kernel for SIGTERM when its parent goes (``prctl(PR_SET_PDEATHSIG)``), SIGTERM being the
+worker's graceful stop (drain, stop event, checkpoint); then it compares ``os.getppid()`` with the
+supervisor's pid (``EGRESSWATCH_SUPERVISOR_PID``), which closes the race of a supervisor that died
+before the ``prctl``. The kernel sends the signal when the *thread* that started the worker ends,
+so the thread that calls :meth:`Supervisor.run` (it starts and restarts every worker) must live
+as long as the supervisor: the CLI calls it from the main thread. Elsewhere (no ``prctl``) a
+daemon thread polls ``os.getppid()`` once a second and sends the same SIGTERM when it changes.
+
 >>> worker_count("auto", available=lambda: 6)
 6
 >>> worker_count("2", available=lambda: 6)
@@ -24,10 +34,13 @@ ValueError: --workers: expected a positive number or 'auto', got '0'
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -38,9 +51,11 @@ from dataclasses import field
 
 __all__ = [
     "RESTARTS_ENV",
+    "SUPERVISOR_ENV",
     "Supervisor",
     "WorkerSpec",
     "available_cores",
+    "die_with_supervisor",
     "restarts_from_env",
     "worker_count",
 ]
@@ -49,6 +64,50 @@ logger = logging.getLogger(__name__)
 
 #: How a restarted worker learns how many times its slot was restarted before it.
 RESTARTS_ENV = "EGRESSWATCH_WORKER_RESTARTS"
+#: The supervisor's pid, so a worker can tell whether it is still its parent.
+SUPERVISOR_ENV = "EGRESSWATCH_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _set_parent_death_signal(sig: int) -> bool:
+    """``prctl(PR_SET_PDEATHSIG, sig)``; False where there is no such call (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+    return True
+
+
+def _watch_parent(parent: int, interval: float) -> None:
+    """Send this process SIGTERM once its parent is no longer ``parent`` (polling fallback)."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    logger.warning("supervisor (pid %d) is gone; stopping", parent)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def die_with_supervisor(
+    env: Mapping[str, str] | None = None, *, poll_interval: float = 1.0, use_prctl: bool = True
+) -> bool:
+    """Arrange SIGTERM for this worker when its supervisor dies (see the module docstring).
+
+    Returns False when the supervisor named in the environment is already gone (the caller
+    should not start), True otherwise, including when no supervisor started this process
+    (``egresswatch run --worker I`` under systemd, whose unit stops its own processes)."""
+    text = (os.environ if env is None else env).get(SUPERVISOR_ENV, "")
+    if not text.isdigit():
+        return True
+    parent = int(text)
+    if not (use_prctl and _set_parent_death_signal(signal.SIGTERM)):
+        threading.Thread(
+            target=_watch_parent,
+            args=(parent, poll_interval),
+            name="egresswatch parent watch",
+            daemon=True,
+        ).start()
+    return os.getppid() == parent
 
 
 def restarts_from_env(env: Mapping[str, str] | None = None) -> int | None:
@@ -119,7 +178,7 @@ class Supervisor:
         return sum(w.restarts for w in self.workers)
 
     def _start(self, w: WorkerSpec) -> None:
-        env = {**self._env, RESTARTS_ENV: str(w.restarts)}
+        env = {**self._env, RESTARTS_ENV: str(w.restarts), SUPERVISOR_ENV: str(os.getpid())}
         w.process = subprocess.Popen(w.argv, env=env)
         logger.info("worker %d started (pid %d)", w.index, w.process.pid)
 

@@ -1,14 +1,14 @@
 """``egresswatch run``: mitmdump with the egresswatch addon and safe defaults.
 
 Everything here is argument plumbing: the flags become ``--set egresswatch_*`` options for the
-addon and a few mitmdump flags; ``egresswatch.proxy.run`` then runs mitmdump in this process. It
-(and so mitmproxy) is imported only when the command runs, so ``egresswatch report`` and friends
-never pay for it.
+addon and a few mitmdump flags; ``egresswatch.proxy.run`` then runs mitmdump in this process, with
+the addon built into its master (configured before the proxy listens, so a refused start-up never
+binds the port). It (and so mitmproxy) is imported only when the command runs, so
+``egresswatch report`` and friends never pay for it.
 
->>> build_mitmdump_args(build_parser().parse_args(["--policy", "p.yaml", "--", "-q"]),
-...                     shim=Path("/x/shim.py"))  # doctest: +NORMALIZE_WHITESPACE
-['-s', '/x/shim.py', '--listen-host', '127.0.0.1', '--listen-port', '8080',
- '--set', 'egresswatch_policy=p.yaml', '-q']
+>>> build_mitmdump_args(build_parser().parse_args(["--policy", "p.yaml", "--", "-q"]))
+... # doctest: +NORMALIZE_WHITESPACE
+['--listen-host', '127.0.0.1', '--listen-port', '8080', '--set', 'egresswatch_policy=p.yaml', '-q']
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import argparse
 import logging
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from egresswatch.workers import Supervisor
@@ -112,11 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_mitmdump_args(args: argparse.Namespace, shim: Path) -> list[str]:
-    """The mitmdump command line for parsed ``egresswatch run`` arguments."""
+def build_mitmdump_args(args: argparse.Namespace) -> list[str]:
+    """The mitmdump command line for parsed ``egresswatch run`` arguments (no ``-s``: the addon
+    is built into the master)."""
     argv = [
-        "-s",
-        str(shim),
         "--listen-host",
         args.listen_host,
         "--listen-port",
@@ -191,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     from egresswatch.proxy import run as proxy_run
 
     if args.workers is None and args.worker is None:
-        return proxy_run.run_mitmdump(lambda shim: build_mitmdump_args(args, shim))
+        return proxy_run.run_mitmdump(build_mitmdump_args(args))
     try:
         if args.workers is not None and args.worker is not None:
             raise ValueError("--workers and --worker exclude each other")
@@ -200,21 +199,18 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("workers need a fixed --listen-port to share (not 0)")
         if args.worker is not None:
             one = worker_args(args, args.worker)
-            return proxy_run.run_worker(lambda shim: build_mitmdump_args(one, shim))
+            return proxy_run.run_worker(build_mitmdump_args(one))
         count = worker_count(args.workers)
-        shim = proxy_run.find_shim()
-        argvs = [
-            [
-                sys.executable,
-                "-m",
-                "egresswatch.proxy.run",
-                *build_mitmdump_args(worker_args(args, i), shim),
-            ]
-            for i in range(count)
-        ]
+        worker = [sys.executable, "-m", "egresswatch.proxy.run"]
+        argvs = [[*worker, *build_mitmdump_args(worker_args(args, i))] for i in range(count)]
     except ValueError as e:
         print(f"egresswatch run: {e}", file=sys.stderr)
         return 2
+    # A start-up the workers would refuse (catalogue, policy, an option) is refused once, here,
+    # before any of them binds the port; not restarted for ever.
+    check = subprocess.run([*worker, "--check", *argvs[0][len(worker) :]], check=False)
+    if check.returncode != 0:
+        return check.returncode
     return supervise(argvs)
 
 

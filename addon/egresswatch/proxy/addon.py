@@ -83,13 +83,16 @@ _METRICS_OPTIONS = frozenset(
 )
 
 
-def _startup_check_active() -> bool:
-    """Whether mitmproxy's start-up error check (mitmdump, mitmweb, mitmproxy) is loaded: it
-    exits non-zero once an ERROR record is logged before the proxy runs."""
+def _starting_up() -> bool:
+    """Whether this is a mitmproxy tool (mitmdump, mitmweb, mitmproxy: the ones with the start-up
+    error check) that has not started running yet (its script loader is not running)."""
     try:
-        return ctx.master.addons.get("errorcheck") is not None  # type: ignore[no-untyped-call]
+        addons = ctx.master.addons
+        check = addons.get("errorcheck")  # type: ignore[no-untyped-call]
+        scripts = addons.get("scriptloader")  # type: ignore[no-untyped-call]
     except Exception:  # no master (not inside mitmproxy)
         return False
+    return check is not None and not getattr(scripts, "is_running", False)
 
 
 class EgressWatch:
@@ -176,12 +179,14 @@ class EgressWatch:
             except ValueError as e:
                 raise exceptions.OptionsError(str(e)) from None  # type: ignore[no-untyped-call]
         except exceptions.OptionsError as e:
-            if self.state is None and not self._running and _startup_check_active():
-                # mitmproxy logs an exception raised by a script's first configure with its
-                # traceback ("error in script"); its start-up check stops the proxy (exit 1) on
-                # any ERROR record, so the operator needs only the message, e.g. `file:line: …`.
+            if self.state is None and not self._running and _starting_up():
+                # A refused start-up: the operator needs only the message (`file:line: …`), not
+                # the traceback mitmproxy's script loader would print, and the proxy must stop
+                # now. mitmproxy's own start-up check would exit only after its servers are set
+                # up (a script loads while they are), so the port would be bound and "listening"
+                # logged first. SystemExit is not caught by mitmproxy's hook or script wrappers.
                 logger.error("%s", e)
-                return
+                raise SystemExit(1) from None
             raise
 
     def _configure(self, updated: set[str]) -> None:
