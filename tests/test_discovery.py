@@ -3,7 +3,9 @@ observer under an opaque per-client key) and upstream certificates (``tls_establ
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import time
 from collections.abc import Sequence
 
 from cryptography import x509
@@ -13,6 +15,7 @@ from cryptography.x509.oid import NameOID
 from egresswatch.candidates import MAX_PER_HIT
 from egresswatch.candidates import Candidate
 from egresswatch.candidates import certificate_names
+from egresswatch.events import EventKind
 from egresswatch.proxy import discovery as discovery_mod
 from mitmproxy import certs
 from mitmproxy import tls
@@ -163,3 +166,37 @@ def test_certificate_names_reads_sans_and_organisations_and_survives_odd_ones() 
     assert certificate_names(make_cert([])) == ([], [])
     many = make_cert([f"n{i}.test" for i in range(500)])
     assert len(certificate_names(many)[0]) == 100
+
+
+# -- persistence --------------------------------------------------------------------------------
+
+
+def candidate_events(env: Env) -> list[dict[str, object]]:
+    return [
+        e.detail
+        for e in env.events(EventKind.CONFIG)
+        if e.detail is not None and e.detail.get("kind") == "candidates"
+    ]
+
+
+async def test_the_heartbeat_saves_new_evidence_and_the_stop_saves_the_rest(env: Env) -> None:
+    env.tctx.configure(env.addon, egresswatch_heartbeat=1, egresswatch_flush_ms=20)
+    env.addon.running()
+    try:
+        a = client(ip="10.0.0.9")
+        env.observe.requestheaders(request_flow("watched.test", a))
+        env.observe.requestheaders(request_flow("first.unlisted.test", a))
+        deadline = time.monotonic() + 10
+        while not candidate_events(env) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        (saved,) = candidate_events(env)  # written by the heartbeat loop
+        assert [c["name"] for c in saved["candidates"]] == ["first.unlisted.test"]  # type: ignore[attr-defined]
+        env.observe.requestheaders(request_flow("second.unlisted.test", a))
+    finally:
+        await env.addon.done()
+    last = candidate_events(env)[-1]  # the stop saved what came after (within 10 minutes)
+    assert len(candidate_events(env)) == 2
+    assert {c["name"] for c in last["candidates"]} == {  # type: ignore[attr-defined]
+        "first.unlisted.test",
+        "second.unlisted.test",
+    }

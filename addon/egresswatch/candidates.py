@@ -31,7 +31,6 @@ candidates for review.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from collections.abc import Hashable
 from collections.abc import Iterable
@@ -105,7 +104,9 @@ class Candidates:
         self._clock = clock
         self._items: dict[tuple[str, str], Candidate] = {}
         # client key -> (app, time of the hit, names credited to it so far)
-        self._recent: OrderedDict[Hashable, tuple[str, float, set[str]]] = OrderedDict()
+        #: Per client key (least recent first): the app, the time of its last hit, the names
+        #: credited to that hit so far.
+        self.recent: dict[Hashable, tuple[str, float, set[str]]] = {}
         self.dropped = 0
         #: Evidence noted so far (a saver compares it to the count it last saved).
         self.noted = 0
@@ -156,23 +157,26 @@ class Candidates:
 
     def note_hit(self, client_key: Hashable, app: str) -> None:
         """A client (opaque key, never stored beyond this bounded memory) hit ``app``."""
-        recent = self._recent
+        recent = self.recent
+        recent.pop(client_key, None)  # re-inserted last: the dict's order is least recent first
         recent[client_key] = (app, self._clock(), set())
-        recent.move_to_end(client_key)
         if len(recent) > self._max_clients:
-            recent.popitem(last=False)
+            del recent[next(iter(recent))]
 
     def note_unmatched(self, client_key: Hashable, name: str) -> None:
         """A client asked for ``name``, which matches nothing: a candidate if it follows a hit.
 
-        O(1), and one dictionary lookup when the client has no hit in memory: every name the
-        catalogue does not match comes through here."""
-        last = self._recent.get(client_key)
+        O(1): one dictionary lookup when the client has no hit in memory (every name the
+        catalogue does not match comes through here), a set lookup for a name already credited
+        to the client's last hit."""
+        last = self.recent.get(client_key)
         if last is None:
             return
         app, at, credited = last
+        if name in credited or len(credited) >= MAX_PER_HIT:
+            return
         gap = self._clock() - at
-        if gap > self._window or gap < 0 or len(credited) >= MAX_PER_HIT:
+        if gap > self._window or gap < 0:
             return
         name = name.rstrip(".").lower()
         if name in credited or parse_ip(name) is not None or self.ignore(name):

@@ -244,9 +244,11 @@ class Observer:
                 m.invalid_name(signal)
                 return None
             cands = self.candidates
-            if cands is not None and client.peername:
-                # One dict lookup unless this client hit a designated app seconds ago.
-                cands.note_unmatched(hash(client.peername[0]), raw)
+            if cands is not None:
+                addr = client.peername
+                # One dict lookup unless this client hit a designated app lately.
+                if addr and (key := hash(addr[0])) in cands.recent:
+                    cands.note_unmatched(key, raw)
             if st.categories.resolvers:
                 return evasion.encrypted_dns(self, st, raw, signal, client, port, user)
             return None
