@@ -118,8 +118,10 @@ def make_cert(sans: Sequence[str], org: str | None = None) -> x509.Certificate:
     return b.sign(key, hashes.SHA256())
 
 
-def established(env: Env, sni: str, cert: x509.Certificate | None) -> None:
-    server = Server(address=(sni, 443), sni=sni)
+def established(
+    env: Env, sni: str | None, cert: x509.Certificate | None, address: str | None = None
+) -> None:
+    server = Server(address=(address or sni or "", 443), sni=sni)
     if cert is not None:
         server.certificate_list = [certs.Cert(cert)]
     env.addon.tls_established_server(tls.TlsData(server, Context(client(), env.tctx.options)))
@@ -133,6 +135,7 @@ def test_a_certificate_naming_a_designated_name_makes_a_candidate(env: Env) -> N
     established(env, "plain.unlisted.test", make_cert(["plain.unlisted.test"], "Other Corp"))
     established(env, "www.watched.test", make_cert(["*.watched.test"]))  # matched: not read
     established(env, "bare.unlisted.test", None)  # no certificate (never decrypted)
+    established(env, None, make_cert(["*.watched.test"]), "198.51.100.7")  # no name: no candidate
     got = snapshot(env)
     assert set(got) == {("img.unlisted.test", "watchy"), ("cdn.unlisted.test", "watchy")}
     assert got[("img.unlisted.test", "watchy")].examples == {"certificate": "SAN *.watched.test"}

@@ -103,15 +103,14 @@ class Candidates:
         self._window = window
         self._clock = clock
         self._items: dict[tuple[str, str], Candidate] = {}
-        # client key -> (app, time of the hit, names credited to it so far)
         #: Per client key (least recent first): the app, the time of its last hit, the names
         #: credited to that hit so far.
         self.recent: dict[Hashable, tuple[str, float, set[str]]] = {}
         self.dropped = 0
         #: Evidence noted so far (a saver compares it to the count it last saved).
         self.noted = 0
-        #: Names never credited as following a hit (IP literals always are not): the caller
-        #: sets it (the proxy: the public encrypted-DNS resolvers of the catalogue in force).
+        #: Names never credited as following a hit, besides IP literals: the caller sets it
+        #: (the proxy: the public encrypted-DNS resolvers of the catalogue in force).
         self.ignore: Callable[[str], bool] = _never
         # Set once a full table holds strong candidates only: they never weaken and never
         # leave, so no later scan can find room (a flood of new names costs O(1) each, not a

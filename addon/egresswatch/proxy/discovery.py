@@ -8,7 +8,7 @@
 * ``cname``: ``DnsWatch`` notes the neutral names of a CNAME chain to a designated name;
 * ``certificate``: the ``tls_established_server`` hook (mitmproxy decrypting, so it made its own
   TLS connection to the server and holds ``server.certificate_list``) reads the leaf
-  certificate of a name that matches no catalogue rule, once per name (a bounded memory of the
+  certificate of a name (the SNI mitmproxy sent upstream) that matches no catalogue rule, once per name (a bounded memory of the
   names already read): its DNS SANs go through the catalogue's matcher (``*.x`` as ``x``), its
   subject organisation through the apps' ``organisations:`` lists.
 
@@ -73,10 +73,9 @@ class Discovery:
             server = data.conn
             if st is None or not isinstance(server, Server) or not server.certificate_list:
                 return
-            raw = server.sni or (server.address[0] if server.address else None)
-            name = normalise_host(str(raw)) if raw else None
+            name = normalise_host(server.sni) if server.sni else None
             if name is None or name in self._cert_seen or st.matcher.match(name) is not None:
-                return
+                return  # no name asked for (an address is no candidate), seen, or listed
             seen = self._cert_seen
             seen[name] = None
             if len(seen) > MAX_CERT_NAMES:
