@@ -120,7 +120,8 @@ def test_broken_app_file_does_not_make_others_fail(tmp_path: Path) -> None:
     found = problems(tmp_path, APP + "colour: blue\n")
     assert found == [
         "a1.yaml:6: app file: unknown key 'colour' (allowed: carve_outs, category, cidrs, "
-        "completeness, description, domains, extends, id, lists, name, parent, patterns, regimes, "
+        "completeness, description, domains, extends, id, lists, name, organisations, parent, "
+        "patterns, regimes, "
         "vendor)"
     ]
 

@@ -47,18 +47,31 @@ def _cname_answer(question: str, target: str) -> dns.DNSFlow:
 def test_proxy_persists_candidates_and_suggest_writes_a_loadable_file(
     env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    beat = env.addon.journal.on_heartbeat  # what the heartbeat loop calls
+    assert beat is not None
     env.addon.dns_response(_cname_answer("edge.neutral.test", "cdn.watched.test"))
-    env.addon.dns_response(_cname_answer("other.neutral.test", "cdn.watched.test"))  # < 10 min
+    beat(env.clock[0])  # the first evidence is saved at the next heartbeat
+    env.addon.dns_response(_cname_answer("other.neutral.test", "cdn.watched.test"))
+    env.clock[0] += 60
+    beat(env.clock[0])  # < 10 min since the last snapshot: not yet
     configs = [
         e for e in env.events(EventKind.CONFIG) if (e.detail or {}).get("kind") == "candidates"
     ]
     assert len(configs) == 1  # at most one snapshot per interval
     env.clock[0] += 601
+    beat(env.clock[0])
     env.addon.dns_response(_cname_answer("third.neutral.test", "cdn.watched.test"))
+    env.clock[0] += 60
+    beat(env.clock[0])  # too soon again; the stop saves what is left
+    assert env.addon.discovery.save(env.clock[0], final=True)
+    assert not env.addon.discovery.save(env.clock[0] + 1e4, final=True)  # nothing new
     configs = [
         e for e in env.events(EventKind.CONFIG) if (e.detail or {}).get("kind") == "candidates"
     ]
-    assert len(configs) == 2
+    assert len(configs) == 3
+    assert [c["name"] for c in configs[1].detail["candidates"]] == [  # type: ignore[index]
+        "edge.neutral.test", "other.neutral.test"
+    ]  # fmt: skip
     names = {c["name"] for c in configs[-1].detail["candidates"]}  # type: ignore[index]
     assert names == {"edge.neutral.test", "other.neutral.test", "third.neutral.test"}
     assert all("client" not in c for c in configs[-1].detail["candidates"])  # type: ignore[index]

@@ -95,7 +95,16 @@ def bundled_dir() -> Path:
 # app files (their format: catalogue_schema.AppFile)
 
 #: Keys of an app file that belong to the app's own file, not to an extends file.
-_OWN_KEYS = ("id", "name", "vendor", "parent", "category", "regimes", "completeness")
+_OWN_KEYS = (
+    "id",
+    "name",
+    "vendor",
+    "parent",
+    "category",
+    "regimes",
+    "completeness",
+    "organisations",
+)
 
 
 @dataclass
@@ -254,6 +263,7 @@ def _parse_app(
             file=file,
             line=doc.positions.line(()),
             completeness=parsed.completeness or "",
+            organisations=tuple(o.name for o in parsed.organisations or ()),
         )
     )
     for i, d in enumerate(parsed.domains or ()):

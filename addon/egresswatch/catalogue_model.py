@@ -254,6 +254,9 @@ class App:
     patterns: tuple[PatternRule, ...] = ()
     #: How complete the list is believed to be, when it is thin or partial ("" when not said).
     completeness: str = ""
+    #: Subject organisation names (``O=``) of the vendor's certificates: discovery evidence
+    #: (``egresswatch.candidates``), never a rule.
+    organisations: tuple[str, ...] = ()
 
     @property
     def entries(self) -> int:

@@ -50,6 +50,7 @@ __all__ = [
     "EntryCidr",
     "EntryDomain",
     "EntryList",
+    "EntryOrganisation",
     "EntryRegime",
     "RegimesFile",
     "describe_app",
@@ -178,6 +179,15 @@ class EntryCarveOut(_Entry):
     reason: Text
 
 
+class EntryOrganisation(_Entry):
+    """A legal name the vendor's TLS certificates carry as subject organisation (``O=``): a
+    name whose upstream certificate names it becomes a discovery candidate for the app."""
+
+    name: Text = Field(description="As written in the certificate's subject O= attribute.")
+    source: Text = Field(description="Where a certificate with this O= was seen (public).")
+    note: str | None = None
+
+
 LABEL_PATTERN = r"^[a-z0-9*#-]{1,63}$"
 
 
@@ -243,6 +253,11 @@ class AppFile(_Entry):
     carve_outs: list[EntryCarveOut] | None = None
     patterns: list[EntryPattern] | None = None
     cidrs: list[EntryCidr] | None = None
+    organisations: list[EntryOrganisation] | None = Field(
+        None,
+        description="Subject organisation names of the vendor's certificates (discovery "
+        "evidence only: never a rule).",
+    )
 
 
 class EntryRegime(_Entry):
@@ -277,8 +292,15 @@ _SECTIONS: dict[str, tuple[type[BaseModel], str, str]] = {
     "lists": (EntryList, "lists entry", "file"),
     "carve_outs": (EntryCarveOut, "carve-out", "domain"),
     "cidrs": (EntryCidr, "cidr entry", "cidr"),
+    "organisations": (EntryOrganisation, "organisation", "name"),
 }
-_LABEL = {"domains": "domain", "lists": "list", "carve_outs": "carve-out", "cidrs": "cidr"}
+_LABEL = {
+    "domains": "domain",
+    "lists": "list",
+    "carve_outs": "carve-out",
+    "cidrs": "cidr",
+    "organisations": "organisation",
+}
 
 
 def _describe(

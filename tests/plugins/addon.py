@@ -50,7 +50,11 @@ APPS: dict[str, dict[str, Any]] = {
         "domains": [{"domain": "blocked.test"}, {"domain": "xn--bcher-kva.test"}],
         "cidrs": [{"cidr": "192.0.2.0/24", "source": "tests", "confidence": "high"}],
     },
-    "watchy": {"name": "Watchy", "domains": [{"domain": "watched.test"}]},
+    "watchy": {
+        "name": "Watchy",
+        "domains": [{"domain": "watched.test"}],
+        "organisations": [{"name": "Watchy Example Co., Ltd.", "source": "tests"}],
+    },
     "offy": {"name": "Offy", "domains": [{"domain": "off.test"}]},
 }
 

@@ -1,7 +1,8 @@
 """``egresswatch lists suggest``: candidates the proxy collected, as catalogue files to review.
 
 The proxy persists its discovery candidates (``egresswatch.candidates``: names tied to a
-designated app by a CNAME chain) as CONFIG events with ``detail.kind = "candidates"``. This
+designated app by a CNAME chain, an upstream certificate, or a request right after a hit) as
+CONFIG events with ``detail.kind = "candidates"``. This
 command reads those of ``[--since, --until)``, merges them, and writes one ``extends: APP`` file
 per app (``-o DIR``; stdout otherwise): each name ``exact``, ``confidence: low``, its
 ``source`` the observed evidence and its ``note`` what a reviewer should check. Nothing is
@@ -42,8 +43,8 @@ def register_suggest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "suggest",
         help="write the proxy's discovery candidates as catalogue files to review",
         description=(
-            "Read the discovery candidates the proxy recorded (names that resolved through a "
-            "CNAME chain to a designated app) and write one reviewable 'extends: APP' file per "
+            "Read the discovery candidates the proxy recorded (names tied to a designated app "
+            "by a CNAME chain, an upstream certificate, or a request right after a hit) and write one reviewable 'extends: APP' file per "
             "app. Nothing is applied."
         ),
     )

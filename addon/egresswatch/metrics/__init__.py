@@ -102,6 +102,7 @@ class Hook(StrEnum):
     NEXT_LAYER = "next_layer"
     DNS_REQUEST = "dns_request"
     DNS_RESPONSE = "dns_response"
+    TLS_ESTABLISHED_SERVER = "tls_established_server"
 
 
 HOOKS: tuple[str, ...] = tuple(h.value for h in Hook)

@@ -41,6 +41,7 @@ from egresswatch.metrics import Metrics
 from egresswatch.metrics import new_registry
 from egresswatch.proxy import options
 from egresswatch.proxy import state as state_mod
+from egresswatch.proxy.discovery import Discovery
 from egresswatch.proxy.dnswatch import DnsWatch
 from egresswatch.proxy.journal import Journal
 from egresswatch.proxy.layers import PassThrough
@@ -116,7 +117,9 @@ class EgressWatch:
         )
         self.observe = Observe(self.observer)
         self.layers = PassThrough(self.observer)
-        self.dnswatch = DnsWatch(self.observer, candidates=Candidates(clock=clock))
+        self.discovery = Discovery(self.observer, Candidates(clock=clock))
+        self.journal.on_heartbeat = self.discovery.save
+        self.dnswatch = DnsWatch(self.observer, candidates=self.discovery.candidates)
         self.observer.correlator = self.dnswatch.correlate
         self.observer.ech_advertised = self.dnswatch.advertised
         self.reloader = Reloader(lambda: self.observer.state, self._swap, lambda: self.metrics)
@@ -131,6 +134,7 @@ class EgressWatch:
         self.dns_response = self.dnswatch.dns_response
         self.next_layer = self.layers.next_layer
         self.tls_clienthello = self.layers.tls_clienthello
+        self.tls_established_server = self.discovery.tls_established_server
         self.metrics_address: tuple[str, int] | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}  # background loops by option
         self._vitals_task: asyncio.Task[None] | None = None  # liveness beat, systemd watchdog
@@ -500,6 +504,7 @@ class EgressWatch:
         # carries an event queued before the drain below. The stop event goes in before the
         # final checkpoint, which the writer signs after its last flush.
         self.observer.stopping = True
+        self.discovery.save(self._clock(), final=True)
         await self.journal.close(10.0)
         self._writer_options = None
         if self.metrics is not None:

@@ -17,7 +17,8 @@ where DNS passes through the proxy). For each answer:
 * names with an HTTPS record carrying an ``ech`` parameter are remembered (bounded) as
   advertising ECH, one of the evidences ``ech.classify`` takes;
 * neutral names of a chain that reaches a designated name are discovery candidates
-  (:class:`egresswatch.candidates.Candidates`, evidence ``cname``).
+  (:class:`egresswatch.candidates.Candidates`, evidence ``cname``; persisted by
+  ``proxy/discovery.py``).
 
 Hostile answers (forged records off the chain, loops, long chains, huge answer sets, records
 that do not parse) cost at most :data:`MAX_RECORDS` records each and never raise out of the hook.
@@ -26,7 +27,6 @@ that do not parse) cost at most :data:`MAX_RECORDS` records each and never raise
 from __future__ import annotations
 
 import ipaddress
-import math
 import socket
 import time
 from collections import OrderedDict
@@ -38,11 +38,7 @@ from mitmproxy.net.dns import response_codes
 from mitmproxy.net.dns import types as dns_types
 
 from egresswatch.candidates import Candidates
-from egresswatch.candidates import to_detail
-from egresswatch.events import Event
-from egresswatch.events import EventKind
 from egresswatch.events import Signal
-from egresswatch.events import new_event_id
 from egresswatch.metrics import Hook
 from egresswatch.proxy import answers as dns_answers
 from egresswatch.proxy.observe import Observer
@@ -57,8 +53,6 @@ __all__ = ["MAX_ECH_NAMES", "MAX_RECORDS", "DnsWatch", "records"]
 
 #: Answer records read per response (a larger set is cut: no real answer comes near it).
 MAX_RECORDS = 64
-#: Seconds between two persisted snapshots of the discovery candidates.
-CANDIDATES_INTERVAL = 600.0
 #: Names remembered as advertising ECH in an HTTPS record.
 MAX_ECH_NAMES = 10_000
 _TYPES = {dns_types.A: "A", dns_types.AAAA: "AAAA", dns_types.CNAME: "CNAME"}
@@ -108,7 +102,6 @@ class DnsWatch:
         self.candidates = candidates
         self._ech: OrderedDict[str, None] = OrderedDict()
         self._evictions_reported = 0
-        self._candidates_saved = -math.inf
 
     def resize(self, max_entries: int) -> None:
         """A new table size (the option changed): entries are dropped, not migrated."""
@@ -171,7 +164,6 @@ class DnsWatch:
                     if self.candidates is not None and verdict is not None:
                         for neutral in names[: names.index(name)]:
                             self.candidates.note_cname(neutral, verdict.match.app, names)
-                        self._save_candidates()
                     break
         if designated is None:
             for address, _ttl in chain.addresses:
@@ -195,24 +187,6 @@ class DnsWatch:
             if address not in _UNSPECIFIED:  # a block answer's null address
                 self.table.remember(address, resolution, ttl)
         self._report()
-
-    def _save_candidates(self) -> None:
-        """Persist the candidates as a CONFIG event (``detail.kind = "candidates"``), at most
-        every :data:`CANDIDATES_INTERVAL` seconds, when new evidence arrives."""
-        obs, cands = self.observer, self.candidates
-        now = obs.clock()
-        if cands is None or now - self._candidates_saved < CANDIDATES_INTERVAL:
-            return
-        self._candidates_saved = now
-        obs.emit(
-            Event(
-                ts=now,
-                kind=EventKind.CONFIG,
-                instance=obs.settings.instance,
-                event_id=new_event_id(),
-                detail=to_detail(cands.snapshot()),
-            )
-        )
 
     def _remember_ech(self, name: str) -> None:
         seen = self._ech

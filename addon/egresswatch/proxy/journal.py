@@ -1,5 +1,6 @@
 """The addon's record of itself: lifecycle and configuration events, and the housekeeping a
-heartbeat does (heartbeat events, pruning old events, policy-exception expiry).
+heartbeat does (heartbeat events, pruning old events, policy-exception expiry, and whatever
+``on_heartbeat`` adds: the discovery candidates' snapshot).
 
 Events go to the :class:`~egresswatch.writer.EventWriter` once it runs, and wait in a list
 until then (the configuration events of the start-up load come before the ``start`` event).
@@ -46,6 +47,8 @@ class Journal:
         self._pending: list[Event] = []  # events produced before the writer starts
         self._last_exc_check: datetime | None = None
         self._last_prune = 0.0
+        #: More housekeeping for each heartbeat (the addon's: saving the discovery candidates).
+        self.on_heartbeat: Callable[[float], object] | None = None
 
     # -- events -------------------------------------------------------------------------------
 
@@ -113,6 +116,8 @@ class Journal:
                 self.check_exceptions(now)
                 self.emit(self.event(EventKind.HEARTBEAT, now))
                 self.prune(now, retention_days())
+                if self.on_heartbeat is not None:
+                    self.on_heartbeat(now)
             except Exception:
                 logger.exception("egresswatch: heartbeat failed")
 

@@ -34,6 +34,7 @@ from mitmproxy.connection import Client
 from mitmproxy.proxy import server_hooks
 
 from egresswatch import hostnames
+from egresswatch.candidates import Candidates
 from egresswatch.catalogue_model import DomainRule
 from egresswatch.categories import HTTPDNS_TAG
 from egresswatch.events import Action
@@ -164,6 +165,9 @@ class Observer:
         self.correlator: Callable[[object, Client, str], Verdict | None] | None = None
         #: Whether DNS answers advertised an ECH configuration for a name (``DnsWatch``).
         self.ech_advertised: Callable[[str], bool] = _never
+        #: Discovery candidates (``proxy/discovery.py``): each hit and each name that matches
+        #: nothing is noted under an opaque per-client key (follows-a-hit evidence).
+        self.candidates: Candidates | None = None
 
     # -- per-connection state ---------------------------------------------------------------
 
@@ -239,6 +243,12 @@ class Observer:
             if hostnames.normalise_host(raw) is None:
                 m.invalid_name(signal)
                 return None
+            cands = self.candidates
+            if cands is not None:
+                addr = client.peername
+                # One dict lookup unless this client hit a designated app lately.
+                if addr and (key := hash(addr[0])) in cands.recent:
+                    cands.note_unmatched(key, raw)
             if st.categories.resolvers:
                 return evasion.encrypted_dns(self, st, raw, signal, client, port, user)
             return None
@@ -279,6 +289,9 @@ class Observer:
         if not conn.identity_known:
             conn.identity = self.settings.identity.of(client_ip) if client_ip else None
             conn.identity_known = True
+        cands = self.candidates
+        if cands is not None and peer is not None:
+            cands.note_hit(hash(peer), match.app)  # the process-salted hash: an opaque key
         self.emit(
             Event(
                 ts=now,
