@@ -6,15 +6,14 @@ from __future__ import annotations
 import time
 
 import pytest
-from hypothesis import given
-from hypothesis import settings
-from hypothesis import strategies as st
-
 from egresswatch.altsvc import MAX_ALTERNATIVES
 from egresswatch.altsvc import MAX_FIELD
 from egresswatch.altsvc import examine
 from egresswatch.altsvc import is_quic
 from egresswatch.altsvc import parse
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 
 def test_parse_alternatives_authorities_and_parameters() -> None:
@@ -42,7 +41,7 @@ def test_percent_encoded_protocol_id_is_decoded() -> None:
 
 def test_clear_and_empty_list_elements() -> None:
     assert parse("clear").clear
-    assert parse(' clear ').clear
+    assert parse(" clear ").clear
     assert [a.protocol for a in parse(', ,h2=":443",,').alternatives] == ["h2"]
     assert parse(" , ").malformed == "empty"
 
@@ -129,9 +128,9 @@ def test_too_many_alternatives() -> None:
 
 def test_reported_quic_ids_are_bounded() -> None:
     many = ", ".join(f'h3-{i}=":443"' for i in range(40))
-    got = examine([many, 'h3-' + "x" * 200 + '=":443"'])
+    got = examine([many, "h3-" + "x" * 200 + '=":443"'])
     assert len(got.quic) == 8 and got.kept == ()
-    long_id = examine(['h3-' + "x" * 200 + '=":443"']).quic[0]
+    long_id = examine(["h3-" + "x" * 200 + '=":443"']).quic[0]
     assert len(long_id) == 32
 
 
