@@ -69,9 +69,7 @@ class Signal(StrEnum):
 
 #: Signals that are not hits on a designated app: counted by their own metrics, not in
 #: ``egresswatch_hits_total``.
-EVASION_SIGNALS: frozenset[Signal] = frozenset(
-    {Signal.ENCRYPTED_DNS, Signal.ECH, Signal.ALT_SVC}
-)
+EVASION_SIGNALS: frozenset[Signal] = frozenset({Signal.ENCRYPTED_DNS, Signal.ECH, Signal.ALT_SVC})
 
 
 class EventKind(StrEnum):
