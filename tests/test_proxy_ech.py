@@ -191,15 +191,18 @@ def test_policy_refuses_hidden_ech_but_not_grease(front: Env) -> None:
 SCOPED = "ech:\n  action: block\n  scope: designated\n"
 
 
-def _refused_via_clienthello(env: Env, sni: str, mode: str = "transparent") -> bool:
-    """Send a ClientHello with an ECH extension through both hooks; whether it was refused."""
+def _refused_via_clienthello(
+    env: Env, sni: str, mode: str = "transparent", server: str = "198.51.100.7"
+) -> bool:
+    """Send a ClientHello with an ECH extension through both hooks (``server``: the
+    destination, a name the client asked for in socks5 mode); whether it was refused."""
     c = client(mode)
     hello = client_hello(sni, outer_extension())
-    env.layers.next_layer(next_layer_of(env, c, [hello]))
+    env.layers.next_layer(next_layer_of(env, c, [hello], server=server))
     ch = parse_client_hello(hello)
     assert ch is not None
     ctx = Context(c, env.tctx.options)
-    ctx.server = Server(address=("198.51.100.7", 443))
+    ctx.server = Server(address=(server, 443))
     data = ClientHelloData(ctx, ch)
     env.layers.tls_clienthello(data)
     return env.refused(c)
@@ -249,16 +252,7 @@ def test_scope_designated_refuses_an_outer_name_the_catalogue_designates(front: 
     """Hidden because the client asked for another name; the outer name is watchy's."""
     front.policy.write_text(POLICY + SCOPED)
     front.addon.reload()
-    c = client("socks5")
-    hello = client_hello("edge.watched.test", outer_extension())
-    front.layers.next_layer(next_layer_of(front, c, [hello], server="inner.example.net"))
-    ch = parse_client_hello(hello)
-    assert ch is not None
-    ctx = Context(c, front.tctx.options)
-    ctx.server = Server(address=("inner.example.net", 443))
-    data = ClientHelloData(ctx, ch)
-    front.layers.tls_clienthello(data)
-    assert front.refused(c)
+    assert _refused_via_clienthello(front, "edge.watched.test", "socks5", "inner.example.net")
     (ev,) = [e for e in front.events() if e.signal == "ech"]
     assert ev.action == "blocked" and ev.detail is not None
     assert ev.detail["designated_vendor"] is True
