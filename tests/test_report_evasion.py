@@ -47,7 +47,7 @@ def test_evasion_rows_seen_blocked_and_kept_out_of_the_apps() -> None:
         ("ech", "cloudflare-ech.com", "monitor"): 1,
     }
     md = render_markdown(r)
-    assert "## Evasion: encrypted DNS and hidden ECH" in md
+    assert "## Evasion: encrypted DNS, hidden ECH and HTTP/3 advertisements" in md
     assert "4 evasion events recorded in the period, 1 of them blocked." in md
     assert "| encrypted DNS | google-dns | monitor | 2 | 1 |" in md  # clients: a lower bound
     assert "Still blind" in md
