@@ -115,7 +115,7 @@ def test_dashboard_queries_use_only_exported_metrics() -> None:
     registry = CollectorRegistry()
     m = Metrics(registry)
     m.prepare({"tiktok": []})
-    m.prepare_evasion(["google-dns"], ["tiktok"])  # as every catalogue load does
+    m.prepare_evasion(["google-dns"], ["tiktok"], ["tiktok"])  # as every catalogue load does
     m.exceptions(1, 1.0)
     exported = {fam.name for fam in registry.collect()} | {
         s.name for fam in registry.collect() for s in fam.samples

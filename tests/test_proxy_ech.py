@@ -184,3 +184,75 @@ def test_policy_refuses_hidden_ech_but_not_grease(front: Env) -> None:
     nl2 = next_layer_of(front, c2, [client_hello("www.example.org", outer_extension())])
     front.layers.next_layer(nl2)
     assert nl2.layer is not None and not front.refused(c2)  # GREASE passes
+
+
+# -- the ech scope: designated vendors' client-facing names -------------------------------------
+
+SCOPED = "ech:\n  action: block\n  scope: designated\n"
+
+
+def _refused_via_clienthello(
+    env: Env, sni: str, mode: str = "transparent", server: str = "198.51.100.7"
+) -> bool:
+    """Send a ClientHello with an ECH extension through both hooks (``server``: the
+    destination, a name the client asked for in socks5 mode); whether it was refused."""
+    c = client(mode)
+    hello = client_hello(sni, outer_extension())
+    env.layers.next_layer(next_layer_of(env, c, [hello], server=server))
+    ch = parse_client_hello(hello)
+    assert ch is not None
+    ctx = Context(c, env.tctx.options)
+    ctx.server = Server(address=(server, 443))
+    data = ClientHelloData(ctx, ch)
+    env.layers.tls_clienthello(data)
+    return env.refused(c)
+
+
+def test_scope_designated_monitors_a_neutral_front_end(front: Env) -> None:
+    """Cloudflare-like shared front end of no designated vendor: recorded, not refused."""
+    front.policy.write_text(POLICY + SCOPED)
+    front.addon.reload()
+    assert not _refused_via_clienthello(front, "ech-front.test")
+    assert ech_count(front, "hidden", "monitor") == 1 and ech_count(front, "hidden", "blocked") == 0
+    (ev,) = [e for e in front.events() if e.signal == "ech"]
+    assert ev.action == "monitor" and ev.detail is not None
+    assert "designated_vendor" not in ev.detail
+
+
+def test_scope_everywhere_still_refuses_the_neutral_front_end(front: Env) -> None:
+    front.policy.write_text(POLICY + "ech:\n  action: block\n  scope: everywhere\n")
+    front.addon.reload()
+    assert _refused_via_clienthello(front, "ech-front.test")
+    assert ech_count(front, "hidden", "blocked") == 1
+
+
+def test_scope_designated_refuses_a_designated_vendors_front_end(front: Env) -> None:
+    """An ECH front-end file naming a designated app's vendor: its public name is in scope."""
+    vendor_front = {
+        **FRONT,
+        "id": "testvendor-ech",
+        "name": "Test Vendor ECH",
+        "vendor": "  test vendor ",  # compared without case and surrounding space
+        "domains": [
+            {"domain": "ech.tv-front.test", "match": "exact", "source": "t", "confidence": "high"}
+        ],
+    }
+    _write(front.cat_dir / "ech" / "testvendor-ech.yaml", vendor_front)
+    front.policy.write_text(POLICY + SCOPED)
+    front.addon.reload()
+    assert _refused_via_clienthello(front, "ech.tv-front.test")
+    (ev,) = [e for e in front.events() if e.signal == "ech"]
+    assert ev.action == "blocked" and ev.detail is not None
+    assert ev.detail["designated_vendor"] is True and ev.detail["frontend"] == "testvendor-ech"
+    # the neutral front end next to it is still only monitored
+    assert not _refused_via_clienthello(front, "ech-front.test")
+
+
+def test_scope_designated_refuses_an_outer_name_the_catalogue_designates(front: Env) -> None:
+    """Hidden because the client asked for another name; the outer name is watchy's."""
+    front.policy.write_text(POLICY + SCOPED)
+    front.addon.reload()
+    assert _refused_via_clienthello(front, "edge.watched.test", "socks5", "inner.example.net")
+    (ev,) = [e for e in front.events() if e.signal == "ech"]
+    assert ev.action == "blocked" and ev.detail is not None
+    assert ev.detail["designated_vendor"] is True

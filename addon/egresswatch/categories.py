@@ -37,6 +37,7 @@ __all__ = [
     "TLS_PORTS",
     "Categories",
     "category_dirs",
+    "designated_frontend",
     "httpdns_apps",
     "is_httpdns",
     "load_categories",
@@ -108,6 +109,21 @@ def load_categories(dirs: Sequence[Path], old: Categories | None = None) -> Cate
     public = frozenset(r.domain for a in fronts for r in a.rules)
     return Categories(
         cat, Matcher.from_catalogue(cat), resolvers, public, frozenset(a.id for a in fronts)
+    )
+
+
+def designated_frontend(categories: Categories, catalogue: Catalogue, frontend: str) -> bool:
+    """Whether the ECH front end ``frontend`` (an ``ech-frontend`` id) is a designated app's
+    vendor's: its file names the same ``vendor`` as a designated app (compared ignoring case
+    and surrounding space). The bundled front ends (Cloudflare) belong to no designated vendor;
+    an operator lists a vendor's own client-facing names in such a file."""
+    cats = categories.catalogue
+    app = cats.apps.get(frontend) if cats is not None else None
+    if app is None or frontend not in categories.frontends:
+        return False
+    vendor = app.vendor.strip().casefold()
+    return bool(vendor) and any(
+        a.vendor.strip().casefold() == vendor for a in catalogue.apps.values()
     )
 
 

@@ -62,11 +62,14 @@ class Signal(StrEnum):
     ENCRYPTED_DNS = "encrypted_dns"
     #: An Encrypted ClientHello that hides the real name (``detail.public_name``).
     ECH = "ech"
+    #: An ``Alt-Svc`` response header advertising HTTP/3 for a designated name (``detail.app``,
+    #: ``detail.advertised``, ``detail.stripped``): once per connection and host.
+    ALT_SVC = "alt_svc"
 
 
 #: Signals that are not hits on a designated app: counted by their own metrics, not in
 #: ``egresswatch_hits_total``.
-EVASION_SIGNALS: frozenset[Signal] = frozenset({Signal.ENCRYPTED_DNS, Signal.ECH})
+EVASION_SIGNALS: frozenset[Signal] = frozenset({Signal.ENCRYPTED_DNS, Signal.ECH, Signal.ALT_SVC})
 
 
 class EventKind(StrEnum):

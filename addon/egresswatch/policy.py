@@ -68,6 +68,8 @@ from egresswatch.policy_schema import RULE_APP
 from egresswatch.policy_schema import RULE_DEFAULT
 from egresswatch.policy_schema import RULE_LABELS
 from egresswatch.policy_schema import UNKNOWN
+from egresswatch.policy_schema import AltSvcMode
+from egresswatch.policy_schema import EchScope
 from egresswatch.policy_schema import Mode
 from egresswatch.policy_schema import PolicyFile
 from egresswatch.policy_schema import describe
@@ -87,7 +89,9 @@ __all__ = [
     "OTHER",
     "RULE_LABELS",
     "UNKNOWN",
+    "AltSvcMode",
     "CatalogueLike",
+    "EchScope",
     "MAX_DEPARTMENTS",
     "Decision",
     "Department",
@@ -199,6 +203,8 @@ class Policy:
         contact: str | None = None,
         encrypted_dns: Mode = Mode.MONITOR,
         ech: Mode = Mode.MONITOR,
+        ech_scope: EchScope = EchScope.EVERYWHERE,
+        alt_svc: AltSvcMode = AltSvcMode.COUNT,
         departments: Sequence[Department] = (),
         exceptions: Sequence[ExceptionRule] = (),
         version: str = BUILTIN_VERSION,
@@ -214,6 +220,10 @@ class Policy:
         #: What to do with an encrypted-DNS bypass and with a hidden (real) ECH name.
         self.encrypted_dns = Mode(encrypted_dns)
         self.ech = Mode(ech)
+        #: Where ``ech`` applies: everywhere, or designated vendors' client-facing names only.
+        self.ech_scope = EchScope(ech_scope)
+        #: What to do with an ``Alt-Svc`` advertising HTTP/3 for a designated name.
+        self.alt_svc = AltSvcMode(alt_svc)
         self.version = version
         self.file = file
         self.exceptions: tuple[ExceptionRule, ...] = tuple(exceptions)
@@ -355,6 +365,23 @@ class Policy:
             action = Action.MONITOR
         return Decision(action, EVASION_LABEL, None, department)
 
+    def ech_mode(self, designated: bool) -> Mode:
+        """The ``ech`` action for a hidden name behind a public name that is (``designated``) or
+        is not a designated vendor's client-facing name: with ``scope: designated`` a block
+        applies only to the former; the others are monitored."""
+        if self.ech is Mode.BLOCK and self.ech_scope is EchScope.DESIGNATED and not designated:
+            return Mode.MONITOR
+        return self.ech
+
+    def decide_alt_svc(self, client_ip: str | None) -> Decision | None:
+        """The decision for an ``Alt-Svc`` advertising HTTP/3 for a designated name: None when
+        ``off``; ``count`` is monitor, ``strip`` is blocked (the alternatives are removed), or
+        ``would_block`` under ``dry_run`` (the header is left as it is)."""
+        if self.alt_svc is AltSvcMode.OFF:
+            return None
+        mode = Mode.BLOCK if self.alt_svc is AltSvcMode.STRIP else Mode.MONITOR
+        return self.decide_evasion(mode, client_ip)
+
     def _exception_for(
         self, apps: Iterable[str], address: IPAddress | None, user: str | None, now: datetime
     ) -> ExceptionRule | None:
@@ -481,7 +508,9 @@ def load_policy(path: str | Path | None, catalogue: CatalogueLike) -> Policy:
         app_rules=parsed.apps,
         contact=parsed.contact,
         encrypted_dns=parsed.encrypted_dns,
-        ech=parsed.ech,
+        ech=parsed.ech.action,
+        ech_scope=parsed.ech.scope,
+        alt_svc=parsed.alt_svc,
         departments=[Department(d.name, tuple(d.cidrs)) for d in parsed.departments or ()],
         exceptions=[
             ExceptionRule(

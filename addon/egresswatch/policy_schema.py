@@ -46,6 +46,9 @@ from .yamlpos import lookup
 
 __all__ = [
     "DRY_RUN",
+    "AltSvcMode",
+    "EchScope",
+    "EntryEch",
     "MODE_LABELS",
     "OTHER",
     "RESERVED_DEPARTMENTS",
@@ -68,6 +71,24 @@ class Mode(StrEnum):
     MONITOR = "monitor"
     BLOCK = "block"
     OFF = "off"
+
+
+class AltSvcMode(StrEnum):
+    """What to do with an ``Alt-Svc`` response header that advertises HTTP/3 for a designated
+    name (seen where the proxy decrypts): ``count`` records it, ``strip`` also removes the
+    HTTP/3 alternatives, ``off`` ignores it."""
+
+    COUNT = "count"
+    STRIP = "strip"
+    OFF = "off"
+
+
+class EchScope(StrEnum):
+    """Where the ``ech`` action applies: every hidden-ECH connection, or only those whose public
+    (outer) name is a designated vendor's client-facing name."""
+
+    EVERYWHERE = "everywhere"
+    DESIGNATED = "designated"
 
 
 #: Per-app mode of a ``block`` staged by ``dry_run`` (``Policy.modes``).
@@ -236,6 +257,27 @@ class EntryException(_Entry):
         return self
 
 
+class EntryEch(_Entry):
+    """The ``ech`` key in its long form (the short form ``ech: block`` is ``{action: block}``)."""
+
+    action: Mode = Field(
+        Mode.MONITOR,
+        description="Encrypted ClientHello that hides the real name: monitor, block (refuse the "
+        "connection) or off.",
+    )
+    scope: EchScope = Field(
+        EchScope.EVERYWHERE,
+        description="everywhere, or designated: block only where the public (outer) name is a "
+        "designated name of the catalogue or an ECH front end of a designated app's vendor "
+        "(elsewhere a hidden name is monitored).",
+    )
+
+
+def _ech_short(value: object) -> object:
+    """``ech: block`` is ``ech: {action: block}``."""
+    return {"action": value} if isinstance(value, str) else value
+
+
 class PolicyFile(_Entry):
     """A policy file: what to do with a hit, per regime and per app."""
 
@@ -260,10 +302,18 @@ class PolicyFile(_Entry):
         description="Connections to public encrypted-DNS resolvers (DoH/DoT/DoQ): monitor, "
         "block or off.",
     )
-    ech: Mode = Field(
-        Mode.MONITOR,
+    ech: Annotated[
+        EntryEch, BeforeValidator(_ech_short, json_schema_input_type=Mode | EntryEch)
+    ] = Field(
+        EntryEch(action=Mode.MONITOR, scope=EchScope.EVERYWHERE),
         description="Encrypted ClientHello that hides the real name: monitor, block (refuse "
-        "the connection) or off.",
+        "the connection) or off; or {action: ..., scope: everywhere | designated}.",
+    )
+    alt_svc: AltSvcMode = Field(
+        AltSvcMode.COUNT,
+        description="Alt-Svc response headers advertising HTTP/3 for a designated name (where "
+        "the proxy decrypts): count, strip (remove the HTTP/3 alternatives, so clients stay on "
+        "the inspected TCP path) or off.",
     )
     contact: Text | None = Field(None, description="Who to ask, shown on the block page.")
     departments: list[EntryDepartment] | None = Field(
@@ -331,6 +381,19 @@ def _label(loc: YamlPath, doc: YamlDoc) -> str:
     return str(loc[0]) if loc else "policy"
 
 
+def _evasion_message(loc: YamlPath, kind: str, value: object) -> str:
+    """The message of a bad ``alt_svc`` or ``ech`` value."""
+    if loc[0] == "alt_svc":
+        return f"alt_svc: {value!r} is not a setting (count, strip or off)"
+    if kind == "extra_forbidden":
+        return f"ech: unknown key {loc[-1]!r} (known: action, scope)"
+    if kind == "model_type":
+        return "ech must be an action (monitor, block or off) or a mapping (action, scope)"
+    if loc[-1] == "scope":
+        return f"ech.scope: {value!r} is not a scope (everywhere or designated)"
+    return f"ech: {value!r} is not an action (monitor, block or off)"
+
+
 def describe(loc: YamlPath, kind: str, err: dict[str, Any], doc: YamlDoc) -> str | None:
     """The message of one validation error of a policy file."""
     value = err.get("input")
@@ -346,6 +409,8 @@ def describe(loc: YamlPath, kind: str, err: dict[str, Any], doc: YamlDoc) -> str
         return f"{label}: {message}"
     if not loc:
         return "policy must be a mapping"
+    if loc[0] in ("alt_svc", "ech") and kind in ("enum", "extra_forbidden", "model_type"):
+        return _evasion_message(loc, kind, value)
     if kind == "extra_forbidden":
         model: type[BaseModel] = PolicyFile
         if in_entry:

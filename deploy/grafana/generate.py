@@ -166,7 +166,7 @@ def build_dashboard() -> dict[str, Any]:
                 q(f"sum by (signal) (rate({rate}[$__rate_interval]))", "{{signal}}"),
             ).span(12)
         )
-        .with_row(dashboard.Row("Evasion: encrypted DNS, ECH, HTTPDNS, DNS attribution"))
+        .with_row(dashboard.Row("Evasion: encrypted DNS, ECH, Alt-Svc, HTTPDNS, DNS attribution"))
         .with_panel(
             ts_panel(
                 "Encrypted-DNS bypass by resolver",
@@ -189,6 +189,19 @@ def build_dashboard() -> dict[str, Any]:
                 q(
                     f"sum by (verdict, action) (increase(egresswatch_ech_total{{{SEL}}}[$__interval]))",
                     "{{verdict}} {{action}}",
+                ),
+            ).span(12)
+        )
+        .with_panel(
+            ts_panel(
+                "HTTP/3 advertised (Alt-Svc) by app",
+                "Decrypted responses for a designated app whose Alt-Svc header invited the client "
+                "to QUIC, once per connection and host. blocked: the HTTP/3 alternatives were "
+                "stripped (policy alt_svc: strip); monitor: left in place.",
+                "short",
+                q(
+                    f"sum by (app, action) (increase(egresswatch_alt_svc_total{{{SEL}}}[$__interval]))",
+                    "{{app}} {{action}}",
                 ),
             ).span(12)
         )

@@ -3,7 +3,8 @@
 Three servers, each behind a counting TCP relay so a test can prove that a blocked connection
 never reached the server (``connections`` and ``bytes_in`` are counted at the relay, before TLS):
 
-- ``http``: plain HTTP/1.1 echo (keep-alive); the body is JSON naming the Host header and path;
+- ``http``: plain HTTP/1.1 echo (keep-alive); the body is JSON naming the Host header and path
+  (a path under ``/alt-svc`` also gets an ``Alt-Svc`` header advertising h3 and h2);
 - ``tls``: the same echo over TLS, with a certificate issued by a test CA for the designated test
   names, so a client verifying against that CA succeeds only if the proxy passes TLS through;
 - ``ws``: a WebSocket echo server (the ``websockets`` library);
@@ -38,6 +39,9 @@ from cryptography.x509.oid import NameOID
 
 #: The servers: HTTP echo, TLS echo, WebSocket echo, and a sink answering a TLS alert to anything.
 SERVERS = ("http", "tls", "ws", "sink")
+#: What the echo servers add to a response for a path under ``/alt-svc`` (tests of the Alt-Svc
+#: signal): HTTP/3 and HTTP/2 alternatives.
+ALT_SVC_HEADER = b'alt-svc: h3=":443"; ma=86400, h2=":443"\r\n'
 #: Names the test certificate is valid for (the designated test names, plus a neutral one).
 TEST_NAMES: tuple[str, ...] = (
     "www.tiktok.com",
@@ -308,6 +312,7 @@ class Upstreams:
                     close = headers.get("connection", "").lower() == "close"
                     writer.write(
                         b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                        + (ALT_SVC_HEADER if target.startswith("/alt-svc") else b"")
                         + f"content-length: {len(body)}\r\n".encode()
                         + (b"connection: close\r\n" if close else b"")
                         + b"\r\n"

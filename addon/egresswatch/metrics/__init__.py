@@ -103,6 +103,7 @@ class Hook(StrEnum):
     DNS_REQUEST = "dns_request"
     DNS_RESPONSE = "dns_response"
     TLS_ESTABLISHED_SERVER = "tls_established_server"
+    RESPONSEHEADERS = "responseheaders"
 
 
 HOOKS: tuple[str, ...] = tuple(h.value for h in Hook)
@@ -290,6 +291,15 @@ class Metrics:
             namespace=NAMESPACE,
             registry=reg,
         )
+        self._alt_svc = Counter(
+            "alt_svc",
+            "Alt-Svc response headers advertising HTTP/3 for a designated name, once per "
+            "connection and host, by app and action (blocked: the HTTP/3 alternatives stripped).",
+            ["app", "action"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._alt_svc_apps: set[str] = set()
         self._resolutions = Gauge(
             "dns_resolutions",
             "Addresses of designated names remembered from DNS answers (the correlation table).",
@@ -436,13 +446,17 @@ class Metrics:
 
     # -- evasion -----------------------------------------------------------------------------
 
-    def prepare_evasion(self, resolvers: Sequence[str], httpdns_apps: Sequence[str]) -> None:
-        """Create the encrypted-DNS series of every resolver and the HTTPDNS series of every app
-        with an ``httpdns`` entry at 0; drop those no longer present (call on each load)."""
+    def prepare_evasion(
+        self, resolvers: Sequence[str], httpdns_apps: Sequence[str], apps: Sequence[str] = ()
+    ) -> None:
+        """Create the encrypted-DNS series of every resolver, the HTTPDNS series of every app
+        with an ``httpdns`` entry and the Alt-Svc series of every app at 0; drop those no
+        longer present (call on each load)."""
         with self._lock:
             for counter, known, wanted in (
                 (self._encrypted_dns, self._evasion_resolvers, set(resolvers)),
                 (self._httpdns, self._evasion_apps, set(httpdns_apps)),
+                (self._alt_svc, self._alt_svc_apps, set(apps)),
             ):
                 for gone in known - wanted:
                     for action in ACTIONS:
@@ -460,6 +474,10 @@ class Metrics:
     def httpdns(self, app: str, action: str) -> None:
         """Count one hit on an app's built-in DNS-over-HTTP service."""
         self._httpdns.labels(app, str(action)).inc()
+
+    def alt_svc(self, app: str, action: str) -> None:
+        """Count one HTTP/3 advertisement (Alt-Svc) for a designated app's name."""
+        self._alt_svc.labels(app, str(action)).inc()
 
     def ech(self, verdict: str, action: str = Action.MONITOR) -> None:
         """Count one ClientHello with an ECH extension (``verdict`` from ``ech.classify``)."""

@@ -41,6 +41,7 @@ from egresswatch.metrics import Metrics
 from egresswatch.metrics import new_registry
 from egresswatch.proxy import options
 from egresswatch.proxy import state as state_mod
+from egresswatch.proxy.altsvc import AltSvcWatch
 from egresswatch.proxy.discovery import Discovery
 from egresswatch.proxy.dnswatch import DnsWatch
 from egresswatch.proxy.journal import Journal
@@ -117,6 +118,7 @@ class EgressWatch:
         )
         self.observe = Observe(self.observer)
         self.layers = PassThrough(self.observer)
+        self.altsvc = AltSvcWatch(self.observer)
         self.discovery = Discovery(self.observer, Candidates(clock=clock))
         self.journal.on_heartbeat = self.discovery.save
         self.dnswatch = DnsWatch(self.observer, candidates=self.discovery.candidates)
@@ -130,6 +132,7 @@ class EgressWatch:
         self.http_connect = self.observe.http_connect
         self.server_connect = self.observe.server_connect
         self.requestheaders = self.observe.requestheaders
+        self.responseheaders = self.altsvc.responseheaders
         self.dns_request = self.observe.dns_request
         self.dns_response = self.dnswatch.dns_response
         self.next_layer = self.layers.next_layer
@@ -308,7 +311,9 @@ class EgressWatch:
         pol_changed = old is None or old.policy.version != new.policy.version
         if m is not None:
             m.prepare(new.catalogue.app_regimes(), new.policy.departments)
-            m.prepare_evasion(new.categories.resolvers, httpdns_apps(new.catalogue))
+            m.prepare_evasion(
+                new.categories.resolvers, httpdns_apps(new.catalogue), tuple(new.catalogue.apps)
+            )
             # Any successful load clears a failure, even one back to identical content.
             m.reload_succeeded(now)
             if cat_changed:

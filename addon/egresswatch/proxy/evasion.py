@@ -23,6 +23,7 @@ from egresswatch import hostnames
 from egresswatch.catalogue_model import DomainRule
 from egresswatch.categories import ENCRYPTED_DNS
 from egresswatch.categories import TLS_PORTS
+from egresswatch.categories import designated_frontend
 from egresswatch.ech import ECH_EXTENSION
 from egresswatch.ech import classify
 from egresswatch.events import Event
@@ -179,6 +180,15 @@ def _asked(context: Context) -> str | None:
     return server[0].rstrip(".").lower()
 
 
+def _designated_outer(st: State, outer: str, frontend: str | None) -> bool:
+    """Whether an ECH public name is a designated vendor's client-facing name (the policy's
+    ``ech: {scope: designated}``): a name the catalogue designates, or a name of an ECH front
+    end whose vendor is a designated app's (``categories.designated_frontend``)."""
+    if st.matcher.match(outer) is not None:
+        return True
+    return frontend is not None and designated_frontend(st.categories, st.catalogue, frontend)
+
+
 def ech(
     obs: Observer, st: State, hello: ClientHello, context: Context, *, count: bool = True
 ) -> Verdict | None:
@@ -214,10 +224,11 @@ def ech(
         return None
     peer = client.peername[0] if client.peername else None
     client_ip = str(peer) if peer is not None else None
-    decision = st.policy.decide_evasion(st.policy.ech, client_ip)
+    found = st.categories.matcher.match(outer) if st.categories.matcher is not None else None
+    designated = _designated_outer(st, outer, found.app if found is not None else None)
+    decision = st.policy.decide_evasion(st.policy.ech_mode(designated), client_ip)
     if decision is None:
         return None
-    found = st.categories.matcher.match(outer) if st.categories.matcher is not None else None
     frontend = found.app if found is not None else ECH_KEY
     rule = DomainRule(outer, "exact", frontend, "ech.classify", "high", ("ech",), "", (), "", 0)
     match = Match(outer, frontend, (frontend,), rule, ())
@@ -233,6 +244,8 @@ def ech(
     }
     if found is not None:
         detail["frontend"] = found.app
+    if designated:
+        detail["designated_vendor"] = True
     if asked:
         detail["asked"] = asked
     obs.emit(evasion_event(obs, verdict, Signal.ECH, client_ip, conn.user, detail))

@@ -292,7 +292,7 @@ def _start_findings(
         "clients": (("client",), top_n, False),
         "hosts": (("host",), top_n, False),
         # evasion events (no app): read by report/evasion.py
-        "evasion": (("app", "host", "action"), None, True),
+        "evasion": (("app", "regime", "host", "action"), None, True),
     }
     return {
         name: pool.submit(store.summarise, start, end, by, top=top, clients=clients)
@@ -383,7 +383,16 @@ def _findings(
         daily=tuple(DailyRow(day, app, n) for (day, app), n in sorted(daily.items())),
         instances=tuple(sorted(instances)),
         evasion=tuple(
-            (s.key[0], s.key[1], s.key[2], s.events, s.distinct_clients, s.first_seen, s.last_seen)
+            (
+                s.key[0],
+                s.key[1],
+                s.key[2],
+                s.key[3],
+                s.events,
+                s.distinct_clients,
+                s.first_seen,
+                s.last_seen,
+            )
             for s in pending["evasion"].result()
             if not s.key[0]
         ),

@@ -1,19 +1,26 @@
-"""The report's evasion section: encrypted-DNS bypass and hidden ECH, seen and blocked.
+"""The report's evasion section: encrypted-DNS bypass, hidden ECH and HTTP/3 advertisements
+(Alt-Svc), seen and blocked (stripped).
 
-Evasion events (signals ``encrypted_dns`` and ``ech``, ``proxy/evasion.py``) are HIT rows with
-no app, so the daily rollups hold them under app ``""`` with their host: the resolver's name or
-address, or the ECH outer public name. :func:`evasion_rows` reads them from one grouped query
-(``store.summarise`` by app, host, action: a few rows) and sorts each host into its kind with the
-bundled categories (a resolver's name or address is encrypted DNS; any other host is the public
-name of a hidden ECH connection). The app-attributed signals (``cname``, ``dns_correlated``, app
+Evasion events (signals ``encrypted_dns``, ``ech``, ``alt_svc``; ``proxy/evasion.py``,
+``proxy/altsvc.py``) are HIT rows with no app, so the daily rollups hold them under app ``""``
+with their host: the resolver's name or address, the ECH outer public name, or the designated
+name whose response advertised HTTP/3. :func:`evasion_rows` reads them from one grouped query
+(``store.summarise`` by app, regime, host, action: a few rows). An Alt-Svc event records the
+policy key that decided it (``decided_by`` ``policy``, ``decided_id`` ``alt_svc``), which the
+rollups keep as its ``regime``; the others are sorted into their kind with the bundled
+categories (a resolver's name or address is encrypted DNS; any other host is the public name of
+a hidden ECH connection). The app-attributed signals (``cname``, ``dns_correlated``, app
 HTTPDNS) are the apps' own hits, in the totals; the rollups do not keep the signal, so the
 section names them and points to the metrics and the event store.
 
 >>> from egresswatch.categories import Categories
->>> rows = evasion_rows([("", "dns.google", "blocked", 3, 1, 0.0, 1.0)],
+>>> rows = evasion_rows([("", "", "dns.google", "blocked", 3, 1, 0.0, 1.0)],
 ...                     Categories(), resolver_of=lambda h: "google-dns")
 >>> rows[0].kind, rows[0].name, rows[0].blocked
 ('encrypted_dns', 'google-dns', True)
+>>> evasion_table(evasion_rows([("", "alt_svc", "www.app.test", "blocked", 2, 1, 0.0, 1.0)],
+...                            Categories()))
+[('HTTP/3 advertised (Alt-Svc)', 'www.app.test', 'stripped', 2, 1)]
 """
 
 from __future__ import annotations
@@ -42,8 +49,22 @@ __all__ = [
 ]
 
 #: The section's table columns.
-EVASION_HEAD = ("kind", "resolver / public name", "action", "events", "distinct clients (at least)")
-_KIND = {"encrypted_dns": "encrypted DNS", "ech": "hidden ECH"}
+EVASION_HEAD = (
+    "kind",
+    "resolver / public name / host",
+    "action",
+    "events",
+    "distinct clients (at least)",
+)
+#: The rollup ``regime`` of an Alt-Svc event (the policy key that decided it).
+ALT_SVC = "alt_svc"
+_KIND = {
+    "encrypted_dns": "encrypted DNS",
+    "ech": "hidden ECH",
+    ALT_SVC: "HTTP/3 advertised (Alt-Svc)",
+}
+#: How an Alt-Svc row's action reads: the header was seen, stripped, or would be stripped.
+_ALT_SVC_ACTION = {"monitor": "seen", "blocked": "stripped", "would_block": "would strip"}
 
 #: What the section says is seen through the apps' own hits (no row of its own here).
 EVASION_NOTES: tuple[tuple[str, str], ...] = (
@@ -72,13 +93,16 @@ EVASION_BLIND_SPOTS: tuple[str, ...] = (
     "no name asked of the proxy: counted as an ECH-capable client only.",
     "Addresses resolved outside the proxy's sight (app HTTPDNS, encrypted DNS) and used with "
     "an SNI the catalogue does not know.",
+    "HTTP/3 advertised where the proxy does not decrypt (Alt-Svc is read in decrypted "
+    "responses only) or in DNS HTTPS records (alpn=h3): QUIC connections that follow are seen "
+    "by their SNI only in transparent-type modes.",
 )
 
 
 @dataclass(frozen=True, slots=True)
 class EvasionRow:
-    """One kind (``encrypted_dns`` or ``ech``), name (resolver id, or the ECH public name) and
-    action, with its events and distinct clients in the period."""
+    """One kind (``encrypted_dns``, ``ech`` or ``alt_svc``), name (resolver id, the ECH public
+    name, or the host that advertised HTTP/3) and action, with its events and distinct clients in the period."""
 
     kind: str
     name: str
@@ -93,7 +117,8 @@ class EvasionRow:
         return self.action == "blocked"
 
 
-Summary = tuple[str, str, str, int, int, float, float]
+#: (app, regime, host, action, events, distinct clients, first seen, last seen)
+Summary = tuple[str, str, str, str, int, int, float, float]
 
 
 def evasion_rows(
@@ -102,15 +127,20 @@ def evasion_rows(
     *,
     resolver_of: Callable[[str], str | None] | None = None,
 ) -> tuple[EvasionRow, ...]:
-    """Rows of (app, host, action, events, distinct clients, first, last) -> the section's rows
-    (only those with no app), merged per (kind, name, action)."""
+    """Rows of (app, regime, host, action, events, distinct clients, first, last) -> the
+    section's rows (only those with no app), merged per (kind, name, action)."""
     find = resolver_of or categories.resolver
     merged: dict[tuple[str, str, str], list[float]] = {}
-    for app, host, action, events, clients, first, last in summaries:
+    for app, regime, host, action, events, clients, first, last in summaries:
         if app:
             continue
-        resolver = find(host)
-        key = ("encrypted_dns", resolver, action) if resolver else ("ech", host, action)
+        resolver = find(host) if regime != ALT_SVC else None
+        if regime == ALT_SVC:
+            key = (ALT_SVC, host, action)
+        elif resolver:
+            key = ("encrypted_dns", resolver, action)
+        else:
+            key = ("ech", host, action)
         agg = merged.get(key)
         if agg is None:
             merged[key] = [events, clients, first, last]
@@ -129,22 +159,35 @@ def evasion_rows(
 def evasion_table(rows: Iterable[EvasionRow]) -> list[tuple[str, str, str, int, int]]:
     """The section's table: one line per row, in :data:`EVASION_HEAD` order."""
     return [
-        (_KIND.get(r.kind, r.kind), r.name, r.action, r.events, r.distinct_clients) for r in rows
+        (
+            _KIND.get(r.kind, r.kind),
+            r.name,
+            _ALT_SVC_ACTION.get(r.action, r.action) if r.kind == ALT_SVC else r.action,
+            r.events,
+            r.distinct_clients,
+        )
+        for r in rows
     ]
 
 
 def evasion_summary(rows: Iterable[EvasionRow]) -> str:
-    """One sentence: what was seen and what was blocked."""
-    seen = blocked = 0
+    """One sentence: what was seen and what was blocked (Alt-Svc: stripped)."""
+    seen = blocked = stripped = 0
     for r in rows:
         seen += r.events
-        blocked += r.events if r.blocked else 0
+        if r.blocked and r.kind == ALT_SVC:
+            stripped += r.events
+        elif r.blocked:
+            blocked += r.events
     if not seen:
         return (
-            "No connection to a listed encrypted-DNS resolver and no hidden ECH name was "
-            "recorded in the period."
+            "No connection to a listed encrypted-DNS resolver, no hidden ECH name and no HTTP/3 "
+            "advertisement for a designated name was recorded in the period."
         )
-    return f"{seen} evasion events recorded in the period, {blocked} of them blocked."
+    text = f"{seen} evasion events recorded in the period, {blocked} of them blocked"
+    if stripped:
+        text += f", {stripped} HTTP/3 advertisements (Alt-Svc) stripped"
+    return text + "."
 
 
 #: The "candidates for review" table's columns.

@@ -82,7 +82,13 @@ def render_markdown(report: MonthlyReport) -> str:
     L += _md_table(["day", *apps, "total"], [(d, *per_day[d], sum(per_day[d])) for d in r.days])
     L += ["", "## Regimes", ""]
     L += _md_table(*t["regimes"])
-    L += ["", "## Evasion: encrypted DNS and hidden ECH", "", _md(evasion_summary(r.evasion)), ""]
+    L += [
+        "",
+        "## Evasion: encrypted DNS, hidden ECH and HTTP/3 advertisements",
+        "",
+        _md(evasion_summary(r.evasion)),
+        "",
+    ]
     L += _md_table(EVASION_HEAD, evasion_table(r.evasion))
     L += ["", "Seen through the apps' own hits:", ""]
     L += [f"- **{_md(n)}**: {_md(t)}" for n, t in EVASION_NOTES]

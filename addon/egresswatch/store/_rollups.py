@@ -50,10 +50,16 @@ def rollup_regime(regimes: Iterable[str], decided_by: str | None, decided_id: st
     ('a,b', 'a')
     >>> rollup_regime(["a"], "app", "alipay"), rollup_regime(["a"], "exception", "EXC-1")
     ('app', 'exception')
+
+    An evasion event decided by a policy key (``decided_by`` ``policy``) keys on that key, so
+    the report tells its kind apart:
+
+    >>> rollup_regime([], "policy", "alt_svc")
+    'alt_svc'
     """
     if decided_by is None:
         return ",".join(sorted(regimes))
-    if decided_by == "regime" and decided_id:
+    if decided_by in ("regime", "policy") and decided_id:
         return decided_id
     return decided_by
 
