@@ -6,7 +6,6 @@ the first disagreement."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from egresswatch.store import open_store
 from egresswatch.witness import make_checkpoint
 
 from tests.plugins.report import ts
+from tests.plugins.store import unguarded_sql
 
 
 def _events() -> list[Event]:
@@ -127,11 +127,9 @@ def test_an_edited_store_fails(
 ) -> None:
     out = tmp_path / "july.json"
     _report(data_dir, out)
-    db = sqlite3.connect(data_dir / "events.db", isolation_level=None)
-    try:
-        db.execute("UPDATE rollups SET events = 0 WHERE app = 'tiktok'")
-    finally:
-        db.close()
+    unguarded_sql(
+        f"sqlite://{data_dir / 'events.db'}", "UPDATE rollups SET events = 0 WHERE app = 'tiktok'"
+    )
     rc, text = _verify(data_dir, out, capsys)
     assert rc == 1 and "FAILED at store: rollups" in text, text
 
@@ -141,12 +139,10 @@ def test_an_edited_event_fails(
 ) -> None:
     out = tmp_path / "july.json"
     _report(data_dir, out)
-    db = sqlite3.connect(data_dir / "events.db", isolation_level=None)
-    try:
-        db.execute("DROP TRIGGER events_no_update")
-        db.execute("UPDATE events SET decided_id = 'us-eo-13971' WHERE event_id = 'h2'")
-    finally:
-        db.close()
+    unguarded_sql(
+        f"sqlite://{data_dir / 'events.db'}",
+        "UPDATE events SET decided_id = 'us-eo-13971' WHERE event_id = 'h2'",
+    )
     rc, text = _verify(data_dir, out, capsys)
     assert rc == 1 and "FAILED at store: hash chain" in text, text
 

@@ -32,37 +32,19 @@ from egresswatch.store._codec import row_leaf
 from egresswatch.store.sqlite import sqlite_path
 from egresswatch.witness import make_checkpoint
 
+from tests.plugins.store import unguarded_sql
+
 MakeEvent = Callable[..., Event]
-_TRIGGERS = (
-    "events_no_update",
-    "events_no_delete",
-    "verifications_no_update",
-    "verifications_no_delete",
-)
 
 
 class Attacker:
-    """Plain SQL on the database, triggers out of the way (SQLite: dropped; PostgreSQL: a
-    superuser's ``session_replication_role = replica``)."""
+    """Plain SQL on the database, triggers out of the way (:func:`unguarded_sql`)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
 
     def sql(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        if self.url.startswith("sqlite"):
-            conn = sqlite3.connect(sqlite_path(self.url), isolation_level=None)
-            try:
-                for t in _TRIGGERS:
-                    conn.execute(f"DROP TRIGGER IF EXISTS {t}")
-                return conn.execute(sql, params).fetchall()
-            finally:
-                conn.close()
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute("SET session_replication_role = replica")
-            cur = conn.execute(sql.replace("?", "%s"), params)
-            return cur.fetchall() if cur.description else []
+        return unguarded_sql(self.url, sql, params)
 
     def rows(self, instance: str) -> list[tuple[Any, ...]]:
         cols = ", ".join(f'"{c}"' for c in COLUMNS)
