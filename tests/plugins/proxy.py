@@ -2,6 +2,7 @@
 
 - ``upstreams`` (session): HTTP, TLS (test CA) and WebSocket echo servers on loopback, each behind a
   counting relay (``tests/support/upstreams.py``).
+- ``systemd``: a datagram socket in place of systemd's ``NOTIFY_SOCKET``, and its path.
 - ``e2e_catalogue`` (session): a small catalogue directory with the designated test names.
 - ``start_proxy`` (function) / ``start_proxy_module`` (module): factories that run
   ``.venv/bin/mitmdump`` with the egresswatch entry script and the test addons, wait until it
@@ -370,6 +371,17 @@ class ProxyFactory:
 
 
 # -- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture
+def systemd(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
+    """A datagram socket standing in for systemd's ``NOTIFY_SOCKET``, and its path."""
+    path = str(tmp_path / "notify")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(path)
+    s.settimeout(20)
+    yield s, path
+    s.close()
+
+
 @pytest.fixture(scope="session")
 def test_pki(tmp_path_factory: pytest.TempPathFactory) -> UpstreamPKI:
     """A test CA and a leaf certificate for the designated test names (``TEST_NAMES``)."""
