@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 
+from tests.plugins.store import stored_events
 from tests.support.upstreams import UpstreamPKI
 from tests.support.upstreams import Upstreams
 from tests.support.upstreams import make_test_pki
@@ -202,13 +203,7 @@ class RunningProxy:
 
     def events(self) -> list[Any]:
         """Every row of the event store (call after :meth:`stop`, which flushes the writer)."""
-        from egresswatch.store import open_store
-
-        store = open_store(self.store_url)
-        try:
-            return list(store.iter_events(0.0, time.time() + 3600))
-        finally:
-            store.close()
+        return stored_events(self.store_url)
 
 
 StartProxy = Callable[..., RunningProxy]

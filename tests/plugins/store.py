@@ -10,12 +10,14 @@
 - ``sqlite_store``: a fresh SQLite store only, for tests that need one fast backend.
 - ``tamper``: a :class:`Tamper` for ``store`` that edits rows behind the append-only triggers.
 - ``make_event``: a factory of hit events with sensible defaults.
+- :func:`stored_events`: every row of a store, by URL.
 - :func:`unguarded_sql`: plain SQL on a store, its append-only triggers out of the way.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
@@ -104,6 +106,15 @@ def make_event() -> Callable[..., Event]:
         return Event(**values)
 
     return make
+
+
+def stored_events(url: str) -> list[Event]:
+    """Every row of the store at ``url``, oldest first (opened and closed for this)."""
+    store = open_store(url)
+    try:
+        return list(store.iter_events(0.0, time.time() + 3600))
+    finally:
+        store.close()
 
 
 #: The append-only triggers :func:`unguarded_sql` takes out of the way on SQLite.
