@@ -31,6 +31,7 @@ __all__ = [
     "DailyRow",
     "DepartmentRow",
     "ExceptionRecord",
+    "Findings",
     "Gap",
     "Integrity",
     "MonthlyReport",
@@ -283,7 +284,21 @@ class RegimeInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class MonthlyReport:
+class Findings:
+    """The figure tables, each grouped in the store (:mod:`.build`)."""
+
+    totals: tuple[Total, ...]
+    by_regime: tuple[RegimeRow, ...]
+    by_department: tuple[DepartmentRow, ...]
+    top_clients: tuple[TopRow, ...]
+    top_hosts: tuple[TopRow, ...]
+    daily: tuple[DailyRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MonthlyReport(Findings):
+    """The whole report: the figure tables (:class:`Findings`) and everything around them."""
+
     month: str
     period_start: float
     period_end: float
@@ -298,12 +313,6 @@ class MonthlyReport:
     catalogues: tuple[CatalogueVersion, ...]
     policies: tuple[PolicyVersion, ...]
     exceptions: tuple[ExceptionRecord, ...]
-    totals: tuple[Total, ...]
-    by_regime: tuple[RegimeRow, ...]
-    by_department: tuple[DepartmentRow, ...]
-    top_clients: tuple[TopRow, ...]
-    top_hosts: tuple[TopRow, ...]
-    daily: tuple[DailyRow, ...]
     days: tuple[str, ...]
     apps: tuple[tuple[str, str], ...]  # (id, display name) of every app with hits
     regimes: tuple[RegimeInfo, ...]
