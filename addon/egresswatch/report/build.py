@@ -42,7 +42,6 @@ from .history import config_events
 from .history import configuration
 from .model import GAP_THRESHOLD_SECONDS
 from .model import CatalogueLike
-from .model import ChainHeadInfo
 from .model import DailyRow
 from .model import DepartmentRow
 from .model import Findings
@@ -390,10 +389,7 @@ def _integrity(result: VerifyResult | None) -> Integrity:
         verified=True,
         ok=result.ok,
         checked=result.checked + sum(r.checked for r in result.history),
-        heads=tuple(
-            ChainHeadInfo(h.instance, h.seq, h.chain_hash)
-            for h in sorted(result.heads, key=lambda h: h.instance)
-        ),
+        heads=tuple(sorted(result.heads, key=lambda h: h.instance)),
         problems=tuple(str(p) for p in result.problems),
         mode=result.mode,
         checked_now=result.checked,

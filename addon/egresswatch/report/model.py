@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from ..catalogue_model import AppLike
 from ..catalogue_model import CatalogueLike
 from ..catalogue_model import RegimeLike
+from ..store import ChainHead
 from .text import iso
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ __all__ = [
     "AppLike",
     "CatalogueLike",
     "CatalogueVersion",
-    "ChainHeadInfo",
     "Coverage",
     "DailyRow",
     "DepartmentRow",
@@ -221,13 +221,6 @@ class DailyRow:
 
 
 @dataclass(frozen=True, slots=True)
-class ChainHeadInfo:
-    instance: str
-    seq: int
-    chain_hash: str
-
-
-@dataclass(frozen=True, slots=True)
 class VerifiedRange:
     """Rows ``from_seq..to_seq`` of ``instance`` were verified by run ``run_id`` at ``at``:
     ``mode`` ``"full"`` (from the first row or the prune checkpoint) or ``"incremental"``
@@ -257,7 +250,7 @@ class Integrity:
     # Rows read by this verification and the earlier runs it builds on (all of the chain's rows
     # since the first row or the prune checkpoint, when nothing was tampered with).
     checked: int
-    heads: tuple[ChainHeadInfo, ...]
+    heads: tuple[ChainHead, ...]  # the store's own records, by instance
     problems: tuple[str, ...]
     mode: str = ""  # "full" | "incremental" ("" when not verified)
     checked_now: int = 0  # rows recomputed while building this report
