@@ -22,6 +22,19 @@ from tests.plugins.addon import POLICY
 from tests.plugins.addon import Env
 from tests.plugins.addon import connect_flow
 
+NEW_APP = (
+    "id: newapp\nname: New\nvendor: V\ncategory: other\nregimes: []\n"
+    "domains:\n  - {domain: new.test, match: suffix, source: t, confidence: high}\n"
+)
+POLICY_MONITOR = POLICY.replace("blocky: block", "blocky: monitor")
+
+
+def rejected(env: Env, kind: str) -> float | None:
+    """Loads of ``kind`` (catalogue, policy) rejected as invalid, by the metric."""
+    return env.registry.get_sample_value(
+        "egresswatch_reload_failures_total", {"kind": kind, "reason": "validation"}
+    )
+
 
 def test_proxy_state_keeps_bulk_names_only_in_the_native_matcher(env: Env) -> None:
     (env.cat_dir / "listy.yaml").write_text(
@@ -42,10 +55,7 @@ def test_proxy_state_keeps_bulk_names_only_in_the_native_matcher(env: Env) -> No
 def test_reload_valid_swaps_and_logs(env: Env, caplog: pytest.LogCaptureFixture) -> None:
     old = env.addon.state
     assert old is not None
-    (env.cat_dir / "newapp.yaml").write_text(
-        "id: newapp\nname: New\nvendor: V\ncategory: other\nregimes: []\n"
-        "domains:\n  - {domain: new.test, match: suffix, source: t, confidence: high}\n"
-    )
+    (env.cat_dir / "newapp.yaml").write_text(NEW_APP)
     with caplog.at_level(logging.INFO, logger="egresswatch"):
         env.addon.reload()
     new = env.addon.state
@@ -66,12 +76,7 @@ def test_reload_invalid_keeps_old(env: Env, caplog: pytest.LogCaptureFixture) ->
         env.addon.reload()
     assert env.addon.state is old
     assert f"egresswatch: catalogue reload rejected: {bad}:" in caplog.text
-    assert (
-        env.registry.get_sample_value(
-            "egresswatch_reload_failures_total", {"kind": "catalogue", "reason": "validation"}
-        )
-        == 1
-    )
+    assert rejected(env, "catalogue") == 1
     env.observe.http_connect(connect_flow("watched.test"))  # the old catalogue still matches
     assert len(env.events()) == 1
 
@@ -83,12 +88,7 @@ def test_reload_invalid_policy_keeps_old(env: Env, caplog: pytest.LogCaptureFixt
         env.addon.reload()
     assert env.addon.state is old
     assert f"egresswatch: policy reload rejected: {env.policy}:1:" in caplog.text
-    assert (
-        env.registry.get_sample_value(
-            "egresswatch_reload_failures_total", {"kind": "policy", "reason": "validation"}
-        )
-        == 1
-    )
+    assert rejected(env, "policy") == 1
 
 
 async def test_reload_on_file_change(env: Env, caplog: pytest.LogCaptureFixture) -> None:
@@ -96,7 +96,7 @@ async def test_reload_on_file_change(env: Env, caplog: pytest.LogCaptureFixture)
     assert old is not None
     poller = Poller(old.files(), old.dirs)  # what the polling fallback compares
     assert not poller.changed()
-    env.policy.write_text(POLICY.replace("blocky: block", "blocky: monitor"))
+    env.policy.write_text(POLICY_MONITOR)
     assert poller.changed()
     with caplog.at_level(logging.INFO, logger="egresswatch"):
         assert await env.addon.reloader.reload_async()
@@ -119,10 +119,7 @@ async def test_reload_command_in_the_proxy_loads_off_the_event_loop(
 
     monkeypatch.setattr(state_mod, "load_state", spy)
     old = env.addon.state
-    (env.cat_dir / "newapp.yaml").write_text(
-        "id: newapp\nname: New\nvendor: V\ncategory: other\nregimes: []\n"
-        "domains:\n  - {domain: new.test, match: suffix, source: t, confidence: high}\n"
-    )
+    (env.cat_dir / "newapp.yaml").write_text(NEW_APP)
     with caplog.at_level(logging.INFO, logger="egresswatch"):
         env.addon.reload()  # on the running loop: returns at once, the load runs in a thread
         for _ in range(200):
@@ -156,15 +153,12 @@ async def test_file_notification_reloads_without_polling(
         assert await _wait_for(lambda: env.addon.reloader.method == "notify")
         old = env.addon.state
         with caplog.at_level(logging.INFO, logger="egresswatch"):
-            env.policy.write_text(POLICY.replace("blocky: block", "blocky: monitor"))
+            env.policy.write_text(POLICY_MONITOR)
             assert await _wait_for(lambda: env.addon.state is not old)
         assert "egresswatch: policy reloaded version=" in caplog.text
         # a new app file in a catalogue directory is noticed too
         cat_before = env.addon.state
-        (env.cat_dir / "newapp.yaml").write_text(
-            "id: newapp\nname: New\nvendor: V\ncategory: other\nregimes: []\n"
-            "domains:\n  - {domain: new.test, match: suffix, source: t, confidence: high}\n"
-        )
+        (env.cat_dir / "newapp.yaml").write_text(NEW_APP)
         assert await _wait_for(
             lambda: (
                 env.addon.state is not cat_before
@@ -176,15 +170,7 @@ async def test_file_notification_reloads_without_polling(
         good = env.addon.state
         with caplog.at_level(logging.WARNING, logger="egresswatch"):
             env.policy.write_text("default: sometimes\n")
-            assert await _wait_for(
-                lambda: (
-                    env.registry.get_sample_value(
-                        "egresswatch_reload_failures_total",
-                        {"kind": "policy", "reason": "validation"},
-                    )
-                    == 1
-                )
-            )
+            assert await _wait_for(lambda: rejected(env, "policy") == 1)
         assert env.addon.state is good
         assert f"egresswatch: policy reload rejected: {env.policy}:1:" in caplog.text
     finally:
@@ -221,7 +207,7 @@ async def test_unrelated_files_do_not_reload(env: Env) -> None:
 async def test_change_before_the_watch_starts_is_not_lost(env: Env) -> None:
     old = env.addon.state
     env.tctx.configure(env.addon, egresswatch_reload_interval=3600)
-    env.policy.write_text(POLICY.replace("blocky: block", "blocky: monitor"))
+    env.policy.write_text(POLICY_MONITOR)
     env.addon.running()  # the watch starts after the change: its first check catches it
     try:
         assert await _wait_for(lambda: env.addon.state is not old)
@@ -235,7 +221,7 @@ async def test_polling_fallback_on_request(env: Env) -> None:
     try:
         assert await _wait_for(lambda: env.addon.reloader.method == "poll")
         old = env.addon.state
-        env.policy.write_text(POLICY.replace("blocky: block", "blocky: monitor"))
+        env.policy.write_text(POLICY_MONITOR)
         assert await _wait_for(lambda: env.addon.state is not old)
     finally:
         await env.addon.done()
@@ -256,7 +242,7 @@ async def test_polling_fallback_when_notifications_fail(
         try:
             assert await _wait_for(lambda: env.addon.reloader.method == "poll")
             old = env.addon.state
-            env.policy.write_text(POLICY.replace("blocky: block", "blocky: monitor"))
+            env.policy.write_text(POLICY_MONITOR)
             assert await _wait_for(lambda: env.addon.state is not old)
         finally:
             await env.addon.done()
@@ -375,7 +361,7 @@ async def test_restarting_the_watch_keeps_one_running(env: Env) -> None:
         env.tctx.configure(env.addon, egresswatch_reload_polling=False)
         assert await _wait_for(lambda: env.addon.reloader.method == "notify")
         old = env.addon.state
-        env.policy.write_text(POLICY.replace("blocky: block", "blocky: monitor"))
+        env.policy.write_text(POLICY_MONITOR)
         assert await _wait_for(lambda: env.addon.state is not old)
     finally:
         await env.addon.done()
@@ -436,7 +422,7 @@ async def test_relative_paths_are_watched(
     try:
         assert await _wait_for(lambda: env.addon.reloader.method == "notify")
         old = env.addon.state
-        env.policy.write_text(POLICY.replace("blocky: block", "blocky: monitor"))
+        env.policy.write_text(POLICY_MONITOR)
         assert await _wait_for(lambda: env.addon.state is not old)
         old = env.addon.state
         (env.cat_dir / "watchy.yaml").write_text(

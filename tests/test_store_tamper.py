@@ -94,11 +94,14 @@ class Proxy:
         self.log.append(self.signer.sign(cp))
 
 
-@pytest.fixture(params=("sqlite", "postgres"))
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite://{tmp_path}/data/events.db"
-    return str(request.getfixturevalue("postgres_url"))
+@pytest.fixture
+def url(sql_store_url: str, tmp_path: Path) -> str:
+    """Each SQL backend; SQLite's file in ``tmp_path/data``, where the proxy keeps its log and key."""
+    return (
+        f"sqlite://{tmp_path}/data/events.db"
+        if sql_store_url.startswith("sqlite")
+        else sql_store_url
+    )
 
 
 @pytest.fixture
