@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.plugins.addon",
     "tests.plugins.catalogue",
     "tests.plugins.proxy",
+    "tests.plugins.policy",
     "tests.plugins.postgres",
     "tests.plugins.prometheus",
     "tests.plugins.report",
