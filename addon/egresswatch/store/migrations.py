@@ -40,6 +40,38 @@ _EVENT_COLUMNS = _column_lines(f for f in _RELEASED if f.kind != "hash")
 _EVENT_HASHES = _column_lines(f for f in _RELEASED if f.kind == "hash").rstrip(",")
 _ARCHIVE_HASHES = _column_lines(f for f in _RELEASED if f.kind == "hash" and f.archived)
 
+
+def _sqlite_append_only(table: str, subject: str) -> str:
+    """Triggers that refuse every UPDATE and DELETE on ``table`` (not ``events``, which may be
+    pruned); ``subject`` starts the message ("verifications are")."""
+    return f"""
+CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table}
+BEGIN
+    SELECT RAISE(ABORT, 'egresswatch {subject} append-only');
+END;
+CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}
+BEGIN
+    SELECT RAISE(ABORT, 'egresswatch {subject} append-only');
+END;
+"""
+
+
+def _postgres_append_only(table: str, subject: str, function: str) -> str:
+    """The same for PostgreSQL, TRUNCATE included, through ``egresswatch_<function>_append_only``."""
+    fn = f"egresswatch_{function}_append_only"
+    return f"""
+CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'egresswatch {subject} append-only (%)', TG_OP;
+END
+$$;
+CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}
+    FOR EACH ROW EXECUTE FUNCTION {fn}();
+CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
+    FOR EACH STATEMENT EXECUTE FUNCTION {fn}();
+"""
+
+
 # 1: the tables; the append-only triggers differ per backend and follow below.
 _TABLES = """
 CREATE TABLE events (
@@ -156,61 +188,17 @@ CREATE TABLE lifecycle_archive ({columns}{hashes}
 CREATE INDEX lifecycle_archive_instance_seq ON lifecycle_archive (instance, seq);
 CREATE INDEX lifecycle_archive_ts ON lifecycle_archive (ts);
 """
-_SQLITE_3 = (
-    _ARCHIVE.format(
-        columns=_EVENT_COLUMNS.format(**_SQLITE_TYPES), hashes=_ARCHIVE_HASHES, **_SQLITE_TYPES
-    )
-    + """
-CREATE TRIGGER lifecycle_archive_no_update BEFORE UPDATE ON lifecycle_archive
-BEGIN
-    SELECT RAISE(ABORT, 'egresswatch lifecycle_archive is append-only');
-END;
-CREATE TRIGGER lifecycle_archive_no_delete BEFORE DELETE ON lifecycle_archive
-BEGIN
-    SELECT RAISE(ABORT, 'egresswatch lifecycle_archive is append-only');
-END;
-"""
-)
-_POSTGRES_3 = (
-    _ARCHIVE.format(
-        columns=_EVENT_COLUMNS.format(**_POSTGRES_TYPES), hashes=_ARCHIVE_HASHES, **_POSTGRES_TYPES
-    )
-    + """
-CREATE FUNCTION egresswatch_archive_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'egresswatch lifecycle_archive is append-only (%)', TG_OP;
-END
-$$;
-CREATE TRIGGER lifecycle_archive_append_only BEFORE UPDATE OR DELETE ON lifecycle_archive
-    FOR EACH ROW EXECUTE FUNCTION egresswatch_archive_append_only();
-CREATE TRIGGER lifecycle_archive_no_truncate BEFORE TRUNCATE ON lifecycle_archive
-    FOR EACH STATEMENT EXECUTE FUNCTION egresswatch_archive_append_only();
-"""
-)
+_SQLITE_3 = _ARCHIVE.format(
+    columns=_EVENT_COLUMNS.format(**_SQLITE_TYPES), hashes=_ARCHIVE_HASHES, **_SQLITE_TYPES
+) + _sqlite_append_only("lifecycle_archive", "lifecycle_archive is")
+_POSTGRES_3 = _ARCHIVE.format(
+    columns=_EVENT_COLUMNS.format(**_POSTGRES_TYPES), hashes=_ARCHIVE_HASHES, **_POSTGRES_TYPES
+) + _postgres_append_only("lifecycle_archive", "lifecycle_archive is", "archive")
 
 # 4: the verification records are evidence too (an incremental run builds on them, the signed
 # checkpoints commit to them): append-only, like events.
-_SQLITE_4 = """
-CREATE TRIGGER verifications_no_update BEFORE UPDATE ON verifications
-BEGIN
-    SELECT RAISE(ABORT, 'egresswatch verifications are append-only');
-END;
-CREATE TRIGGER verifications_no_delete BEFORE DELETE ON verifications
-BEGIN
-    SELECT RAISE(ABORT, 'egresswatch verifications are append-only');
-END;
-"""
-_POSTGRES_4 = """
-CREATE FUNCTION egresswatch_verifications_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'egresswatch verifications are append-only (%)', TG_OP;
-END
-$$;
-CREATE TRIGGER verifications_append_only BEFORE UPDATE OR DELETE ON verifications
-    FOR EACH ROW EXECUTE FUNCTION egresswatch_verifications_append_only();
-CREATE TRIGGER verifications_no_truncate BEFORE TRUNCATE ON verifications
-    FOR EACH STATEMENT EXECUTE FUNCTION egresswatch_verifications_append_only();
-"""
+_SQLITE_4 = _sqlite_append_only("verifications", "verifications are")
+_POSTGRES_4 = _postgres_append_only("verifications", "verifications are", "verifications")
 
 # 5: the rule that decided a hit (issue 12, item 3): its kind and id, in events and in the
 # lifecycle archive (which keeps every event column). NULL in older rows, whose leaf hash does
