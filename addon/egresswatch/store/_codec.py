@@ -117,16 +117,21 @@ def _compile(name: str, source: str, **names: Any) -> Any:
     return func
 
 
+#: Per field kind, the expressions the two written-out functions use: the stored column of
+#: the event ``e`` (``enc`` its :class:`Encoded`) in ``event_row``, and the canonical JSON of the
+#: stored value ``{v}`` in ``_fast_canonical`` (``n``: "null", ``e``: the JSON string quoter).
+_KIND_SOURCE: dict[str, tuple[str, str]] = {
+    "text": ("e.{name}", "n if {v} is None else e({v})"),
+    "enum": ("None if e.{name} is None else str(e.{name})", "n if {v} is None else e({v})"),
+    "seq": ("seq", "int(seq)"),
+    "time": ("float(e.{name})", "round({v} * 1_000_000)"),
+    "list": ("enc.{name}", '_regimes_canonical({v}) if {v} else "[]"'),
+    "json": ("enc.{name}", "n if {v} is None else canonical_json(json.loads({v}))"),
+}
+
+
 def _event_row_source() -> str:
-    stored = {
-        "text": "e.{name}",
-        "enum": "None if e.{name} is None else str(e.{name})",
-        "seq": "seq",
-        "time": "float(e.{name})",
-        "list": "enc.{name}",
-        "json": "enc.{name}",
-    }
-    items = [stored[f.kind].format(name=f.name) for f in EVENT_FIELDS if f.kind != "hash"]
+    items = [_KIND_SOURCE[f.kind][0].format(name=f.name) for f in EVENT_FIELDS if f.kind != "hash"]
     items[COLUMNS.index("kind")] = "str(e.kind)"  # NOT NULL: never None
     body = ",\n        ".join(items)
     return f"def event_row(enc, seq):\n    e = enc.event\n    return (\n        {body},\n    )\n"
@@ -182,14 +187,6 @@ def _regimes_canonical(text: str) -> str:
 
 
 def _fast_canonical_source() -> str:
-    value = {
-        "text": "n if {v} is None else e({v})",
-        "enum": "n if {v} is None else e({v})",
-        "seq": "int(seq)",
-        "time": "round({v} * 1_000_000)",
-        "list": '_regimes_canonical({v}) if {v} else "[]"',
-        "json": "n if {v} is None else canonical_json(json.loads({v}))",
-    }
     hashed = sorted((f.name, i, f.kind, f.optional) for i, f in enumerate(EVENT_FIELDS) if f.hashed)
     assert not hashed[0][3], "the first key in sorted order must always be present"
     parts = []
@@ -205,7 +202,7 @@ def _fast_canonical_source() -> str:
             "{sep}{key}:{{{expr}}}".format(
                 sep="{{" if k == 0 else ",",
                 key=json.dumps(name),
-                expr=value[kind].format(v=f"c{i}"),
+                expr=_KIND_SOURCE[kind][1].format(v=f"c{i}"),
             )
         )
     lines = "\n".join(f"        f{p!r}" for p in [*parts, "}}"])
