@@ -4,10 +4,12 @@ changes (notifications, polling as the fallback), and the polling file-set watch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,24 @@ async def test_reload_command_in_the_proxy_loads_off_the_event_loop(
 # -- watching: file notifications, polling as the fallback --------------------------------------
 
 
+async def policy_edit_reloads(env: Env) -> bool:
+    """Whether a new state replaces the current one after an edit of the policy file."""
+    old = env.addon.state
+    env.policy.write_text(POLICY_MONITOR)
+    return await _wait_for(lambda: env.addon.state is not old)
+
+
+@contextlib.asynccontextmanager
+async def watching(env: Env, method: str) -> AsyncIterator[None]:
+    """The addon running, its reloader watching by ``method`` (notify, poll); stopped after."""
+    env.addon.running()
+    try:
+        assert await _wait_for(lambda: env.addon.reloader.method == method)
+        yield
+    finally:
+        await env.addon.done()
+
+
 async def _wait_for(cond: Any, seconds: float = 10.0) -> bool:
     deadline = time.monotonic() + seconds
     while not cond():
@@ -148,9 +168,7 @@ async def test_file_notification_reloads_without_polling(
 ) -> None:
     """With an hour between polls, only a file notification can make this reload happen."""
     env.tctx.configure(env.addon, egresswatch_reload_interval=3600)
-    env.addon.running()
-    try:
-        assert await _wait_for(lambda: env.addon.reloader.method == "notify")
+    async with watching(env, "notify"):
         old = env.addon.state
         with caplog.at_level(logging.INFO, logger="egresswatch"):
             env.policy.write_text(POLICY_MONITOR)
@@ -173,8 +191,6 @@ async def test_file_notification_reloads_without_polling(
             assert await _wait_for(lambda: rejected(env, "policy") == 1)
         assert env.addon.state is good
         assert f"egresswatch: policy reload rejected: {env.policy}:1:" in caplog.text
-    finally:
-        await env.addon.done()
     assert env.addon.reloader.method == ""
 
 
@@ -188,9 +204,7 @@ async def test_unrelated_files_do_not_reload(env: Env) -> None:
         return await real(**kw)
 
     env.addon.reloader.reload_async = counting  # type: ignore[method-assign]
-    env.addon.running()
-    try:
-        assert await _wait_for(lambda: env.addon.reloader.method == "notify")
+    async with watching(env, "notify"):
         (env.cat_dir / "README.md").write_text("notes\n")
         (env.cat_dir / ".watchy.yaml.swp").write_text("editor junk")
         (env.policy.parent / "other.yaml").write_text("x: 1\n")
@@ -200,8 +214,6 @@ async def test_unrelated_files_do_not_reload(env: Env) -> None:
             (env.cat_dir / "watchy.yaml").read_text() + "\n# touched\n"
         )
         assert await _wait_for(lambda: swaps != [])
-    finally:
-        await env.addon.done()
 
 
 async def test_change_before_the_watch_starts_is_not_lost(env: Env) -> None:
@@ -217,14 +229,8 @@ async def test_change_before_the_watch_starts_is_not_lost(env: Env) -> None:
 
 async def test_polling_fallback_on_request(env: Env) -> None:
     env.tctx.configure(env.addon, egresswatch_reload_interval=1, egresswatch_reload_polling=True)
-    env.addon.running()
-    try:
-        assert await _wait_for(lambda: env.addon.reloader.method == "poll")
-        old = env.addon.state
-        env.policy.write_text(POLICY_MONITOR)
-        assert await _wait_for(lambda: env.addon.state is not old)
-    finally:
-        await env.addon.done()
+    async with watching(env, "poll"):
+        assert await policy_edit_reloads(env)
 
 
 async def test_polling_fallback_when_notifications_fail(
@@ -238,14 +244,8 @@ async def test_polling_fallback_when_notifications_fail(
     monkeypatch.setattr(watchfiles, "awatch", no_inotify)
     env.tctx.configure(env.addon, egresswatch_reload_interval=1)
     with caplog.at_level(logging.WARNING, logger="egresswatch"):
-        env.addon.running()
-        try:
-            assert await _wait_for(lambda: env.addon.reloader.method == "poll")
-            old = env.addon.state
-            env.policy.write_text(POLICY_MONITOR)
-            assert await _wait_for(lambda: env.addon.state is not old)
-        finally:
-            await env.addon.done()
+        async with watching(env, "poll"):
+            assert await policy_edit_reloads(env)
     assert "file notifications unavailable" in caplog.text and "polling every 1 s" in caplog.text
 
 
@@ -347,9 +347,7 @@ def test_changed_paths_is_symmetric_and_sorted() -> None:
 
 async def test_restarting_the_watch_keeps_one_running(env: Env) -> None:
     env.tctx.configure(env.addon, egresswatch_reload_interval=3600)
-    env.addon.running()
-    try:
-        assert await _wait_for(lambda: env.addon.reloader.method == "notify")
+    async with watching(env, "notify"):
         env.tctx.configure(env.addon, egresswatch_reload_polling=True)  # restarts the watch
         assert await _wait_for(lambda: env.addon.reloader.method == "poll")
         await asyncio.sleep(0.5)  # the replaced watch's thread returns meanwhile
@@ -360,11 +358,7 @@ async def test_restarting_the_watch_keeps_one_running(env: Env) -> None:
         ]
         env.tctx.configure(env.addon, egresswatch_reload_polling=False)
         assert await _wait_for(lambda: env.addon.reloader.method == "notify")
-        old = env.addon.state
-        env.policy.write_text(POLICY_MONITOR)
-        assert await _wait_for(lambda: env.addon.state is not old)
-    finally:
-        await env.addon.done()
+        assert await policy_edit_reloads(env)
     assert env.addon.reloader.method == ""
 
 
@@ -391,9 +385,7 @@ async def test_kubernetes_configmap_update_reloads(env: Env, tmp_path: Path) -> 
     env.tctx.configure(
         env.addon, egresswatch_policy=str(volume / "policy.yaml"), egresswatch_reload_interval=3600
     )
-    env.addon.running()
-    try:
-        assert await _wait_for(lambda: env.addon.reloader.method == "notify")
+    async with watching(env, "notify"):
         old = env.addon.state
         _configmap_volume(
             volume, {"policy.yaml": POLICY.replace("blocky: block", "blocky: off")}, 2
@@ -402,8 +394,6 @@ async def test_kubernetes_configmap_update_reloads(env: Env, tmp_path: Path) -> 
         f = connect_flow("blocked.test")
         env.observe.http_connect(f)
         assert f.response is None and env.events() == []  # "off" now: not even recorded
-    finally:
-        await env.addon.done()
 
 
 async def test_relative_paths_are_watched(
@@ -418,12 +408,8 @@ async def test_relative_paths_are_watched(
         egresswatch_policy=os.path.relpath(env.policy, tmp_path),
         egresswatch_reload_interval=3600,
     )
-    env.addon.running()
-    try:
-        assert await _wait_for(lambda: env.addon.reloader.method == "notify")
-        old = env.addon.state
-        env.policy.write_text(POLICY_MONITOR)
-        assert await _wait_for(lambda: env.addon.state is not old)
+    async with watching(env, "notify"):
+        assert await policy_edit_reloads(env)
         old = env.addon.state
         (env.cat_dir / "watchy.yaml").write_text(
             (env.cat_dir / "watchy.yaml").read_text() + "\n# touched\n"
@@ -435,5 +421,3 @@ async def test_relative_paths_are_watched(
                 and env.addon.state.catalogue.version != old.catalogue.version
             )
         )
-    finally:
-        await env.addon.done()
