@@ -27,6 +27,7 @@ __all__ = [
     "AppLike",
     "CatalogueLike",
     "CatalogueVersion",
+    "ConfigVersion",
     "Coverage",
     "DailyRow",
     "DepartmentRow",
@@ -133,23 +134,24 @@ class Coverage:
 
 
 @dataclass(frozen=True, slots=True)
-class CatalogueVersion:
+class ConfigVersion:
+    """A catalogue or policy version in force during the period, and where."""
+
     version: str
     first_seen: float
     last_seen: float
     loads: int  # config events in the period (0: loaded before the month, still in force)
     instances: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueVersion(ConfigVersion):
     files: tuple[str, ...]
     entries: tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
-class PolicyVersion:
-    version: str
-    first_seen: float
-    last_seen: float
-    loads: int
-    instances: tuple[str, ...]
+class PolicyVersion(ConfigVersion):
     file: str
     default: str
     dry_run: bool | None
