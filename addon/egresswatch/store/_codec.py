@@ -117,16 +117,21 @@ def _compile(name: str, source: str, **names: Any) -> Any:
     return func
 
 
-#: Per field kind, the expressions the two written-out functions use: the stored column of
-#: the event ``e`` (``enc`` its :class:`Encoded`) in ``event_row``, and the canonical JSON of the
-#: stored value ``{v}`` in ``_fast_canonical`` (``n``: "null", ``e``: the JSON string quoter).
-_KIND_SOURCE: dict[str, tuple[str, str]] = {
-    "text": ("e.{name}", "n if {v} is None else e({v})"),
-    "enum": ("None if e.{name} is None else str(e.{name})", "n if {v} is None else e({v})"),
-    "seq": ("seq", "int(seq)"),
-    "time": ("float(e.{name})", "round({v} * 1_000_000)"),
-    "list": ("enc.{name}", '_regimes_canonical({v}) if {v} else "[]"'),
-    "json": ("enc.{name}", "n if {v} is None else canonical_json(json.loads({v}))"),
+#: Per field kind, the expressions the written-out functions use: the stored column of the
+#: event ``e`` (``enc`` its :class:`Encoded`) in ``event_row``; the canonical JSON of the stored
+#: value ``{v}`` in ``_fast_canonical`` (``n``: "null", ``e``: the JSON string quoter); and the
+#: event attribute read back from the stored value ``{v}`` in ``row_to_event``.
+_KIND_SOURCE: dict[str, tuple[str, str, str]] = {
+    "text": ("e.{name}", "n if {v} is None else e({v})", "{v}"),
+    "enum": ("None if e.{name} is None else str(e.{name})", "n if {v} is None else e({v})", "{v}"),
+    "seq": ("seq", "int(seq)", "{v}"),
+    "time": ("float(e.{name})", "round({v} * 1_000_000)", "float({v})"),
+    "list": ("enc.{name}", '_regimes_canonical({v}) if {v} else "[]"', "_regimes_of({v})"),
+    "json": (
+        "enc.{name}",
+        "n if {v} is None else canonical_json(json.loads({v}))",
+        "_detail_of({v})",
+    ),
 }
 
 
@@ -292,18 +297,11 @@ def _detail_of(text: str | None) -> object:
 
 
 def _row_to_event_source() -> str:
-    read = {
-        "text": "row[{i}]",
-        "enum": "row[{i}]",
-        "time": "float(row[{i}])",
-        "list": "_regimes_of(row[{i}])",
-        "json": "_detail_of(row[{i}])",
-    }
     args = []
     for i, f in enumerate(EVENT_FIELDS):
         if not f.attribute:
             continue
-        expr = read[f.kind].format(i=i)
+        expr = _KIND_SOURCE[f.kind][2].format(v=f"row[{i}]")
         if f.name == "kind":
             expr = f"EventKind({expr})"
         elif "DEFAULT ''" in f.sql:  # NOT NULL DEFAULT '': an archived row may still hold NULL
