@@ -108,16 +108,19 @@ CREATE TABLE checkpoints (
     pruned_at {real_type} NOT NULL
 );
 """
-_SQLITE_TYPES = {"int_type": "INTEGER", "real_type": "REAL"}
-_POSTGRES_TYPES = {"int_type": "BIGINT", "real_type": "DOUBLE PRECISION"}
+# What differs per backend in the CREATE TABLE texts: (SQLite, PostgreSQL).
+_TYPES = {
+    "int_type": ("INTEGER", "BIGINT"),
+    "real_type": ("REAL", "DOUBLE PRECISION"),
+    "id_type": ("INTEGER", "BIGSERIAL"),
+    "rollups_options": (" WITHOUT ROWID", ""),
+}
+_SQLITE_TYPES = {k: v[0] for k, v in _TYPES.items()}
+_POSTGRES_TYPES = {k: v[1] for k, v in _TYPES.items()}
 
 _SQLITE_1 = (
     _TABLES.format(
-        id_type="INTEGER",
-        columns=_EVENT_COLUMNS.format(**_SQLITE_TYPES),
-        hashes=_EVENT_HASHES,
-        rollups_options=" WITHOUT ROWID",
-        **_SQLITE_TYPES,
+        columns=_EVENT_COLUMNS.format(**_SQLITE_TYPES), hashes=_EVENT_HASHES, **_SQLITE_TYPES
     )
     + """CREATE TABLE prune_guard (id INTEGER PRIMARY KEY CHECK (id = 1), allowed INTEGER NOT NULL);
 INSERT INTO prune_guard (id, allowed) VALUES (1, 0);
@@ -135,11 +138,7 @@ END;
 
 _POSTGRES_1 = (
     _TABLES.format(
-        id_type="BIGSERIAL",
-        columns=_EVENT_COLUMNS.format(**_POSTGRES_TYPES),
-        hashes=_EVENT_HASHES,
-        rollups_options="",
-        **_POSTGRES_TYPES,
+        columns=_EVENT_COLUMNS.format(**_POSTGRES_TYPES), hashes=_EVENT_HASHES, **_POSTGRES_TYPES
     )
     + """CREATE FUNCTION egresswatch_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -175,8 +174,8 @@ CREATE TABLE verifications (
 );
 CREATE INDEX verifications_instance ON verifications (instance, id);
 """
-_SQLITE_2 = _VERIFICATIONS.format(id_type="INTEGER", **_SQLITE_TYPES)
-_POSTGRES_2 = _VERIFICATIONS.format(id_type="BIGSERIAL", **_POSTGRES_TYPES)
+_SQLITE_2 = _VERIFICATIONS.format(**_SQLITE_TYPES)
+_POSTGRES_2 = _VERIFICATIONS.format(**_POSTGRES_TYPES)
 
 # 3: non-hit rows that prune() removes are kept here (coverage and configuration outlive the raw
 # events). Same columns as events without the leaf hash; seq and chain_hash kept for reference.
