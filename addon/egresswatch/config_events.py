@@ -32,6 +32,7 @@ __all__ = [
     "CatalogueLoaded",
     "DepartmentDetail",
     "ExceptionDetail",
+    "ExceptionTerms",
     "LifecycleDetail",
     "MalformedDetail",
     "PolicyLoaded",
@@ -71,8 +72,9 @@ class CatalogueLoaded:
 
 
 @dataclass(frozen=True, slots=True)
-class ExceptionDetail:
-    """One exception of a policy, as the policy file grants it."""
+class ExceptionTerms:
+    """What an exception covers and why: the part of it the stored detail and the report's
+    register share."""
 
     id: str
     apps: tuple[str, ...] = ()
@@ -81,6 +83,12 @@ class ExceptionDetail:
     users: tuple[str, ...] = ()
     reason: str = ""
     approver: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionDetail(ExceptionTerms):
+    """One exception of a policy, as the policy file grants it."""
+
     ticket: str | None = None
     expires: str = ""  # as written: a date (to the end of that day, UTC) or a datetime
     expires_at: str = ""  # the instant it stops applying, ISO 8601 with offset

@@ -13,6 +13,7 @@ import logging
 import re
 from collections.abc import Mapping
 from collections.abc import Sequence
+from dataclasses import fields
 from datetime import UTC
 from datetime import date
 from datetime import datetime
@@ -20,6 +21,7 @@ from typing import Any
 
 from ..config_events import CatalogueLoaded
 from ..config_events import ExceptionDetail
+from ..config_events import ExceptionTerms
 from ..config_events import LifecycleDetail
 from ..config_events import MalformedDetail
 from ..config_events import PolicyLoaded
@@ -229,13 +231,7 @@ def _exceptions(
         first = first_seen[xid]
         out.append(
             ExceptionRecord(
-                id=xid,
-                apps=x.apps,
-                regimes=x.regimes,
-                clients=x.clients,
-                users=x.users,
-                reason=x.reason,
-                approver=x.approver,
+                **{f.name: getattr(x, f.name) for f in fields(ExceptionTerms)},
                 ticket=x.ticket or "",
                 expires=x.expires,
                 expires_at=expires_at,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from ..catalogue_model import AppLike
 from ..catalogue_model import CatalogueLike
 from ..catalogue_model import RegimeLike
+from ..config_events import ExceptionTerms
 from ..store import ChainHead
 from .text import iso
 
@@ -158,15 +159,10 @@ class PolicyVersion(ConfigVersion):
     modes: tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class ExceptionRecord:
-    id: str
-    apps: tuple[str, ...]
-    regimes: tuple[str, ...]
-    clients: tuple[str, ...]
-    users: tuple[str, ...]
-    reason: str
-    approver: str
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExceptionRecord(ExceptionTerms):
+    """An exception of the register over the period: its terms, then how it stood."""
+
     ticket: str
     expires: str  # as written in the policy
     expires_at: float | None  # end of the expiry date (UTC) or the exact datetime
