@@ -556,12 +556,18 @@ def test_the_documented_sources_example_is_valid() -> None:
     assert second.json_paths == ("prefixes[service=DEMO].ip_prefix", "ipv6_prefixes[].ipv6_prefix")
 
 
-def test_a_second_concurrent_run_is_refused(
-    server: ListServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    sources = plain_source(server, tmp_path)
+@pytest.fixture
+def into_empty(server: ListServer, tmp_path: Path) -> tuple[Path, Path]:
+    """:func:`plain_source`, and an existing, empty directory to update into."""
     into = tmp_path / "lists"
     into.mkdir()
+    return plain_source(server, tmp_path), into
+
+
+def test_a_second_concurrent_run_is_refused(
+    into_empty: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sources, into = into_empty
     fd = os.open(into, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # as a running update holds it
@@ -574,11 +580,9 @@ def test_a_second_concurrent_run_is_refused(
 
 
 def test_a_hand_written_file_is_never_replaced(
-    server: ListServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    server: ListServer, into_empty: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sources = plain_source(server, tmp_path)
-    into = tmp_path / "lists"
-    into.mkdir()
+    sources, into = into_empty
     mine = "id: demo-plain\nname: Mine\ncategory: other\ndomains: []\n"
     (into / "demo-plain.yaml").write_text(mine)
     assert update(sources, into) == 1
