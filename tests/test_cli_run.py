@@ -17,7 +17,8 @@ from egresswatch.commands import run as run_cmd
 from egresswatch.events import EventKind
 from egresswatch.proxy.run import find_shim
 from egresswatch.store import default_store_url
-from egresswatch.store import open_store
+
+from tests.plugins.store import stored_events
 
 EGRESSWATCH = Path(sys.executable).with_name("egresswatch")
 LISTENING = re.compile(r"HTTP\(S\) proxy listening at 127\.0\.0\.1:(\d+)\.")
@@ -190,11 +191,7 @@ def test_run_blocks_connect_and_stops_cleanly(
     assert p.returncode == 0
     assert "Traceback" not in out and "Addon error" not in out
     # the default store: SQLite in --data-dir, holding the lifecycle and the hit
-    store = open_store(default_store_url(str(tmp_path / "data")))
-    try:
-        events = list(store.iter_events(0, time.time() + 60))
-    finally:
-        store.close()
+    events = stored_events(default_store_url(str(tmp_path / "data")))
     kinds = [e.kind for e in events]
     assert kinds.count(EventKind.START) == 1 and kinds[-1] == EventKind.STOP
     (hit,) = [e for e in events if e.kind == EventKind.HIT]

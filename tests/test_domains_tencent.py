@@ -14,6 +14,8 @@ import pytest
 from egresswatch.catalogue import Catalogue
 from egresswatch.matcher import Matcher
 
+from tests.plugins.catalogue import AppsOf
+
 TENCENT_APPS = ("wechat", "wechat-pay", "tencent-qq", "qq-wallet")
 
 
@@ -159,11 +161,9 @@ POSITIVES: list[tuple[str, str]] = [
 
 @pytest.mark.parametrize(("host", "app"), POSITIVES)
 def test_real_hostnames_are_attributed_to_their_app(
-    shipped_matcher: Matcher, host: str, app: str
+    shipped_apps: AppsOf, host: str, app: str
 ) -> None:
-    match = shipped_matcher.match(host)
-    assert match is not None, host
-    assert match.apps == (app,), (host, match.apps)
+    assert shipped_apps(host) == (app,), (host, shipped_apps(host))
 
 
 # Names that two apps really share: attributed to both, never to a third.
@@ -180,11 +180,9 @@ SHARED: list[tuple[str, set[str]]] = [
 
 @pytest.mark.parametrize(("host", "apps"), SHARED)
 def test_shared_names_go_to_exactly_their_claimants(
-    shipped_matcher: Matcher, host: str, apps: set[str]
+    shipped_apps: AppsOf, host: str, apps: set[str]
 ) -> None:
-    match = shipped_matcher.match(host)
-    assert match is not None, host
-    assert set(match.apps) == apps
+    assert set(shipped_apps(host)) == apps, host
 
 
 NEGATIVES: list[str] = [
@@ -275,11 +273,9 @@ NEGATIVES: list[str] = [
 
 @pytest.mark.parametrize("host", NEGATIVES)
 def test_shared_infrastructure_and_look_alikes_are_no_tencent_app(
-    shipped_matcher: Matcher, host: str
+    shipped_apps: AppsOf, host: str
 ) -> None:
-    match = shipped_matcher.match(host)
-    apps = set(match.apps) if match else set()
-    assert not apps & set(TENCENT_APPS), (host, apps)
+    assert not set(shipped_apps(host)) & set(TENCENT_APPS), (host, shipped_apps(host))
 
 
 def test_no_tencent_app_claims_a_shared_cdn_parent_as_a_suffix(

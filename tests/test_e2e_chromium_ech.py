@@ -4,25 +4,16 @@ must count it as an ECH-capable client, never as a hidden name (docs/attribution
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.plugins.proxy import ProxyFactory
 from tests.plugins.proxy import RunningProxy
+from tests.support.chromium import NEEDS_CHROMIUM
+from tests.support.chromium import chromium
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.chromium,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(),
-        reason="headless Chromium not installed: apt-get install chromium",
-    ),
-]
+pytestmark = [pytest.mark.e2e, *NEEDS_CHROMIUM]
 
 ECH = "egresswatch_ech_total"
 
@@ -37,26 +28,12 @@ def proxy(start_proxy_module: ProxyFactory, e2e_catalogue: Path) -> RunningProxy
 
 def test_chromium_grease_ech_is_capable_not_hidden(proxy: RunningProxy, tmp_path: Path) -> None:
     before = proxy.metric_sum(ECH, verdict="capable")
-    subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--disable-dev-shm-usage",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--proxy-server={proxy.proxy_url}",
-            "--ignore-certificate-errors",
-            "--dump-dom",
-            "https://www.tiktok.com/",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    chromium(
+        tmp_path,
+        f"--proxy-server={proxy.proxy_url}",
+        "--ignore-certificate-errors",
+        "--dump-dom",
+        "https://www.tiktok.com/",
         check=False,
     )
     assert proxy.metric_sum(ECH, verdict="capable") >= before + 1

@@ -7,7 +7,6 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -72,16 +71,6 @@ def test_a_bad_pac_proxy_refuses_to_start(start_proxy: ProxyFactory, e2e_catalog
             lists=[e2e_catalogue],
         )
     assert "egresswatch_pac_proxies: 'no-port.example': expected HOST:PORT" in e.value.log
-
-
-@pytest.fixture
-def systemd(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
-    path = str(tmp_path / "notify")
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind(path)
-    s.settimeout(20)
-    yield s, path
-    s.close()
 
 
 def test_systemd_hears_ready_watchdog_and_stopping(

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 from egresswatch.events import EventKind
-from egresswatch.store import open_store
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.plugins.proxy import free_port
+from tests.plugins.store import stored_events
 from tests.support.upstreams import Upstreams
 
 pytestmark = [pytest.mark.e2e]
@@ -159,11 +159,7 @@ def test_two_workers_share_the_port_and_store_every_event(workers: Workers) -> N
     workers.proc.send_signal(signal.SIGTERM)  # the supervisor forwards it; workers drain
     assert workers.proc.wait(timeout=40) == 0
     assert "all 2 workers stopped (0 restarts)" in workers.log()
-    store = open_store(workers.store_url)
-    try:
-        events = list(store.iter_events(0, time.time() + 60))
-    finally:
-        store.close()
+    events = stored_events(workers.store_url)
     hits = [e for e in events if e.kind == EventKind.HIT]
     assert len(hits) == 200
     by_instance = {i: sum(e.instance == i for e in hits) for i in ("fleet-w0", "fleet-w1")}
@@ -205,11 +201,7 @@ def test_a_worker_killed_under_load_is_restarted_and_the_loss_is_bounded(
     workers.proc.send_signal(signal.SIGTERM)
     assert workers.proc.wait(timeout=40) == 0
     assert "all 2 workers stopped (1 restarts)" in workers.log()
-    store = open_store(workers.store_url)
-    try:
-        events = list(store.iter_events(0, time.time() + 60))
-    finally:
-        store.close()
+    events = stored_events(workers.store_url)
     starts = [e for e in events if e.kind == EventKind.START]
     assert sorted((e.detail or {}).get("worker_restarts") for e in starts) == [0, 0, 1]
     stored = sum(e.kind == EventKind.HIT for e in events)

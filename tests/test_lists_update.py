@@ -80,6 +80,14 @@ def plain_source(server: ListServer, tmp_path: Path) -> Path:
     return write_sources(tmp_path / "s.yaml", src(server.serve("/p", PLAIN), "plain", "demo-plain"))
 
 
+def first_update(server: ListServer, tmp_path: Path) -> tuple[Path, Path]:
+    """:func:`plain_source` updated once into ``tmp_path/lists``: the sources file and the
+    generated file (demo-plain.yaml)."""
+    sources = plain_source(server, tmp_path)
+    assert update(sources, tmp_path / "lists") == 0
+    return sources, tmp_path / "lists" / "demo-plain.yaml"
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -310,20 +318,18 @@ def test_redirect_to_a_non_http_scheme_is_refused(server: ListServer) -> None:
 def test_removal_share_refusal_keeps_the_old_file(
     server: ListServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sources = plain_source(server, tmp_path)
-    into = tmp_path / "lists"
-    assert update(sources, into) == 0
-    old = (into / "demo-plain.yaml").read_bytes()
+    sources, generated = first_update(server, tmp_path)
+    old = generated.read_bytes()
     capsys.readouterr()
     server.serve("/p", "one.demo-plain.example\n")  # removes 2 of 3
-    assert update(sources, into) == 1
+    assert update(sources, generated.parent) == 1
     out = capsys.readouterr().out
     assert "REFUSED: the update would remove 2 of 3 entries (67%), more than the allowed 20%" in out
-    assert (into / "demo-plain.yaml").read_bytes() == old
+    assert generated.read_bytes() == old
     # a per-source share in the sources file overrides the command line
     write_sources(sources, src(server.url("/p"), "plain", "demo-plain", max_removed_share=0.7))
-    assert update(sources, into) == 0
-    assert "one.demo-plain.example" in (into / "demo-plain.yaml").read_text()
+    assert update(sources, generated.parent) == 0
+    assert "one.demo-plain.example" in generated.read_text()
 
 
 @pytest.mark.parametrize(
@@ -550,12 +556,18 @@ def test_the_documented_sources_example_is_valid() -> None:
     assert second.json_paths == ("prefixes[service=DEMO].ip_prefix", "ipv6_prefixes[].ipv6_prefix")
 
 
-def test_a_second_concurrent_run_is_refused(
-    server: ListServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    sources = plain_source(server, tmp_path)
+@pytest.fixture
+def into_empty(server: ListServer, tmp_path: Path) -> tuple[Path, Path]:
+    """:func:`plain_source`, and an existing, empty directory to update into."""
     into = tmp_path / "lists"
     into.mkdir()
+    return plain_source(server, tmp_path), into
+
+
+def test_a_second_concurrent_run_is_refused(
+    into_empty: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sources, into = into_empty
     fd = os.open(into, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # as a running update holds it
@@ -568,11 +580,9 @@ def test_a_second_concurrent_run_is_refused(
 
 
 def test_a_hand_written_file_is_never_replaced(
-    server: ListServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    server: ListServer, into_empty: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sources = plain_source(server, tmp_path)
-    into = tmp_path / "lists"
-    into.mkdir()
+    sources, into = into_empty
     mine = "id: demo-plain\nname: Mine\ncategory: other\ndomains: []\n"
     (into / "demo-plain.yaml").write_text(mine)
     assert update(sources, into) == 1
@@ -585,12 +595,10 @@ def test_an_unreadable_previous_file_is_refused_not_ignored(
     server: ListServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Without the previous entries the removal share could not be enforced."""
-    sources = plain_source(server, tmp_path)
-    into = tmp_path / "lists"
-    assert update(sources, into) == 0
-    broken = (into / "demo-plain.yaml").read_text().replace("domains:", "domains: [", 1)
-    (into / "demo-plain.yaml").write_text(broken)
+    sources, generated = first_update(server, tmp_path)
+    broken = generated.read_text().replace("domains:", "domains: [", 1)
+    generated.write_text(broken)
     capsys.readouterr()
-    assert update(sources, into) == 1
+    assert update(sources, generated.parent) == 1
     assert "cannot read the previous" in capsys.readouterr().out
-    assert (into / "demo-plain.yaml").read_text() == broken
+    assert generated.read_text() == broken

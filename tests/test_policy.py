@@ -1,10 +1,7 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
-import logging
-import textwrap
 from collections.abc import Callable
 from collections.abc import Mapping
 from datetime import UTC
@@ -12,7 +9,6 @@ from datetime import date
 from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,124 +17,17 @@ from egresswatch.catalogue import bundled_dir
 from egresswatch.catalogue import load_catalogue
 from egresswatch.events import Action
 from egresswatch.matcher import Match
-from egresswatch.matcher import Matcher
 from egresswatch.policy import BUILTIN_VERSION
-from egresswatch.policy import MAX_DEPARTMENTS
 from egresswatch.policy import Decision
 from egresswatch.policy import Department
-from egresswatch.policy import ExceptionRule
 from egresswatch.policy import Mode
 from egresswatch.policy import Policy
-from egresswatch.policy import PolicyError
 from egresswatch.policy import load_policy
-from hypothesis import given
-from hypothesis import settings
-from hypothesis import strategies as st
 
-REPO = Path(__file__).resolve().parent.parent
-NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-
-# rb and rm are in force; rold was revoked on 2021-01-01; rnew takes effect in 2099.
-REGIMES = """\
-regimes:
-  - id: rb
-    title: Regime that we block
-    signed: 2020-01-01
-    effective: 2020-01-01
-    apps: [a1, a2]
-  - id: rm
-    title: Regime that we monitor
-    signed: 2020-01-01
-    effective: 2020-01-01
-    apps: [a2, a3]
-  - id: rold
-    title: Revoked regime
-    signed: 2019-01-01
-    effective: 2019-01-01
-    revoked: 2021-01-01
-    apps: [a4]
-  - id: rnew
-    title: Future regime
-    signed: 2098-01-01
-    effective: 2099-01-01
-    apps: [a4]
-"""
-
-
-def app_file(app_id: str, regimes: list[str], extra: str = "") -> str:
-    return (
-        textwrap.dedent(f"""\
-        id: {app_id}
-        name: App {app_id}
-        category: other
-        regimes: [{", ".join(regimes)}]
-        domains:
-          - domain: {app_id}.test
-            source: unit test
-            confidence: high
-        """)
-        + extra
-    )
-
-
-SHARED = """\
-  - domain: shared.test
-    source: unit test
-    confidence: medium
-    shared_with: [{other}]
-"""
-
-
-@pytest.fixture(scope="module")
-def cat(tmp_path_factory: pytest.TempPathFactory) -> Catalogue:
-    d = tmp_path_factory.mktemp("cat")
-    (d / "regimes.yaml").write_text(REGIMES)
-    files = {
-        "a1": app_file("a1", ["rb"], SHARED.format(other="a3")),
-        "a2": app_file("a2", ["rb", "rm"]),
-        "a3": app_file("a3", ["rm"], SHARED.format(other="a1")),
-        "a4": app_file("a4", ["rold", "rnew"]),
-        "a5": app_file("a5", ["rm"]),
-    }
-    for app_id, text in files.items():
-        (d / f"{app_id}.yaml").write_text(text)
-    return load_catalogue([d])
-
-
-@pytest.fixture(scope="module")
-def matcher(cat: Catalogue) -> Matcher:
-    return Matcher.from_catalogue(cat)
-
-
-@pytest.fixture
-def hit(matcher: Matcher) -> Callable[[str], Match]:
-    def make(host: str) -> Match:
-        m = matcher.match(host)
-        assert m is not None, host
-        return m
-
-    return make
-
-
-WritePolicy = Callable[[str], Path]
-
-
-@pytest.fixture
-def write_policy(tmp_path: Path) -> WritePolicy:
-    def write(text: str) -> Path:
-        p = tmp_path / "policy.yaml"
-        p.write_text(textwrap.dedent(text), encoding="utf-8")
-        return p
-
-    return write
-
-
-@pytest.fixture
-def policy_from(write_policy: WritePolicy, cat: Catalogue) -> Callable[[str], Policy]:
-    def make(text: str) -> Policy:
-        return load_policy(write_policy(text), cat)
-
-    return make
+from tests.plugins.policy import DEPARTMENTS
+from tests.plugins.policy import NOW
+from tests.plugins.policy import REPO
+from tests.plugins.policy import WritePolicy
 
 
 def test_fixture_catalogue_shares_a_name(hit: Callable[[str], Match]) -> None:
@@ -408,209 +297,6 @@ def test_expiry_register(policy_from: Callable[[str], Policy]) -> None:
     assert policy.expired_since(e2_end, e2_end + timedelta(seconds=1)) == []
 
 
-# --- departments ------------------------------------------------------------------------------
-
-DEPARTMENTS = """\
-departments:
-  - name: engineering
-    cidrs: [10.1.0.0/16, "fd00:1::/48"]
-  - name: lab
-    cidrs: [10.1.200.0/24, "fd00:1:0:42::/64"]
-  - name: finance
-    cidrs: [10.2.0.0/16, 192.0.2.7]
-  - name: corp
-    cidrs: [10.0.0.0/8]
-"""
-
-
-@pytest.mark.parametrize(
-    ("client", "department"),
-    [
-        ("10.1.2.3", "engineering"),
-        ("10.1.200.9", "lab"),  # the most specific network wins
-        ("10.2.0.1", "finance"),
-        ("192.0.2.7", "finance"),  # a bare address is a /32
-        ("192.0.2.8", "other"),
-        ("10.77.0.1", "corp"),
-        ("11.0.0.1", "other"),
-        ("::ffff:10.2.0.1", "finance"),  # IPv4-mapped IPv6 (dual-stack listeners)
-        ("fd00:1::1", "engineering"),
-        ("fd00:1:0:ffff::1", "engineering"),
-        ("fd00:1:1::1", "other"),
-        ("fd00:1:0:42::1", "lab"),
-        ("[fd00:1::1]", "engineering"),
-        ("fd00:1::1%eth0", "engineering"),
-        ("fd00:2::1", "other"),
-        ("::1", "other"),
-        (None, "unknown"),
-        ("", "unknown"),
-        ("not-an-address", "unknown"),
-    ],
-)
-def test_departments(
-    policy_from: Callable[[str], Policy],
-    hit: Callable[[str], Match],
-    client: str | None,
-    department: str,
-) -> None:
-    policy = policy_from(DEPARTMENTS)
-    assert policy.department(client) == department
-    decision = policy.decide(hit("a1.test"), client, None, NOW)
-    assert decision is not None and decision.department == department
-
-
-def test_department_names(
-    policy_from: Callable[[str], Policy], caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.WARNING, logger="egresswatch.policy"):
-        policy = policy_from(DEPARTMENTS)
-    assert policy.departments == ("corp", "engineering", "finance", "lab", "other", "unknown")
-    assert "departments" not in caplog.text
-
-
-def test_many_departments_warn(
-    policy_from: Callable[[str], Policy], caplog: pytest.LogCaptureFixture
-) -> None:
-    n = MAX_DEPARTMENTS + 1
-    text = "departments:\n" + "".join(
-        f"  - {{name: d{i}, cidrs: [10.{i}.0.0/16]}}\n" for i in range(n)
-    )
-    with caplog.at_level(logging.WARNING, logger="egresswatch.policy"):
-        policy = policy_from(text)
-    assert f"{n} departments" in caplog.text
-    assert len(policy.departments) == n + 2
-    assert policy.department("10.50.1.1") == "d50"
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-ERRORS = [
-    # (policy text, expected (line, message fragment) pairs)
-    ("colour: red\n", [(1, "unknown key 'colour'")]),
-    ("version: 2\n", [(1, "only version 1")]),
-    ("default: allow\n", [(1, "'allow' is not an action")]),
-    ("dry_run: maybe\n", [(1, "dry_run must be true or false")]),
-    ("only_in_force: 1\n", [(1, "only_in_force must be true or false")]),
-    ("apps:\n  nope: block\n", [(2, "unknown app 'nope'")]),
-    ("regimes:\n  rb: block\n  nope: monitor\n", [(3, "unknown regime 'nope'")]),
-    ("apps:\n  a1: blocks\n", [(2, "apps.a1: 'blocks' is not an action")]),
-    ("apps: [a1]\n", [(1, "apps must be a mapping")]),
-    ("default: block\ndefault: monitor\n", [(2, "duplicate key 'default' (first on line 1)")]),
-    ("- a\n- b\n", [(1, "policy must be a mapping")]),
-    ("apps: {a1: block\n", [(2, "YAML")]),
-    ("contact: [a, b]\n", [(1, "contact must be a value")]),
-    (
-        "departments:\n  - name: eng\n    cidrs: [10.1.0.0/33]\n",
-        [(3, "bad CIDR '10.1.0.0/33'")],
-    ),
-    (
-        "departments:\n  - name: eng\n    cidrs:\n      - 10.1.0.1/16\n",
-        [(4, "has host bits set")],
-    ),
-    ("departments:\n  - name: other\n    cidrs: [10.1.0.0/16]\n", [(2, "'other' is reserved")]),
-    ("departments:\n  - name: a b\n    cidrs: [10.1.0.0/16]\n", [(2, "department name 'a b'")]),
-    (
-        "departments:\n  - {name: x, cidrs: [10.1.0.0/16]}\n  - {name: x, cidrs: [10.2.0.0/16]}\n",
-        [(3, "duplicate department 'x' (first on line 2)")],
-    ),
-    (
-        "departments:\n  - {name: x, cidrs: [10.1.0.0/16]}\n  - {name: y, cidrs: [10.1.0.0/16]}\n",
-        [(3, "10.1.0.0/16 is already in department x")],
-    ),
-    ("departments:\n  - {name: x}\n", [(2, "needs a name and cidrs")]),
-    ("departments:\n  - {name: x, cidrs: []}\n", [(2, "department x has no cidrs")]),
-    (
-        "departments:\n  - {name: x, cidrs: [10.1.0.0/16], color: red}\n",
-        [(2, "unknown key 'color'")],
-    ),
-]
-
-EXC_HEAD = "exceptions:\n  - id: E1\n"
-EXC_BODY = {
-    "apps": "    apps: [a1]\n",
-    "clients": "    clients: [10.2.3.4/32]\n",
-    "reason": "    reason: r\n",
-    "approver": "    approver: CISO\n",
-    "expires": "    expires: 2026-12-31\n",
-}
-
-
-def exc_text(**replace: str) -> str:
-    body = {**EXC_BODY, **replace}
-    return EXC_HEAD + "".join(v for v in body.values() if v)
-
-
-EXCEPTION_ERRORS = [
-    (exc_text(expires=""), [(2, "exception E1: missing expires")]),
-    (exc_text(approver=""), [(2, "exception E1: missing approver")]),
-    (exc_text(reason=""), [(2, "exception E1: missing reason")]),
-    (exc_text(reason="    reason:\n"), [(5, "exception E1 reason must be a value")]),
-    (exc_text(clients=""), [(2, "blanket exceptions are not allowed")]),
-    (
-        exc_text(clients="    clients: []\n    users: []\n"),
-        [(2, "blanket exceptions are not allowed")],
-    ),
-    (exc_text(clients="    clients: [0.0.0.0/0]\n"), [(4, "0.0.0.0/0 is every address")]),
-    (exc_text(clients="    clients: ['::/0']\n"), [(4, "::/0 is every address")]),
-    (exc_text(clients="    users: ['*']\n"), [(4, "'*' is not a user")]),
-    (exc_text(clients="    clients: [10.2.3.4/33]\n"), [(4, "bad CIDR")]),
-    (exc_text(apps="    apps: [nope]\n"), [(3, "unknown app 'nope'")]),
-    (exc_text(apps="    regimes: [nope]\n"), [(3, "unknown regime 'nope'")]),
-    (exc_text(apps=""), [(2, "list the apps or regimes it covers")]),
-    (exc_text(apps="    apps: []\n"), [(2, "apps and regimes are empty")]),
-    (exc_text(expires="    expires: next week\n"), [(7, "'next week' is not a date")]),
-    (exc_text(expires="    expires: 2026-02-30\n"), [(7, "'2026-02-30' is not a date")]),
-    (exc_text(ticket="    tikcet: X\n"), [(8, "unknown key 'tikcet'")]),
-    (
-        EXC_HEAD.replace("  - id: E1\n", "  - apps: [a1]\n") + "".join(list(EXC_BODY.values())[1:]),
-        [(2, "exception ?: missing id")],
-    ),
-    (
-        exc_text() + exc_text().removeprefix("exceptions:\n"),
-        [(8, "duplicate exception id 'E1' (first on line 2)")],
-    ),
-    ("exceptions: {E1: x}\n", [(1, "exceptions must be a list")]),
-    ("exceptions:\n  - E1\n", [(2, "exception must be a mapping")]),
-]
-
-
-@pytest.mark.parametrize(("text", "expected"), ERRORS + EXCEPTION_ERRORS)
-def test_errors_name_file_and_line(
-    write_policy: WritePolicy, cat: Catalogue, text: str, expected: list[tuple[int, str]]
-) -> None:
-    path = write_policy(text)
-    with pytest.raises(PolicyError) as info:
-        load_policy(path, cat)
-    problems = [str(p) for p in info.value.problems]
-    assert len(problems) == len(expected), problems
-    for problem, (line, fragment) in zip(problems, expected, strict=True):
-        assert problem.startswith(f"{path}:{line}: "), problem
-        assert fragment in problem, problem
-    assert str(info.value) == "\n".join(problems)
-
-
-def test_every_problem_is_reported_at_once(write_policy: WritePolicy, cat: Catalogue) -> None:
-    text = "default: allow\napps: {nope: block}\nregimes: {rb: stop}\n" + exc_text(expires="")
-    with pytest.raises(PolicyError) as info:
-        load_policy(write_policy(text), cat)
-    assert [p.line for p in info.value.problems] == [1, 2, 3, 5]
-
-
-@pytest.mark.parametrize(
-    ("content", "fragment"),
-    [(None, "cannot read policy"), (b"\xff\xfe\x00", "not UTF-8")],
-)
-def test_unreadable_file(
-    tmp_path: Path, cat: Catalogue, content: bytes | None, fragment: str
-) -> None:
-    path = tmp_path / "policy.yaml"
-    if content is not None:
-        path.write_bytes(content)
-    with pytest.raises(PolicyError, match=fragment) as info:
-        load_policy(path, cat)
-    assert str(info.value.problems[0]).startswith(f"{path}:0: ")
-
-
 # --- defaults, version, modes, snapshot ---------------------------------------------------------
 
 
@@ -727,71 +413,12 @@ def test_shipped_example_loads() -> None:
     assert modes["alipay"] == "monitor"
 
 
-# --- the prefix-bucketed lookup agrees with a plain longest-prefix scan -------------------------
-
-_NETS = st.one_of(
-    st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 32)).map(
-        lambda t: ipaddress.ip_network((t[0], t[1]), strict=False)
-    ),
-    st.tuples(st.integers(0, 2**128 - 1), st.integers(0, 128)).map(
-        lambda t: ipaddress.ip_network((t[0], t[1]), strict=False)
-    ),
-)
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    nets=st.lists(_NETS, min_size=1, max_size=12, unique=True),
-    probes=st.lists(st.one_of(st.integers(0, 2**32 - 1), st.integers(0, 2**128 - 1)), max_size=8),
-)
-def test_department_lookup_is_longest_prefix_match(
-    cat: Catalogue, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network], probes: list[int]
-) -> None:
-    departments = [Department(f"d{i}", (str(n),)) for i, n in enumerate(nets)]
-    policy = Policy(cat, departments=departments)
-    # probe each network's first and last address too, and random ones of both families
-    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
-    for n in nets:
-        addresses += [n.network_address, n.broadcast_address]
-    for p in probes:
-        addresses.append(ipaddress.ip_address(p) if p < 2**32 else ipaddress.IPv6Address(p))
-    for addr in addresses:
-        # documented: IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are looked up as IPv4
-        mapped = getattr(addr, "ipv4_mapped", None)
-        seen_as = mapped if mapped is not None else addr
-        containing = [(n.prefixlen, f"d{i}") for i, n in enumerate(nets) if seen_as in n]
-        expected = max(containing)[1] if containing else "other"
-        assert policy.department(str(addr)) == expected, (addr, nets)
-
-
 def test_effective_per_app(policy_from: Callable[[str], Policy]) -> None:
     policy = policy_from("{regimes: {rb: block}, apps: {a3: off}}")
     assert policy.effective("a2", NOW) == (Mode.BLOCK, "rb")
     assert policy.effective("a3", NOW) == (Mode.OFF, "app")
     assert policy.effective("a5", NOW) == (Mode.MONITOR, "default")
     assert policy.effective("not-in-catalogue", NOW) == (Mode.MONITOR, "default")
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "fragment"),
-    [
-        ({"apps": ("a1",)}, "blanket exception"),
-        ({"clients": ("10.0.0.0/8",)}, "neither apps nor regimes"),
-        ({"apps": ("a1",), "clients": ("10.0.0.300/32",)}, "does not appear to be"),
-    ],
-)
-def test_exception_rule_checks_itself(kwargs: dict[str, Any], fragment: str) -> None:
-    with pytest.raises(ValueError, match=fragment):
-        ExceptionRule(id="X", reason="r", approver="a", expires=NOW, **kwargs)
-
-
-def test_exception_rule_naive_expiry_is_utc() -> None:
-    rule = ExceptionRule(
-        id="X", reason="r", approver="a", expires=datetime(2026, 7, 1), users=("u",), apps=("a1",)
-    )
-    assert rule.expires == datetime(2026, 7, 1, tzinfo=UTC)
-    assert rule.in_force(datetime(2026, 6, 30, 23, 59)) and not rule.in_force(rule.expires)
-    assert rule.covers(None, "u") and not rule.covers(None, None)
 
 
 def test_client_cache_is_bounded_and_gives_the_same_decisions(

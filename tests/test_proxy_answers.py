@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from egresswatch.proxy import answers
+from egresswatch.proxy.answers import BlockNotice
 from egresswatch.proxy.answers import block_page
 from egresswatch.proxy.answers import prefers_json
 from mitmproxy import dns
@@ -29,36 +31,34 @@ def test_prefers_json(accept: str, json_: bool) -> None:
 
 
 def test_block_page_escapes_every_value() -> None:
-    body, ctype = block_page(
+    hostile = BlockNotice(
+        host="h<o>st",
         app="a<b",
         app_name="<script>x</script>",
         regime="r&d",
-        contact='"c" <c@x>',
         event_id="<id>",
-        host="h<o>st",
-        as_json=False,
+        contact='"c" <c@x>',
     )
+    body, ctype = block_page(hostile, as_json=False)
     text = body.decode()
     assert ctype.startswith("text/html")
     assert "<script>" not in text and "&lt;script&gt;" in text
     assert "r&amp;d" in text and "&lt;id&gt;" in text and "&lt;c@x&gt;" in text
-    body, ctype = block_page(
-        app="a", app_name="A", regime="r", contact="", event_id="e1", host="h", as_json=True
-    )
+    body, ctype = block_page(BlockNotice("h", "a", "A", "r", "e1"), as_json=True)
     assert ctype == "application/json"
     assert json.loads(body)["event_id"] == "e1"
 
 
 def test_block_response_is_a_403_in_the_preferred_format() -> None:
-    r = answers.block_response(
+    blocky = BlockNotice(
+        host="blocked.test:8080",
         app="blocky",
         app_name="Blocky <Video>",
         regime="app",
-        contact="sec@example.org",
         event_id="ev-1",
-        host="blocked.test:8080",
-        accept="text/html;q=0.2, application/json;q=0.9",
+        contact="sec@example.org",
     )
+    r = answers.block_response(blocky, accept="text/html;q=0.2, application/json;q=0.9")
     assert r.status_code == 403
     assert r.headers["content-type"] == "application/json"
     assert r.headers["cache-control"] == "no-store"
@@ -72,15 +72,7 @@ def test_block_response_is_a_403_in_the_preferred_format() -> None:
         "contact": "sec@example.org",
         "event_id": "ev-1",
     }
-    page = answers.block_response(
-        app="blocky",
-        app_name="Blocky <Video>",
-        regime="app",
-        contact="",
-        event_id="ev-1",
-        host="blocked.test",
-        accept="",
-    )
+    page = answers.block_response(replace(blocky, host="blocked.test", contact=""), accept="")
     assert page.headers["content-type"] == "text/html; charset=utf-8"
     text = (page.content or b"").decode()
     assert "Blocky &lt;Video&gt;" in text and "Questions" not in text  # no contact line

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import struct
-from pathlib import Path
 
 import pytest
-import yaml
 from egresswatch.ech import ECH_EXTENSION
 from egresswatch.ech import outer_extension
 from mitmproxy.connection import Server
@@ -16,21 +14,12 @@ from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.tls import parse_client_hello
 from mitmproxy.tls import ClientHelloData
 
+from tests.plugins.addon import ECH_FRONT
 from tests.plugins.addon import POLICY
 from tests.plugins.addon import Env
 from tests.plugins.addon import client
 from tests.plugins.addon import next_layer_of
-
-FRONT = {
-    "id": "example-ech",
-    "name": "Example ECH",
-    "vendor": "Example",
-    "category": "ech-frontend",
-    "regimes": [],
-    "domains": [
-        {"domain": "ech-front.test", "match": "exact", "source": "tests", "confidence": "high"}
-    ],
-}
+from tests.plugins.addon import write_yaml
 
 
 def _ext(kind: int, body: bytes) -> bytes:
@@ -65,14 +54,9 @@ def client_hello(sni: str | None, ech: bytes | None) -> bytes:
     return b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs
 
 
-def _write(path: Path, doc: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-
-
 @pytest.fixture
 def front(env: Env) -> Env:
-    _write(env.cat_dir / "ech" / "example-ech.yaml", FRONT)
+    write_yaml(env.cat_dir / "ech" / "example-ech.yaml", ECH_FRONT)
     env.addon.reload()
     st = env.addon.state
     assert st is not None and "ech-front.test" in st.categories.public_names
@@ -229,7 +213,7 @@ def test_scope_everywhere_still_refuses_the_neutral_front_end(front: Env) -> Non
 def test_scope_designated_refuses_a_designated_vendors_front_end(front: Env) -> None:
     """An ECH front-end file naming a designated app's vendor: its public name is in scope."""
     vendor_front = {
-        **FRONT,
+        **ECH_FRONT,
         "id": "testvendor-ech",
         "name": "Test Vendor ECH",
         "vendor": "  test vendor ",  # compared without case and surrounding space
@@ -237,7 +221,7 @@ def test_scope_designated_refuses_a_designated_vendors_front_end(front: Env) -> 
             {"domain": "ech.tv-front.test", "match": "exact", "source": "t", "confidence": "high"}
         ],
     }
-    _write(front.cat_dir / "ech" / "testvendor-ech.yaml", vendor_front)
+    write_yaml(front.cat_dir / "ech" / "testvendor-ech.yaml", vendor_front)
     front.policy.write_text(POLICY + SCOPED)
     front.addon.reload()
     assert _refused_via_clienthello(front, "ech.tv-front.test")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from egresswatch.events import Signal
 from egresswatch.proxy.addon import EgressWatch
 
+from tests.plugins.addon import ECH_FRONT
 from tests.plugins.addon import POLICY
 from tests.plugins.addon import Env
 from tests.plugins.addon import client
@@ -18,6 +18,7 @@ from tests.plugins.addon import hello_data
 from tests.plugins.addon import next_layer_of
 from tests.plugins.addon import raw_client_hello
 from tests.plugins.addon import server_data
+from tests.plugins.addon import write_yaml
 
 RESOLVER = {
     "id": "example-dns",
@@ -43,16 +44,6 @@ RESOLVER = {
     ],
     "cidrs": [{"cidr": "198.51.100.53/32", "source": "tests", "confidence": "high"}],
 }
-FRONT = {
-    "id": "example-ech",
-    "name": "Example ECH",
-    "vendor": "Example",
-    "category": "ech-frontend",
-    "regimes": [],
-    "domains": [
-        {"domain": "ech-front.test", "match": "exact", "source": "tests", "confidence": "high"}
-    ],
-}
 HTTPDNS_APP = {
     "id": "dnsy",
     "name": "DNSy",
@@ -71,17 +62,12 @@ HTTPDNS_APP = {
 }
 
 
-def _write(path: Path, doc: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-
-
 @pytest.fixture
 def cats(env: Env) -> Env:
     """``env`` with a resolver, an ECH front end and an app with an HTTPDNS entry."""
-    _write(env.cat_dir / "encrypted-dns" / "example-dns.yaml", RESOLVER)
-    _write(env.cat_dir / "ech" / "example-ech.yaml", FRONT)
-    _write(env.cat_dir / "dnsy.yaml", HTTPDNS_APP)
+    write_yaml(env.cat_dir / "encrypted-dns" / "example-dns.yaml", RESOLVER)
+    write_yaml(env.cat_dir / "ech" / "example-ech.yaml", ECH_FRONT)
+    write_yaml(env.cat_dir / "dnsy.yaml", HTTPDNS_APP)
     env.addon.reload()
     st = env.addon.state
     assert st is not None and st.categories.resolvers == ("example-dns",)
@@ -185,7 +171,7 @@ def test_policy_off_records_nothing_and_dry_run_would_block(cats: Env) -> None:
 
 def test_bad_category_file_names_file_and_line(env: Env) -> None:
     bad = dict(RESOLVER, domains=[{"domain": "bad..name", "source": "t", "confidence": "high"}])
-    _write(env.cat_dir / "encrypted-dns" / "bad.yaml", bad)
+    write_yaml(env.cat_dir / "encrypted-dns" / "bad.yaml", bad)
     old = env.addon.state
     env.addon.reload()
     assert env.addon.state is old  # rejected: the old state stays

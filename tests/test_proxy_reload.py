@@ -4,10 +4,12 @@ changes (notifications, polling as the fallback), and the polling file-set watch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,19 @@ from egresswatch.proxy.reload import snapshot
 from tests.plugins.addon import POLICY
 from tests.plugins.addon import Env
 from tests.plugins.addon import connect_flow
+
+NEW_APP = (
+    "id: newapp\nname: New\nvendor: V\ncategory: other\nregimes: []\n"
+    "domains:\n  - {domain: new.test, match: suffix, source: t, confidence: high}\n"
+)
+POLICY_MONITOR = POLICY.replace("blocky: block", "blocky: monitor")
+
+
+def rejected(env: Env, kind: str) -> float | None:
+    """Loads of ``kind`` (catalogue, policy) rejected as invalid, by the metric."""
+    return env.registry.get_sample_value(
+        "egresswatch_reload_failures_total", {"kind": kind, "reason": "validation"}
+    )
 
 
 def test_proxy_state_keeps_bulk_names_only_in_the_native_matcher(env: Env) -> None:
@@ -42,10 +57,7 @@ def test_proxy_state_keeps_bulk_names_only_in_the_native_matcher(env: Env) -> No
 def test_reload_valid_swaps_and_logs(env: Env, caplog: pytest.LogCaptureFixture) -> None:
     old = env.addon.state
     assert old is not None
-    (env.cat_dir / "newapp.yaml").write_text(
-        "id: newapp\nname: New\nvendor: V\ncategory: other\nregimes: []\n"
-        "domains:\n  - {domain: new.test, match: suffix, source: t, confidence: high}\n"
-    )
+    (env.cat_dir / "newapp.yaml").write_text(NEW_APP)
     with caplog.at_level(logging.INFO, logger="egresswatch"):
         env.addon.reload()
     new = env.addon.state
@@ -66,12 +78,7 @@ def test_reload_invalid_keeps_old(env: Env, caplog: pytest.LogCaptureFixture) ->
         env.addon.reload()
     assert env.addon.state is old
     assert f"egresswatch: catalogue reload rejected: {bad}:" in caplog.text
-    assert (
-        env.registry.get_sample_value(
-            "egresswatch_reload_failures_total", {"kind": "catalogue", "reason": "validation"}
-        )
-        == 1
-    )
+    assert rejected(env, "catalogue") == 1
     env.observe.http_connect(connect_flow("watched.test"))  # the old catalogue still matches
     assert len(env.events()) == 1
 
@@ -83,12 +90,7 @@ def test_reload_invalid_policy_keeps_old(env: Env, caplog: pytest.LogCaptureFixt
         env.addon.reload()
     assert env.addon.state is old
     assert f"egresswatch: policy reload rejected: {env.policy}:1:" in caplog.text
-    assert (
-        env.registry.get_sample_value(
-            "egresswatch_reload_failures_total", {"kind": "policy", "reason": "validation"}
-        )
-        == 1
-    )
+    assert rejected(env, "policy") == 1
 
 
 async def test_reload_on_file_change(env: Env, caplog: pytest.LogCaptureFixture) -> None:
@@ -96,7 +98,7 @@ async def test_reload_on_file_change(env: Env, caplog: pytest.LogCaptureFixture)
     assert old is not None
     poller = Poller(old.files(), old.dirs)  # what the polling fallback compares
     assert not poller.changed()
-    env.policy.write_text(POLICY.replace("blocky: block", "blocky: monitor"))
+    env.policy.write_text(POLICY_MONITOR)
     assert poller.changed()
     with caplog.at_level(logging.INFO, logger="egresswatch"):
         assert await env.addon.reloader.reload_async()
@@ -119,10 +121,7 @@ async def test_reload_command_in_the_proxy_loads_off_the_event_loop(
 
     monkeypatch.setattr(state_mod, "load_state", spy)
     old = env.addon.state
-    (env.cat_dir / "newapp.yaml").write_text(
-        "id: newapp\nname: New\nvendor: V\ncategory: other\nregimes: []\n"
-        "domains:\n  - {domain: new.test, match: suffix, source: t, confidence: high}\n"
-    )
+    (env.cat_dir / "newapp.yaml").write_text(NEW_APP)
     with caplog.at_level(logging.INFO, logger="egresswatch"):
         env.addon.reload()  # on the running loop: returns at once, the load runs in a thread
         for _ in range(200):
@@ -135,6 +134,24 @@ async def test_reload_command_in_the_proxy_loads_off_the_event_loop(
 
 
 # -- watching: file notifications, polling as the fallback --------------------------------------
+
+
+async def policy_edit_reloads(env: Env) -> bool:
+    """Whether a new state replaces the current one after an edit of the policy file."""
+    old = env.addon.state
+    env.policy.write_text(POLICY_MONITOR)
+    return await _wait_for(lambda: env.addon.state is not old)
+
+
+@contextlib.asynccontextmanager
+async def watching(env: Env, method: str) -> AsyncIterator[None]:
+    """The addon running, its reloader watching by ``method`` (notify, poll); stopped after."""
+    env.addon.running()
+    try:
+        assert await _wait_for(lambda: env.addon.reloader.method == method)
+        yield
+    finally:
+        await env.addon.done()
 
 
 async def _wait_for(cond: Any, seconds: float = 10.0) -> bool:
@@ -151,20 +168,15 @@ async def test_file_notification_reloads_without_polling(
 ) -> None:
     """With an hour between polls, only a file notification can make this reload happen."""
     env.tctx.configure(env.addon, egresswatch_reload_interval=3600)
-    env.addon.running()
-    try:
-        assert await _wait_for(lambda: env.addon.reloader.method == "notify")
+    async with watching(env, "notify"):
         old = env.addon.state
         with caplog.at_level(logging.INFO, logger="egresswatch"):
-            env.policy.write_text(POLICY.replace("blocky: block", "blocky: monitor"))
+            env.policy.write_text(POLICY_MONITOR)
             assert await _wait_for(lambda: env.addon.state is not old)
         assert "egresswatch: policy reloaded version=" in caplog.text
         # a new app file in a catalogue directory is noticed too
         cat_before = env.addon.state
-        (env.cat_dir / "newapp.yaml").write_text(
-            "id: newapp\nname: New\nvendor: V\ncategory: other\nregimes: []\n"
-            "domains:\n  - {domain: new.test, match: suffix, source: t, confidence: high}\n"
-        )
+        (env.cat_dir / "newapp.yaml").write_text(NEW_APP)
         assert await _wait_for(
             lambda: (
                 env.addon.state is not cat_before
@@ -176,19 +188,9 @@ async def test_file_notification_reloads_without_polling(
         good = env.addon.state
         with caplog.at_level(logging.WARNING, logger="egresswatch"):
             env.policy.write_text("default: sometimes\n")
-            assert await _wait_for(
-                lambda: (
-                    env.registry.get_sample_value(
-                        "egresswatch_reload_failures_total",
-                        {"kind": "policy", "reason": "validation"},
-                    )
-                    == 1
-                )
-            )
+            assert await _wait_for(lambda: rejected(env, "policy") == 1)
         assert env.addon.state is good
         assert f"egresswatch: policy reload rejected: {env.policy}:1:" in caplog.text
-    finally:
-        await env.addon.done()
     assert env.addon.reloader.method == ""
 
 
@@ -202,9 +204,7 @@ async def test_unrelated_files_do_not_reload(env: Env) -> None:
         return await real(**kw)
 
     env.addon.reloader.reload_async = counting  # type: ignore[method-assign]
-    env.addon.running()
-    try:
-        assert await _wait_for(lambda: env.addon.reloader.method == "notify")
+    async with watching(env, "notify"):
         (env.cat_dir / "README.md").write_text("notes\n")
         (env.cat_dir / ".watchy.yaml.swp").write_text("editor junk")
         (env.policy.parent / "other.yaml").write_text("x: 1\n")
@@ -214,14 +214,12 @@ async def test_unrelated_files_do_not_reload(env: Env) -> None:
             (env.cat_dir / "watchy.yaml").read_text() + "\n# touched\n"
         )
         assert await _wait_for(lambda: swaps != [])
-    finally:
-        await env.addon.done()
 
 
 async def test_change_before_the_watch_starts_is_not_lost(env: Env) -> None:
     old = env.addon.state
     env.tctx.configure(env.addon, egresswatch_reload_interval=3600)
-    env.policy.write_text(POLICY.replace("blocky: block", "blocky: monitor"))
+    env.policy.write_text(POLICY_MONITOR)
     env.addon.running()  # the watch starts after the change: its first check catches it
     try:
         assert await _wait_for(lambda: env.addon.state is not old)
@@ -231,14 +229,8 @@ async def test_change_before_the_watch_starts_is_not_lost(env: Env) -> None:
 
 async def test_polling_fallback_on_request(env: Env) -> None:
     env.tctx.configure(env.addon, egresswatch_reload_interval=1, egresswatch_reload_polling=True)
-    env.addon.running()
-    try:
-        assert await _wait_for(lambda: env.addon.reloader.method == "poll")
-        old = env.addon.state
-        env.policy.write_text(POLICY.replace("blocky: block", "blocky: monitor"))
-        assert await _wait_for(lambda: env.addon.state is not old)
-    finally:
-        await env.addon.done()
+    async with watching(env, "poll"):
+        assert await policy_edit_reloads(env)
 
 
 async def test_polling_fallback_when_notifications_fail(
@@ -252,14 +244,8 @@ async def test_polling_fallback_when_notifications_fail(
     monkeypatch.setattr(watchfiles, "awatch", no_inotify)
     env.tctx.configure(env.addon, egresswatch_reload_interval=1)
     with caplog.at_level(logging.WARNING, logger="egresswatch"):
-        env.addon.running()
-        try:
-            assert await _wait_for(lambda: env.addon.reloader.method == "poll")
-            old = env.addon.state
-            env.policy.write_text(POLICY.replace("blocky: block", "blocky: monitor"))
-            assert await _wait_for(lambda: env.addon.state is not old)
-        finally:
-            await env.addon.done()
+        async with watching(env, "poll"):
+            assert await policy_edit_reloads(env)
     assert "file notifications unavailable" in caplog.text and "polling every 1 s" in caplog.text
 
 
@@ -361,9 +347,7 @@ def test_changed_paths_is_symmetric_and_sorted() -> None:
 
 async def test_restarting_the_watch_keeps_one_running(env: Env) -> None:
     env.tctx.configure(env.addon, egresswatch_reload_interval=3600)
-    env.addon.running()
-    try:
-        assert await _wait_for(lambda: env.addon.reloader.method == "notify")
+    async with watching(env, "notify"):
         env.tctx.configure(env.addon, egresswatch_reload_polling=True)  # restarts the watch
         assert await _wait_for(lambda: env.addon.reloader.method == "poll")
         await asyncio.sleep(0.5)  # the replaced watch's thread returns meanwhile
@@ -374,11 +358,7 @@ async def test_restarting_the_watch_keeps_one_running(env: Env) -> None:
         ]
         env.tctx.configure(env.addon, egresswatch_reload_polling=False)
         assert await _wait_for(lambda: env.addon.reloader.method == "notify")
-        old = env.addon.state
-        env.policy.write_text(POLICY.replace("blocky: block", "blocky: monitor"))
-        assert await _wait_for(lambda: env.addon.state is not old)
-    finally:
-        await env.addon.done()
+        assert await policy_edit_reloads(env)
     assert env.addon.reloader.method == ""
 
 
@@ -405,9 +385,7 @@ async def test_kubernetes_configmap_update_reloads(env: Env, tmp_path: Path) -> 
     env.tctx.configure(
         env.addon, egresswatch_policy=str(volume / "policy.yaml"), egresswatch_reload_interval=3600
     )
-    env.addon.running()
-    try:
-        assert await _wait_for(lambda: env.addon.reloader.method == "notify")
+    async with watching(env, "notify"):
         old = env.addon.state
         _configmap_volume(
             volume, {"policy.yaml": POLICY.replace("blocky: block", "blocky: off")}, 2
@@ -416,8 +394,6 @@ async def test_kubernetes_configmap_update_reloads(env: Env, tmp_path: Path) -> 
         f = connect_flow("blocked.test")
         env.observe.http_connect(f)
         assert f.response is None and env.events() == []  # "off" now: not even recorded
-    finally:
-        await env.addon.done()
 
 
 async def test_relative_paths_are_watched(
@@ -432,12 +408,8 @@ async def test_relative_paths_are_watched(
         egresswatch_policy=os.path.relpath(env.policy, tmp_path),
         egresswatch_reload_interval=3600,
     )
-    env.addon.running()
-    try:
-        assert await _wait_for(lambda: env.addon.reloader.method == "notify")
-        old = env.addon.state
-        env.policy.write_text(POLICY.replace("blocky: block", "blocky: monitor"))
-        assert await _wait_for(lambda: env.addon.state is not old)
+    async with watching(env, "notify"):
+        assert await policy_edit_reloads(env)
         old = env.addon.state
         (env.cat_dir / "watchy.yaml").write_text(
             (env.cat_dir / "watchy.yaml").read_text() + "\n# touched\n"
@@ -449,5 +421,3 @@ async def test_relative_paths_are_watched(
                 and env.addon.state.catalogue.version != old.catalogue.version
             )
         )
-    finally:
-        await env.addon.done()

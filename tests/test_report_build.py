@@ -273,23 +273,15 @@ def test_regime_status_is_taken_at_the_end_of_the_period(bundled_catalogue) -> N
     store.write(
         [
             Event(
-                ts=base,
+                ts=base + days * 86400,
                 kind=EventKind.HIT,
                 instance="p",
-                event_id="1",
+                event_id=event_id,
                 app="wechat-pay",
                 regimes=("us-eo-13971",),
                 action="monitor",
-            ),
-            Event(
-                ts=base + 30 * 86400,
-                kind=EventKind.HIT,
-                instance="p",
-                event_id="2",
-                app="wechat-pay",
-                regimes=("us-eo-13971",),
-                action="monitor",
-            ),
+            )
+            for event_id, days in (("1", 0), ("2", 30))  # May 10th, June 9th
         ]
     )
     may = build_report(store, "2021-05", now=AFTER_JULY, catalogue=bundled_catalogue, verify=False)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import UTC
@@ -25,39 +23,10 @@ from egresswatch.store.memory import MemoryStore
 from tests.plugins.report import JULY_DAILY
 from tests.plugins.report import JULY_TOTALS
 from tests.plugins.report import MONTH
+from tests.support.chromium import NEEDS_CHROMIUM
+from tests.support.chromium import chromium
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-pytestmark = [
-    pytest.mark.chromium,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(),
-        reason="headless Chromium not installed: apt-get install chromium",
-    ),
-]
-
-
-def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
-    return subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--disable-dev-shm-usage",
-            f"--user-data-dir={profile}",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+pytestmark = NEEDS_CHROMIUM
 
 
 class Tables(HTMLParser):

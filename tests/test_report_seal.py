@@ -6,7 +6,6 @@ the first disagreement."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from egresswatch.store import open_store
 from egresswatch.witness import make_checkpoint
 
 from tests.plugins.report import ts
+from tests.plugins.store import unguarded_sql
 
 
 def _events() -> list[Event]:
@@ -69,11 +69,13 @@ def data_dir(tmp_path: Path) -> Path:
     return d
 
 
-def _report(data_dir: Path, out: Path) -> dict[str, Any]:
+@pytest.fixture
+def sealed(data_dir: Path, tmp_path: Path) -> Path:
+    """The sealed JSON report of July over ``data_dir``, written beside it."""
+    out = tmp_path / "july.json"
     args = ["report", "--month", "2026-07", "--data-dir", str(data_dir), "--format", "json"]
     assert main([*args, "--no-verify", "-o", str(out)]) == 0
-    doc: dict[str, Any] = json.loads(out.read_text())
-    return doc
+    return out
 
 
 def _verify(data_dir: Path, report: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -83,15 +85,14 @@ def _verify(data_dir: Path, report: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_a_clean_report_embeds_its_checkpoint_and_verifies(
-    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    data_dir: Path, sealed: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "july.json"
-    doc = _report(data_dir, out)
+    doc = json.loads(sealed.read_text())
     (cp,) = doc["evidence"]["checkpoints"]
     assert (cp["instance"], cp["size"]) == ("p1", 28)
     assert cp["note"].startswith("egresswatch/p1\n28\n")
     assert doc["digest"] == canonical_digest(doc)
-    rc, text = _verify(data_dir, out, capsys)
+    rc, text = _verify(data_dir, sealed, capsys)
     assert rc == 0, text
     assert "OK" in text and "1 signed checkpoint" in text
 
@@ -105,60 +106,47 @@ def _rewrite(path: Path, change: Any, *, reseal: bool) -> None:
 
 
 def test_an_edited_figure_fails_at_the_digest_or_at_the_figure(
-    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    data_dir: Path, sealed: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "july.json"
-    _report(data_dir, out)
-
     def fewer(doc: dict[str, Any]) -> None:
         tiktok = next(t for t in doc["totals"] if t["app"] == "tiktok")
         tiktok["events"] = 0
 
-    _rewrite(out, fewer, reseal=False)
-    rc, text = _verify(data_dir, out, capsys)
+    _rewrite(sealed, fewer, reseal=False)
+    rc, text = _verify(data_dir, sealed, capsys)
     assert rc == 1 and "FAILED at digest" in text
-    _rewrite(out, lambda doc: None, reseal=True)  # a forger who recomputes the digest
-    rc, text = _verify(data_dir, out, capsys)
+    _rewrite(sealed, lambda doc: None, reseal=True)  # a forger who recomputes the digest
+    rc, text = _verify(data_dir, sealed, capsys)
     assert rc == 1 and "events: the report says 0, the store gives 2" in text, text
 
 
+@pytest.mark.parametrize(
+    ("edit", "failure"),
+    [
+        ("UPDATE rollups SET events = 0 WHERE app = 'tiktok'", "FAILED at store: rollups"),
+        (
+            "UPDATE events SET decided_id = 'us-eo-13971' WHERE event_id = 'h2'",
+            "FAILED at store: hash chain",
+        ),
+    ],
+    ids=["rollup", "event"],
+)
 def test_an_edited_store_fails(
-    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    data_dir: Path, sealed: Path, capsys: pytest.CaptureFixture[str], edit: str, failure: str
 ) -> None:
-    out = tmp_path / "july.json"
-    _report(data_dir, out)
-    db = sqlite3.connect(data_dir / "events.db", isolation_level=None)
-    try:
-        db.execute("UPDATE rollups SET events = 0 WHERE app = 'tiktok'")
-    finally:
-        db.close()
-    rc, text = _verify(data_dir, out, capsys)
-    assert rc == 1 and "FAILED at store: rollups" in text, text
-
-
-def test_an_edited_event_fails(
-    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = tmp_path / "july.json"
-    _report(data_dir, out)
-    db = sqlite3.connect(data_dir / "events.db", isolation_level=None)
-    try:
-        db.execute("DROP TRIGGER events_no_update")
-        db.execute("UPDATE events SET decided_id = 'us-eo-13971' WHERE event_id = 'h2'")
-    finally:
-        db.close()
-    rc, text = _verify(data_dir, out, capsys)
-    assert rc == 1 and "FAILED at store: hash chain" in text, text
+    unguarded_sql(f"sqlite://{data_dir / 'events.db'}", edit)
+    rc, text = _verify(data_dir, sealed, capsys)
+    assert rc == 1 and failure in text, text
 
 
 def test_a_checkpoint_signed_by_another_key_fails(
-    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    data_dir: Path, sealed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "july.json"
-    _report(data_dir, out)
     other, _ = load_or_create_signer(tmp_path / "other.key")
     pub = tmp_path / "other.key.pub"
-    rc = main(["report", "verify", str(out), "--data-dir", str(data_dir), "--public-key", str(pub)])
+    rc = main(
+        ["report", "verify", str(sealed), "--data-dir", str(data_dir), "--public-key", str(pub)]
+    )
     text = capsys.readouterr().err
     assert rc == 1 and "evidence.checkpoints[0]: signature" in text, text
     assert other.name  # the key exists; only its public half was trusted

@@ -4,21 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from egresswatch.sdnotify import Notifier
-
-
-@pytest.fixture
-def systemd(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
-    path = str(tmp_path / "notify")
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind(path)
-    s.settimeout(5)
-    yield s, path
-    s.close()
 
 
 def test_messages_reach_the_socket(systemd: tuple[socket.socket, str]) -> None:

@@ -32,37 +32,19 @@ from egresswatch.store._codec import row_leaf
 from egresswatch.store.sqlite import sqlite_path
 from egresswatch.witness import make_checkpoint
 
+from tests.plugins.store import unguarded_sql
+
 MakeEvent = Callable[..., Event]
-_TRIGGERS = (
-    "events_no_update",
-    "events_no_delete",
-    "verifications_no_update",
-    "verifications_no_delete",
-)
 
 
 class Attacker:
-    """Plain SQL on the database, triggers out of the way (SQLite: dropped; PostgreSQL: a
-    superuser's ``session_replication_role = replica``)."""
+    """Plain SQL on the database, triggers out of the way (:func:`unguarded_sql`)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
 
     def sql(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        if self.url.startswith("sqlite"):
-            conn = sqlite3.connect(sqlite_path(self.url), isolation_level=None)
-            try:
-                for t in _TRIGGERS:
-                    conn.execute(f"DROP TRIGGER IF EXISTS {t}")
-                return conn.execute(sql, params).fetchall()
-            finally:
-                conn.close()
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute("SET session_replication_role = replica")
-            cur = conn.execute(sql.replace("?", "%s"), params)
-            return cur.fetchall() if cur.description else []
+        return unguarded_sql(self.url, sql, params)
 
     def rows(self, instance: str) -> list[tuple[Any, ...]]:
         cols = ", ".join(f'"{c}"' for c in COLUMNS)
@@ -112,11 +94,14 @@ class Proxy:
         self.log.append(self.signer.sign(cp))
 
 
-@pytest.fixture(params=("sqlite", "postgres"))
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite://{tmp_path}/data/events.db"
-    return str(request.getfixturevalue("postgres_url"))
+@pytest.fixture
+def url(sql_store_url: str, tmp_path: Path) -> str:
+    """Each SQL backend; SQLite's file in ``tmp_path/data``, where the proxy keeps its log and key."""
+    return (
+        f"sqlite://{tmp_path}/data/events.db"
+        if sql_store_url.startswith("sqlite")
+        else sql_store_url
+    )
 
 
 @pytest.fixture
@@ -136,31 +121,34 @@ def proxy(url: str, tmp_path: Path, make_event: MakeEvent) -> Iterator[Proxy]:
         store.close()
 
 
-def db_verify(
-    capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path, *extra: str
-) -> tuple[int, str]:
-    """``egresswatch db verify``: SQLite finds the log and key beside the store; PostgreSQL is
-    given them (as an auditor with a SIEM's copy would)."""
-    data = tmp_path / "data"
-    argv = ["db", "verify", "--store", url, *extra]
-    if not url.startswith("sqlite") and "--checkpoints" not in extra:
-        argv += ["--checkpoints", str(data / "checkpoints.log")]
-    if not url.startswith("sqlite") and "--public-key" not in extra:
-        argv += ["--public-key", str(data / "signing.key.pub")]
-    rc = main(argv)
-    out, err = capsys.readouterr()
-    return rc, out + err
+DbVerify = Callable[..., tuple[int, str]]
+
+
+@pytest.fixture
+def db_verify(url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> DbVerify:
+    """``egresswatch db verify`` of ``url`` with extra arguments: its exit code and output.
+    SQLite finds the log and key beside the store; PostgreSQL is given them (as an auditor with
+    a SIEM's copy would)."""
+
+    def run(*extra: str) -> tuple[int, str]:
+        data = tmp_path / "data"
+        argv = ["db", "verify", "--store", url, *extra]
+        if not url.startswith("sqlite") and "--checkpoints" not in extra:
+            argv += ["--checkpoints", str(data / "checkpoints.log")]
+        if not url.startswith("sqlite") and "--public-key" not in extra:
+            argv += ["--public-key", str(data / "signing.key.pub")]
+        rc = main(argv)
+        out, err = capsys.readouterr()
+        return rc, out + err
+
+    return run
 
 
 def test_untouched_store_verifies_against_its_checkpoints(
-    proxy: Proxy,
-    url: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    make_event: MakeEvent,
+    proxy: Proxy, make_event: MakeEvent, db_verify: DbVerify
 ) -> None:
     proxy.store.write([make_event(instance="edge-a"), make_event(instance="edge-b")])
-    rc, out = db_verify(capsys, url, tmp_path)
+    rc, out = db_verify()
     assert rc == 0, out
     assert "witnessed: 3 signed checkpoint(s)" in out
     assert "NOTE: edge-a: rows #13..#13 are not yet witnessed" in out
@@ -169,37 +157,31 @@ def test_untouched_store_verifies_against_its_checkpoints(
 
 
 def test_edit_and_rehash_is_named_with_the_first_row_that_disagrees(
-    proxy: Proxy, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    proxy: Proxy, url: str, db_verify: DbVerify
 ) -> None:
     attacker = Attacker(url)
     attacker.sql("UPDATE events SET app = 'notepad' WHERE instance = 'edge-a' AND seq = 6")
     attacker.rehash_from("edge-a", 6)
     assert proxy.store.verify().ok  # the finding: the chain alone verifies
-    rc, out = db_verify(capsys, url, tmp_path)
+    rc, out = db_verify()
     assert rc == 1, out
     assert "PROBLEM edge-a#5: rewritten: rows #5..#8 disagree with " in out
     assert "checkpoints.log:9: it signed chain hash" in out  # the entry of the #8 checkpoint
 
 
-def test_truncate_and_rewind_is_named(
-    proxy: Proxy, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_truncate_and_rewind_is_named(proxy: Proxy, url: str, db_verify: DbVerify) -> None:
     attacker = Attacker(url)
     attacker.sql("DELETE FROM events WHERE instance = 'edge-a' AND seq > 9")
     attacker.rehash_from("edge-a", 10)  # only rewinds the head to #9
     assert proxy.store.verify().ok
-    rc, out = db_verify(capsys, url, tmp_path)
+    rc, out = db_verify()
     assert rc == 1, out
     assert "PROBLEM edge-a#10: deleted: rows #10..#12 are missing" in out
     assert "the store's chain ends at #9" in out
 
 
 def test_rollback_to_an_older_copy_then_new_writes_is_named(
-    proxy: Proxy,
-    url: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    make_event: MakeEvent,
+    proxy: Proxy, url: str, tmp_path: Path, make_event: MakeEvent, db_verify: DbVerify
 ) -> None:
     attacker = Attacker(url)
     if url.startswith("sqlite"):
@@ -222,16 +204,14 @@ def test_rollback_to_an_older_copy_then_new_writes_is_named(
     # The proxy carries on writing into the restored copy, and keeps signing.
     proxy.write([make_event(instance="edge-a", host="other.example") for _ in range(2)])
     assert proxy.store.verify().ok
-    rc, out = db_verify(capsys, url, tmp_path)
+    rc, out = db_verify()
     assert rc == 1, out
     assert "PROBLEM edge-a#13: rolled back: checkpoints " in out
     assert "sign two different heads at #14" in out
     assert "PROBLEM edge-a#13: rewritten: rows #13..#14 disagree with" in out
 
 
-def test_deleted_verification_record_is_named(
-    proxy: Proxy, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_deleted_verification_record_is_named(proxy: Proxy, url: str, db_verify: DbVerify) -> None:
     for _ in range(3):
         assert proxy.store.verify().ok  # three recorded runs
     proxy.checkpoint("edge-a")  # the proxy's next checkpoint commits to them
@@ -258,30 +238,28 @@ def test_deleted_verification_record_is_named(
     # The attacker drops the guard first.
     Attacker(url).sql("DELETE FROM verifications WHERE id = 2")
     assert proxy.store.verify().ok
-    rc, out = db_verify(capsys, url, tmp_path)
+    rc, out = db_verify()
     assert rc == 1, out
     assert "PROBLEM edge-a: deleted: verification records changed:" in out
     assert "covers 3 run(s) of this instance up to run #3; the store holds 2 of them" in out
 
 
-def test_edited_rollup_is_named(
-    proxy: Proxy, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_edited_rollup_is_named(proxy: Proxy, url: str, db_verify: DbVerify) -> None:
     Attacker(url).sql("UPDATE rollups SET events = 0 WHERE app = 'tiktok'")
     assert proxy.store.verify().ok
-    rc, out = db_verify(capsys, url, tmp_path)
+    rc, out = db_verify()
     assert rc == 1, out
     assert "PROBLEM edge-a: rollup: rollup 2026-07-25/edge-a/tiktok/" in out
     assert "says 0 event(s)" in out and "the chained hit rows count 8" in out
     # A rollup row with nothing behind it, and one deleted, are named as well.
     Attacker(url).sql("UPDATE rollups SET events = 8 WHERE app = 'tiktok'")
     Attacker(url).sql("DELETE FROM rollups WHERE app = 'wechat'")
-    rc, out = db_verify(capsys, url, tmp_path)
+    rc, out = db_verify()
     assert rc == 1 and "/wechat/" in out and ": missing; the chained hit rows count 4" in out
 
 
 def test_forged_checkpoint_log_signed_by_another_key_is_refused(
-    proxy: Proxy, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    proxy: Proxy, url: str, tmp_path: Path, db_verify: DbVerify
 ) -> None:
     trusted = tmp_path / "pinned.pub"  # the auditor's copy of the public key
     shutil.copy(tmp_path / "data" / "signing.key.pub", trusted)
@@ -295,22 +273,22 @@ def test_forged_checkpoint_log_signed_by_another_key_is_refused(
     log.unlink()
     Proxy(proxy.store, mallory, CheckpointLog(log)).checkpoint("edge-a")
     assert proxy.store.verify().ok
-    rc, out = db_verify(capsys, url, tmp_path, "--public-key", str(trusted))
+    rc, out = db_verify("--public-key", str(trusted))
     assert rc == 1, out
     assert "checkpoints.log:1: forged: signed by another key named 'egw-test'" in out
 
 
 def test_a_missing_log_or_key_given_explicitly_exits_2(
-    proxy: Proxy, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    proxy: Proxy, tmp_path: Path, db_verify: DbVerify
 ) -> None:
-    rc, out = db_verify(capsys, url, tmp_path, "--checkpoints", str(tmp_path / "nope.log"))
+    rc, out = db_verify("--checkpoints", str(tmp_path / "nope.log"))
     assert rc == 2 and "nope.log" in out
-    rc, out = db_verify(capsys, url, tmp_path, "--public-key", str(tmp_path / "nope.pub"))
+    rc, out = db_verify("--public-key", str(tmp_path / "nope.pub"))
     assert rc == 2 and "public key" in out and "nope.pub" in out
 
 
 def test_a_siem_copy_and_a_pinned_key_catch_what_a_forged_local_log_hides(
-    proxy: Proxy, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    proxy: Proxy, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], db_verify: DbVerify
 ) -> None:
     """The export a SIEM kept carries the signed checkpoints; an attacker who rewrites the chain
     and replaces both the local log and the public key beside it fools a verify that trusts the
@@ -332,11 +310,9 @@ def test_a_siem_copy_and_a_pinned_key_catch_what_a_forged_local_log_hides(
         (data / name).unlink()
     mallory, _ = load_or_create_signer(data / "signing.key", name="egw-test")
     Proxy(proxy.store, mallory, CheckpointLog(data / "checkpoints.log")).checkpoint("edge-a")
-    rc, out = db_verify(capsys, url, tmp_path)
+    rc, out = db_verify()
     assert rc == 0, out  # everything in reach of the attacker agrees with itself
-    rc, out = db_verify(
-        capsys, url, tmp_path, "--checkpoints", str(siem), "--public-key", str(pinned)
-    )
+    rc, out = db_verify("--checkpoints", str(siem), "--public-key", str(pinned))
     assert rc == 1, out
     assert "PROBLEM edge-a#1: rewritten: rows #1..#4 disagree with " in out
     assert "siem.jsonl:" in out

@@ -27,11 +27,14 @@ import hashlib
 import io
 import ipaddress
 from array import array
+from collections.abc import Iterator
+from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel
 from pydantic import ValidationError
@@ -372,6 +375,33 @@ def _parse_regimes(doc: YamlDoc, sink: _Sink) -> list[Regime]:
 # directories
 
 
+class _Located(Protocol):
+    @property
+    def file(self) -> str: ...
+    @property
+    def line(self) -> int: ...
+
+
+def _dangling(
+    drafts: Mapping[str, _AppDraft], regimes: Mapping[str, Regime]
+) -> Iterator[tuple[_Located, str]]:
+    """Each name that points nowhere (an app's regime, a rule's ``shared_with``, a regime's app)
+    with the entry that names it, in file order per app, then per regime."""
+    for draft in drafts.values():
+        head = draft.head
+        for rid in head.regimes:
+            if rid not in regimes:
+                yield head, f"app {head.id}: regime {rid!r} is not defined in any regimes.yaml"
+        for rule in draft.rules:
+            for other in rule.shared_with:
+                if other not in drafts:
+                    yield rule, f"{rule.domain}: shared_with names unknown app {other!r}"
+    for regime in regimes.values():
+        for app_id in regime.apps:
+            if app_id not in drafts:
+                yield regime, f"regime {regime.id}: app {app_id!r} is not in the catalogue"
+
+
 def load_catalogue(dirs: Sequence[Path | str]) -> Catalogue:
     """Load and merge catalogue directories in order; raise :class:`CatalogueError` on problems."""
     sink = _Sink()
@@ -435,31 +465,8 @@ def load_catalogue(dirs: Sequence[Path | str]) -> Catalogue:
             continue
         base.extend(ext)
 
-    for draft in drafts.values():
-        head = draft.head
-        for rid in head.regimes:
-            if rid not in regimes:
-                sink.err(
-                    head.file,
-                    head.line,
-                    f"app {head.id}: regime {rid!r} is not defined in any regimes.yaml",
-                )
-        for rule in draft.rules:
-            for other in rule.shared_with:
-                if other not in drafts:
-                    sink.err(
-                        rule.file,
-                        rule.line,
-                        f"{rule.domain}: shared_with names unknown app {other!r}",
-                    )
-    for regime in regimes.values():
-        for app_id in regime.apps:
-            if app_id not in drafts:
-                sink.err(
-                    regime.file,
-                    regime.line,
-                    f"regime {regime.id}: app {app_id!r} is not in the catalogue",
-                )
+    for entry, message in _dangling(drafts, regimes):
+        sink.err(entry.file, entry.line, message)
 
     if sink.problems:
         raise CatalogueError(sink.problems, sink.notes)

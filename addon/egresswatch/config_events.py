@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import fields
 from typing import Any
 
 from .events import Event
@@ -31,6 +32,7 @@ __all__ = [
     "CatalogueLoaded",
     "DepartmentDetail",
     "ExceptionDetail",
+    "ExceptionTerms",
     "LifecycleDetail",
     "MalformedDetail",
     "PolicyLoaded",
@@ -54,13 +56,7 @@ class StartDetail:
     client_identity: str = ""  # address | hash | none
 
     def to_detail(self) -> dict[str, object]:
-        return {
-            "egresswatch": self.egresswatch,
-            "mitmproxy": self.mitmproxy,
-            "catalogue_version": self.catalogue_version,
-            "policy_version": self.policy_version,
-            "client_identity": self.client_identity,
-        }
+        return _plain(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,17 +68,13 @@ class CatalogueLoaded:
     entries: tuple[tuple[str, int], ...] = ()  # (app, entries), sorted by app
 
     def to_detail(self) -> dict[str, object]:
-        return {
-            "kind": "catalogue",
-            "version": self.version,
-            "files": list(self.files),
-            "entries": dict(self.entries),
-        }
+        return {"kind": "catalogue", **_plain(self)}
 
 
 @dataclass(frozen=True, slots=True)
-class ExceptionDetail:
-    """One exception of a policy, as the policy file grants it."""
+class ExceptionTerms:
+    """What an exception covers and why: the part of it the stored detail and the report's
+    register share."""
 
     id: str
     apps: tuple[str, ...] = ()
@@ -91,23 +83,18 @@ class ExceptionDetail:
     users: tuple[str, ...] = ()
     reason: str = ""
     approver: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionDetail(ExceptionTerms):
+    """One exception of a policy, as the policy file grants it."""
+
     ticket: str | None = None
     expires: str = ""  # as written: a date (to the end of that day, UTC) or a datetime
     expires_at: str = ""  # the instant it stops applying, ISO 8601 with offset
 
     def to_detail(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "apps": list(self.apps),
-            "regimes": list(self.regimes),
-            "clients": list(self.clients),
-            "users": list(self.users),
-            "reason": self.reason,
-            "approver": self.approver,
-            "ticket": self.ticket,
-            "expires": self.expires,
-            "expires_at": self.expires_at,
-        }
+        return _plain(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,23 +120,33 @@ class PolicyLoaded:
     exceptions: tuple[ExceptionDetail, ...] = ()
 
     def to_detail(self) -> dict[str, object]:
-        return {
-            "kind": "policy",
-            "version": self.version,
-            "file": self.file,
-            "default": self.default,
-            "dry_run": self.dry_run,
-            "only_in_force": self.only_in_force,
-            "contact": self.contact,
-            "regimes": dict(self.regimes),
-            "apps": dict(self.apps),
-            "modes": dict(self.modes),
-            "departments": [{"name": d.name, "cidrs": list(d.cidrs)} for d in self.departments],
-            "exceptions": [x.to_detail() for x in self.exceptions],
-        }
+        return {"kind": "policy", **_plain(self)}
 
 
 LifecycleDetail = StartDetail | CatalogueLoaded | PolicyLoaded
+
+# The stored form follows each dataclass's fields, in order, by declared type (the annotations
+# are strings here): a tuple of pairs is stored as an object, any other tuple as a list (of
+# nested objects where it holds dataclasses), everything else as it is.
+_NESTED: dict[str, type[DepartmentDetail | ExceptionDetail]] = {
+    "tuple[DepartmentDetail, ...]": DepartmentDetail,
+    "tuple[ExceptionDetail, ...]": ExceptionDetail,
+}
+
+
+def _plain(obj: Any) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for f in fields(obj):
+        value, declared = getattr(obj, f.name), str(f.type)
+        if declared.startswith("tuple[tuple["):
+            out[f.name] = dict(value)
+        elif declared in _NESTED:
+            out[f.name] = [_plain(v) for v in value]
+        elif declared.startswith("tuple["):
+            out[f.name] = list(value)
+        else:
+            out[f.name] = value
+    return out
 
 
 class _Reader:
@@ -210,58 +207,29 @@ class _Reader:
         return [_Reader(v, self.where, f"{self.path}{key}[{i}].") for i, v in enumerate(value)]
 
 
-def _exception(r: _Reader) -> ExceptionDetail:
-    xid = r.text("id")
-    if not xid:
-        raise r.fail("id", "text", r.data.get("id"))
-    return ExceptionDetail(
-        id=xid,
-        apps=r.texts("apps"),
-        regimes=r.texts("regimes"),
-        clients=r.texts("clients"),
-        users=r.texts("users"),
-        reason=r.text("reason"),
-        approver=r.text("approver"),
-        ticket=r.opt_text("ticket"),
-        expires=r.text("expires"),
-        expires_at=r.text("expires_at"),
-    )
+#: How a field of each declared type is read back.
+_READS: dict[str, Callable[[_Reader, str], object]] = {
+    "str": _Reader.text,
+    "str | None": _Reader.opt_text,
+    "bool | None": _Reader.opt_bool,
+    "tuple[str, ...]": _Reader.texts,
+    "tuple[tuple[str, str], ...]": _Reader.modes,
+    "tuple[tuple[str, int], ...]": _Reader.counts,
+}
 
 
-def _policy(r: _Reader) -> PolicyLoaded:
-    return PolicyLoaded(
-        version=r.text("version"),
-        file=r.opt_text("file"),
-        default=r.text("default"),
-        dry_run=r.opt_bool("dry_run"),
-        only_in_force=r.opt_bool("only_in_force"),
-        contact=r.opt_text("contact"),
-        regimes=r.modes("regimes"),
-        apps=r.modes("apps"),
-        modes=r.modes("modes"),
-        departments=tuple(
-            DepartmentDetail(d.text("name"), d.texts("cidrs")) for d in r.objects("departments")
-        ),
-        exceptions=tuple(_exception(x) for x in r.objects("exceptions")),
-    )
-
-
-def _catalogue(r: _Reader) -> CatalogueLoaded:
-    return CatalogueLoaded(
-        version=r.text("version"),
-        files=r.texts("files"),
-        entries=r.counts("entries"),
-    )
-
-
-def _start(r: _Reader) -> StartDetail:
-    return StartDetail(
-        egresswatch=r.text("egresswatch"),
-        mitmproxy=r.text("mitmproxy"),
-        catalogue_version=r.text("catalogue_version"),
-        policy_version=r.text("policy_version"),
-        client_identity=r.text("client_identity"),
-    )
+def _parse[T](cls: type[T], r: _Reader) -> T:
+    values: dict[str, object] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        declared = str(f.type)
+        nested = _NESTED.get(declared)
+        if nested is not None:
+            values[f.name] = tuple(_parse(nested, x) for x in r.objects(f.name))
+        else:
+            values[f.name] = _READS[declared](r, f.name)
+        if f.name == "id" and not values["id"]:  # an exception must name itself
+            raise r.fail("id", "text", r.data.get("id"))
+    return cls(**values)
 
 
 def parse_detail(event: Event) -> LifecycleDetail | None:
@@ -276,10 +244,10 @@ def parse_detail(event: Event) -> LifecycleDetail | None:
         )
     r = _Reader(event.detail, where)
     if event.kind == EventKind.START:
-        return _start(r)
+        return _parse(StartDetail, r)
     kind = event.detail.get("kind")
     if kind == "catalogue":
-        return _catalogue(r)
+        return _parse(CatalogueLoaded, r)
     if kind == "policy":
-        return _policy(r)
+        return _parse(PolicyLoaded, r)
     return None

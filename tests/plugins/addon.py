@@ -2,7 +2,9 @@
 
 ``env``: an :class:`~egresswatch.proxy.addon.EgressWatch` configured in mitmproxy's ``taddons``
 context with a small catalogue (``APPS``), a policy (``POLICY``), an injected registry, memory
-store and clock. The builders make the flows, connections and hook data the hooks take.
+store and clock. The builders make the flows, connections and hook data the hooks take;
+``ECH_FRONT`` is a category file of one ECH front end, and :func:`write_yaml` puts such a document
+into the catalogue directory.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from egresswatch.events import Event
 from egresswatch.events import EventKind
 from egresswatch.proxy.addon import EgressWatch
@@ -145,6 +148,25 @@ def env(tmp_path: Path, catalogue_dir: Callable[..., Path]) -> Iterator[Env]:
 
 
 # -- builders ---------------------------------------------------------------------------------
+
+
+#: An ``ech-frontend`` category file: one public name that fronts ECH connections.
+ECH_FRONT = {
+    "id": "example-ech",
+    "name": "Example ECH",
+    "vendor": "Example",
+    "category": "ech-frontend",
+    "regimes": [],
+    "domains": [
+        {"domain": "ech-front.test", "match": "exact", "source": "tests", "confidence": "high"}
+    ],
+}
+
+
+def write_yaml(path: Path, doc: object) -> None:
+    """``doc`` as YAML at ``path`` (parents created), keys in their order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
 
 
 def client(mode: str = "regular", ip: str = "10.0.0.1") -> Client:

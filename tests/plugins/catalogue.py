@@ -13,7 +13,8 @@ test only writes what it is about. Pass ``raw=True`` to write the mappings exact
 ``sample_catalogue`` is a ready directory with three apps, a shared name, a carve-out, an exact
 rule, a CIDR and three regimes (in force, revoked, not yet effective on ``SAMPLE_TODAY``).
 ``shipped_catalogue`` and ``shipped_matcher`` are the catalogue shipped in ``domains/``, loaded once
-per session, for the tests that check real hostnames against it.
+per session, for the tests that check real hostnames against it; ``shipped_apps`` gives the apps
+it attributes a name to (empty when none).
 """
 
 from __future__ import annotations
@@ -192,3 +193,17 @@ def shipped_catalogue() -> Catalogue:
 def shipped_matcher(shipped_catalogue: Catalogue) -> Matcher:
     """A matcher over :func:`shipped_catalogue`."""
     return Matcher.from_catalogue(shipped_catalogue)
+
+
+AppsOf = Callable[[str], tuple[str, ...]]
+
+
+@pytest.fixture(scope="session")
+def shipped_apps(shipped_matcher: Matcher) -> AppsOf:
+    """The apps :func:`shipped_matcher` attributes a name to; ``()`` when it matches none."""
+
+    def apps(host: str) -> tuple[str, ...]:
+        match = shipped_matcher.match(host)
+        return match.apps if match is not None else ()
+
+    return apps

@@ -2,6 +2,7 @@
 
 - ``upstreams`` (session): HTTP, TLS (test CA) and WebSocket echo servers on loopback, each behind a
   counting relay (``tests/support/upstreams.py``).
+- ``systemd``: a datagram socket in place of systemd's ``NOTIFY_SOCKET``, and its path.
 - ``e2e_catalogue`` (session): a small catalogue directory with the designated test names.
 - ``start_proxy`` (function) / ``start_proxy_module`` (module): factories that run
   ``.venv/bin/mitmdump`` with the egresswatch entry script and the test addons, wait until it
@@ -36,6 +37,7 @@ from typing import Any
 
 import pytest
 
+from tests.plugins.store import stored_events
 from tests.support.upstreams import UpstreamPKI
 from tests.support.upstreams import Upstreams
 from tests.support.upstreams import make_test_pki
@@ -201,13 +203,7 @@ class RunningProxy:
 
     def events(self) -> list[Any]:
         """Every row of the event store (call after :meth:`stop`, which flushes the writer)."""
-        from egresswatch.store import open_store
-
-        store = open_store(self.store_url)
-        try:
-            return list(store.iter_events(0.0, time.time() + 3600))
-        finally:
-            store.close()
+        return stored_events(self.store_url)
 
 
 StartProxy = Callable[..., RunningProxy]
@@ -370,6 +366,17 @@ class ProxyFactory:
 
 
 # -- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture
+def systemd(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
+    """A datagram socket standing in for systemd's ``NOTIFY_SOCKET``, and its path."""
+    path = str(tmp_path / "notify")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(path)
+    s.settimeout(20)
+    yield s, path
+    s.close()
+
+
 @pytest.fixture(scope="session")
 def test_pki(tmp_path_factory: pytest.TempPathFactory) -> UpstreamPKI:
     """A test CA and a leaf certificate for the designated test names (``TEST_NAMES``)."""

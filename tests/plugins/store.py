@@ -10,11 +10,14 @@
 - ``sqlite_store``: a fresh SQLite store only, for tests that need one fast backend.
 - ``tamper``: a :class:`Tamper` for ``store`` that edits rows behind the append-only triggers.
 - ``make_event``: a factory of hit events with sensible defaults.
+- :func:`stored_events`: every row of a store, by URL.
+- :func:`unguarded_sql`: plain SQL on a store, its append-only triggers out of the way.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
@@ -105,6 +108,44 @@ def make_event() -> Callable[..., Event]:
     return make
 
 
+def stored_events(url: str) -> list[Event]:
+    """Every row of the store at ``url``, oldest first (opened and closed for this)."""
+    store = open_store(url)
+    try:
+        return list(store.iter_events(0.0, time.time() + 3600))
+    finally:
+        store.close()
+
+
+#: The append-only triggers :func:`unguarded_sql` takes out of the way on SQLite.
+GUARD_TRIGGERS = (
+    "events_no_update",
+    "events_no_delete",
+    "verifications_no_update",
+    "verifications_no_delete",
+)
+
+
+def unguarded_sql(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run ``sql`` on the store at ``url`` as an attacker with the database would: triggers out
+    of the way (SQLite: dropped; PostgreSQL: a superuser's ``session_replication_role =
+    replica``). ``?`` marks parameters on both."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(sqlite_path(url), isolation_level=None)
+        try:
+            for t in GUARD_TRIGGERS:
+                conn.execute(f"DROP TRIGGER IF EXISTS {t}")
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")  # triggers off (superuser)
+        cur = conn.execute(sql.replace("?", "%s"), params)
+        return cur.fetchall() if cur.description else []
+
+
 class Tamper:
     """Change stored events directly, bypassing the append-only triggers, as an attacker would."""
 
@@ -115,21 +156,7 @@ class Tamper:
     # -- raw access -----------------------------------------------------------------------
 
     def _sql(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        if self.url.startswith("sqlite"):
-            conn = sqlite3.connect(sqlite_path(self.url), isolation_level=None)
-            try:
-                conn.execute("DROP TRIGGER IF EXISTS events_no_update")
-                conn.execute("DROP TRIGGER IF EXISTS events_no_delete")
-                rows = conn.execute(sql, params).fetchall()
-            finally:
-                conn.close()
-            return rows
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute("SET session_replication_role = replica")  # triggers off (superuser)
-            cur = conn.execute(sql.replace("?", "%s"), params)
-            return cur.fetchall() if cur.description else []
+        return unguarded_sql(self.url, sql, params)
 
     @property
     def _memory(self) -> MemoryStore:

@@ -37,6 +37,7 @@ from ..store import redact_url
 from ..store.sqlite import sqlite_path
 from ..witness import verify_checkpoints
 from ..witness import verify_rollups
+from . import command_group
 
 __all__ = ["add_store_arguments", "open_from_args", "register", "store_url_from_args"]
 
@@ -90,9 +91,9 @@ def _open(args: argparse.Namespace, *, create: bool = False) -> EventStore | Non
 
 
 def register(subparsers: Any) -> None:
-    db = subparsers.add_parser("db", help="verify, migrate, prune and size the event store")
-    sub = db.add_subparsers(dest="db_command", metavar="COMMAND")
-    sub.required = True
+    sub = command_group(
+        subparsers, "db", help="verify, migrate, prune and size the event store", metavar="COMMAND"
+    )
 
     verify = sub.add_parser("verify", help="recompute every hash chain; exit 1 naming each problem")
     add_store_arguments(verify)

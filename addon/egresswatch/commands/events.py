@@ -37,6 +37,7 @@ from ..events import EVENT_FIELDS
 from ..events import Event
 from ..events import EventKind
 from ..store import StoreError
+from . import command_group
 from .db import add_store_arguments
 from .db import data_dir_from_args
 from .db import open_from_args
@@ -242,9 +243,9 @@ def write_jsonl(
 
 
 def register(subparsers: Any) -> None:
-    ev = subparsers.add_parser("events", help="raw events: export for SIEM pipelines")
-    sub = ev.add_subparsers(dest="events_command", metavar="COMMAND")
-    sub.required = True
+    sub = command_group(
+        subparsers, "events", help="raw events: export for SIEM pipelines", metavar="COMMAND"
+    )
     export = sub.add_parser(
         "export", help="stream events in [--since, --until) as ECS-shaped JSON lines"
     )

@@ -32,6 +32,7 @@ from ..lint import check_dirs
 from ..lint import exit_status
 from ..provenance import app_evidence
 from ..updates import screen
+from . import command_group
 from .lists_suggest import register_suggest
 from .lists_update import register_update
 
@@ -87,13 +88,12 @@ def load_from_args(args: argparse.Namespace, err: TextIO) -> Catalogue | None:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
+    sub = command_group(
+        subparsers,
         "lists",
         help="check, import and show designated-app catalogues",
         description="Check, import and show designated-app catalogues.",
     )
-    sub = p.add_subparsers(dest="lists_command", metavar="ACTION")
-    sub.required = True
 
     check = sub.add_parser(
         "check",

@@ -18,6 +18,7 @@ from typing import TextIO
 
 from ..policy import PolicyError
 from ..policy import load_policy
+from . import command_group
 from .lists import add_catalogue_args
 from .lists import load_from_args
 
@@ -25,13 +26,12 @@ __all__ = ["register", "run_check"]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
+    sub = command_group(
+        subparsers,
         "policy",
         help="check policy files",
         description="Check policy files against the catalogue.",
     )
-    sub = p.add_subparsers(dest="policy_command", metavar="ACTION")
-    sub.required = True
     check = sub.add_parser(
         "check",
         help="validate a policy file against the catalogue",

@@ -136,209 +136,174 @@ class Metrics:
         self._mode_apps: set[str] = set()
         self._httpd: WSGIServer | None = None
         self._thread: threading.Thread | None = None
-        reg = self._inner
 
         hit_labels = ["app", "regime", "action", "signal"]
         if department_label:
             hit_labels.append("department")
-        self._hits = Counter(
+        self._hits = self._new(
+            Counter,
             "hits",
             "Hits on designated apps, by app, the regime that set the action, action and signal.",
-            hit_labels,
-            namespace=NAMESPACE,
-            registry=reg,
+            *hit_labels,
         )
-        self._inspected = Counter(
+        self._inspected = self._new(
+            Counter,
             "inspected",
             "Destination names examined, whether or not they matched (the ratio denominator).",
-            ["signal"],
-            namespace=NAMESPACE,
-            registry=reg,
+            "signal",
         )
         # Children bound once per signal: inspected() runs for every name the proxy sees.
         self._inspected_children: dict[str, Counter] = {}
-        self._invalid_names = Counter(
+        self._invalid_names = self._new(
+            Counter,
             "invalid_names",
             "Destination names rejected by normalisation (too long, bad IDNA, ...).",
-            ["signal"],
-            namespace=NAMESPACE,
-            registry=reg,
+            "signal",
         )
-        self._hook_errors = Counter(
+        self._hook_errors = self._new(
+            Counter,
             "hook_errors",
             "Unexpected exceptions caught in a mitmproxy hook (traffic was let through).",
-            ["hook"],
-            namespace=NAMESPACE,
-            registry=reg,
+            "hook",
         )
-        self._catalogue_info = Info(
-            "catalogue",
-            "The loaded catalogue; version is the sha256 of all its files.",
-            namespace=NAMESPACE,
-            registry=reg,
+        self._catalogue_info = self._new(
+            Info, "catalogue", "The loaded catalogue; version is the sha256 of all its files."
         )
-        self._catalogue_entries = Gauge(
+        self._catalogue_entries = self._new(
+            Gauge,
             "catalogue_entries",
             "Domain, list and CIDR entries per app in the loaded catalogue.",
-            ["app"],
-            namespace=NAMESPACE,
-            registry=reg,
+            "app",
         )
-        self._catalogue_files = Gauge(
-            "catalogue_files",
-            "Files read to build the loaded catalogue.",
-            namespace=NAMESPACE,
-            registry=reg,
+        self._catalogue_files = self._new(
+            Gauge, "catalogue_files", "Files read to build the loaded catalogue."
         )
-        self._reload_ts = Gauge(
+        self._reload_ts = self._new(
+            Gauge,
             "reload_last_success_timestamp_seconds",
             "Unix time of the last successful load of the catalogue or the policy.",
-            ["kind"],
-            namespace=NAMESPACE,
-            registry=reg,
+            "kind",
         )
-        self._reload_failures = Counter(
+        self._reload_failures = self._new(
+            Counter,
             "reload_failures",
             "Failed loads of the catalogue or the policy, by bounded reason.",
-            ["kind", "reason"],
-            namespace=NAMESPACE,
-            registry=reg,
+            "kind",
+            "reason",
         )
-        self._reload_ok = Gauge(
+        self._reload_ok = self._new(
+            Gauge,
             "reload_last_successful",
             "1 if the last load attempt of the catalogue or the policy succeeded, else 0.",
-            ["kind"],
-            namespace=NAMESPACE,
-            registry=reg,
+            "kind",
         )
-        self._policy_info = Info(
-            "policy",
-            "The loaded policy; version is the sha256 of the policy file.",
-            namespace=NAMESPACE,
-            registry=reg,
+        self._policy_info = self._new(
+            Info, "policy", "The loaded policy; version is the sha256 of the policy file."
         )
-        self._policy_mode = Gauge(
+        self._policy_mode = self._new(
+            Gauge,
             "policy_mode",
             "Policy mode per app: 1 for the mode in force, 0 for the others (a state set).",
-            ["app", "mode"],
-            namespace=NAMESPACE,
-            registry=reg,
+            "app",
+            "mode",
         )
-        self._exceptions_in_force = Gauge(
-            "exceptions_in_force",
-            "Exceptions in the register that are in force now.",
-            namespace=NAMESPACE,
-            registry=reg,
+        self._exceptions_in_force = self._new(
+            Gauge, "exceptions_in_force", "Exceptions in the register that are in force now."
         )
         self._next_expiry = OptionalGauge(
             f"{NAMESPACE}_exception_next_expiry_timestamp_seconds",
             "Unix time at which the next exception in force expires (absent when none expires).",
         )
-        reg.register(self._next_expiry)
-        self._queue_depth = Gauge(
+        self._inner.register(self._next_expiry)
+        self._queue_depth = self._new(
+            Gauge,
             "event_store_queue_depth",
             "Events waiting in the writer queue, read at scrape time.",
-            namespace=NAMESPACE,
-            registry=reg,
         )
-        self._queue_capacity = Gauge(
+        self._queue_capacity = self._new(
+            Gauge,
             "event_store_queue_capacity",
             "Capacity of the writer queue; events beyond it are dropped and counted.",
-            namespace=NAMESPACE,
-            registry=reg,
         )
-        self._written = Counter(
-            "event_store_written",
-            "Events committed to the event store.",
-            namespace=NAMESPACE,
-            registry=reg,
+        self._written = self._new(
+            Counter, "event_store_written", "Events committed to the event store."
         )
-        self._dropped = Counter(
+        self._dropped = self._new(
+            Counter,
             "event_store_dropped",
             "Events dropped because the writer queue was full or the writer had stopped.",
-            namespace=NAMESPACE,
-            registry=reg,
         )
-        self._write_failures = Counter(
+        self._write_failures = self._new(
+            Counter,
             "event_store_write_failures",
             "Failed event-store write transactions, by backend.",
-            ["backend"],
-            namespace=NAMESPACE,
-            registry=reg,
+            "backend",
         )
-        self._encrypted_dns = Counter(
+        self._encrypted_dns = self._new(
+            Counter,
             "encrypted_dns",
             "Connections to public encrypted-DNS resolvers (a bypass of the organisation's DNS), "
             "by resolver (a bundled category file) and action.",
-            ["resolver", "action"],
-            namespace=NAMESPACE,
-            registry=reg,
+            "resolver",
+            "action",
         )
-        self._httpdns = Counter(
+        self._httpdns = self._new(
+            Counter,
             "httpdns",
             "Hits on designated apps' built-in DNS-over-HTTP services (catalogue entries tagged "
             "httpdns), by app and action.",
-            ["app", "action"],
-            namespace=NAMESPACE,
-            registry=reg,
+            "app",
+            "action",
         )
-        self._ech = Counter(
+        self._ech = self._new(
+            Counter,
             "ech",
             "ClientHellos with an encrypted_client_hello extension, by verdict: capable (GREASE "
             "or undetectable, never an alarm), hidden (the real name is encrypted), malformed; "
             "and action (hidden only; the others are monitor).",
-            ["verdict", "action"],
-            namespace=NAMESPACE,
-            registry=reg,
+            "verdict",
+            "action",
         )
-        self._alt_svc = Counter(
+        self._alt_svc = self._new(
+            Counter,
             "alt_svc",
             "Alt-Svc response headers advertising HTTP/3 for a designated name, once per "
             "connection and host, by app and action (blocked: the HTTP/3 alternatives stripped).",
-            ["app", "action"],
-            namespace=NAMESPACE,
-            registry=reg,
+            "app",
+            "action",
         )
         self._alt_svc_apps: set[str] = set()
-        self._resolutions = Gauge(
+        self._resolutions = self._new(
+            Gauge,
             "dns_resolutions",
             "Addresses of designated names remembered from DNS answers (the correlation table).",
-            namespace=NAMESPACE,
-            registry=reg,
         )
-        self._resolution_evictions = Counter(
+        self._resolution_evictions = self._new(
+            Counter,
             "dns_resolution_evictions",
             "Entries the correlation table dropped, least recently used first, to stay bounded.",
-            namespace=NAMESPACE,
-            registry=reg,
         )
         self._evasion_resolvers: set[str] = set()
         self._evasion_apps: set[str] = set()
-        self._worker_restarts = Gauge(
+        self._worker_restarts = self._new(
+            Gauge,
             "worker_restarts",
             "Times the supervisor (egresswatch run --workers) restarted this worker's slot.",
-            namespace=NAMESPACE,
-            registry=reg,
         )
-        self._checkpoint_ts = Gauge(
+        self._checkpoint_ts = self._new(
+            Gauge,
             "checkpoint_last_timestamp_seconds",
             "Unix time of the last signed event-store checkpoint (0: none signed yet).",
-            namespace=NAMESPACE,
-            registry=reg,
         )
-        self._refused_stopping = Counter(
+        self._refused_stopping = self._new(
+            Counter,
             "hits_refused_stopping",
             "Hits refused without an answer because the proxy was stopping (the event writer "
             "no longer accepted events), by signal.",
-            ["signal"],
-            namespace=NAMESPACE,
-            registry=reg,
+            "signal",
         )
-        self._build_info = Info(
-            "build",
-            "Versions of egresswatch, mitmproxy and Python in this process.",
-            namespace=NAMESPACE,
-            registry=reg,
+        self._build_info = self._new(
+            Info, "build", "Versions of egresswatch, mitmproxy and Python in this process."
         )
 
         # Pre-initialise every bounded child so that a first event is an increase from 0.
@@ -359,6 +324,12 @@ class Metrics:
 
         self._collector: Collector = WithoutCreated(self._inner)
         registry.register(self._collector)
+
+    def _new[M: (Counter, Gauge, Info)](
+        self, kind: type[M], name: str, doc: str, *labels: str
+    ) -> M:
+        """A metric of ``kind`` in the egresswatch namespace on the private registry."""
+        return kind(name, doc, labels, namespace=NAMESPACE, registry=self._inner)
 
     # -- traffic -----------------------------------------------------------------------------
 

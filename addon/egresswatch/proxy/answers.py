@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import html
 import json
+from dataclasses import asdict
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 from ipaddress import IPv6Address
 
@@ -26,6 +28,7 @@ from mitmproxy.net.dns import types as dns_types
 
 __all__ = [
     "DNS_BLOCK_CHOICES",
+    "BlockNotice",
     "block_page",
     "block_response",
     "connect_block_header",
@@ -72,61 +75,48 @@ def connect_block_header(app: str, regime: str, event_id: str) -> str:
     return f"app={app}; regime={regime}; event={event_id}"
 
 
-def block_page(
-    *, app: str, app_name: str, regime: str, contact: str, event_id: str, host: str, as_json: bool
-) -> tuple[bytes, str]:
+@dataclass(frozen=True, slots=True)
+class BlockNotice:
+    """What a block page tells the client: the name, its app and the rule that blocked it, the
+    event that recorded the block, and whom to ask (may be empty)."""
+
+    host: str
+    app: str
+    app_name: str
+    regime: str
+    event_id: str
+    contact: str = ""
+
+
+def block_page(notice: BlockNotice, *, as_json: bool) -> tuple[bytes, str]:
     """Body and content type of the 403 answer; every value HTML-escaped in the HTML variant."""
     if as_json:
-        doc = {
-            "blocked": True,
-            "app": app,
-            "app_name": app_name,
-            "regime": regime,
-            "host": host,
-            "contact": contact,
-            "event_id": event_id,
-        }
+        doc = {"blocked": True, **asdict(notice)}
         return json.dumps(doc, sort_keys=True).encode(), "application/json"
     e = html.escape
-    contact_line = f"<p>Questions: {e(contact)}</p>" if contact else ""
+    n = notice
+    contact_line = f"<p>Questions: {e(n.contact)}</p>" if n.contact else ""
     page = (
         '<!doctype html>\n<html><head><meta charset="utf-8"><title>Blocked</title></head><body>\n'
-        f"<h1>Access to {e(app_name)} is blocked</h1>\n"
-        f"<p>{e(host)} belongs to <b>{e(app_name)}</b> ({e(app)}), which the organisation's "
-        f"policy blocks under <b>{e(regime)}</b>.</p>\n"
+        f"<h1>Access to {e(n.app_name)} is blocked</h1>\n"
+        f"<p>{e(n.host)} belongs to <b>{e(n.app_name)}</b> ({e(n.app)}), which the organisation's "
+        f"policy blocks under <b>{e(n.regime)}</b>.</p>\n"
         f"{contact_line}\n"
-        f"<p>Reference: <code>{e(event_id)}</code></p>\n</body></html>\n"
+        f"<p>Reference: <code>{e(n.event_id)}</code></p>\n</body></html>\n"
     )
     return page.encode(), "text/html; charset=utf-8"
 
 
-def block_response(
-    *,
-    app: str,
-    app_name: str,
-    regime: str,
-    contact: str,
-    event_id: str,
-    host: str,
-    accept: str,
-) -> http.Response:
+def block_response(notice: BlockNotice, *, accept: str) -> http.Response:
     """The 403 answer to a blocked HTTP request: a block page in the format ``accept`` prefers."""
-    body, ctype = block_page(
-        app=app,
-        app_name=app_name,
-        regime=regime,
-        contact=contact,
-        event_id=event_id,
-        host=host,
-        as_json=prefers_json(accept),
-    )
+    body, ctype = block_page(notice, as_json=prefers_json(accept))
     return http.Response.make(
         403,
         body,
         {
             "Content-Type": ctype,
             "Cache-Control": "no-store",
-            "X-Egresswatch-Block": connect_block_header(app, regime, event_id),
+            "X-Egresswatch-Block": connect_block_header(notice.app, notice.regime, notice.event_id),
         },
     )
 

@@ -491,15 +491,15 @@ class Observe:
                 v = conn.block_page if conn is not None else None
                 if v is None:
                     return
-            flow.response = answers.block_response(
+            notice = answers.BlockNotice(
+                host=req.pretty_host,
                 app=v.match.app,
                 app_name=obs.app_name(v.match.app),
                 regime=v.decision.regime,
-                contact=obs.contact(),
                 event_id=v.event_id,
-                host=req.pretty_host,
-                accept=req.headers.get("accept", ""),
+                contact=obs.contact(),
             )
+            flow.response = answers.block_response(notice, accept=req.headers.get("accept", ""))
 
     def dns_request(self, flow: dns.DNSFlow) -> None:
         obs = self.observer

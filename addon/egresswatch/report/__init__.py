@@ -31,25 +31,7 @@ from pathlib import Path
 from .build import build_report
 from .build import month_bounds
 from .build import previous_month
-from .model import BLIND_SPOTS
-from .model import GAP_THRESHOLD_SECONDS
-from .model import LEGAL_CAVEATS
-from .model import CatalogueLike
-from .model import CatalogueVersion
-from .model import ChainHeadInfo
-from .model import Coverage
-from .model import DailyRow
-from .model import DepartmentRow
-from .model import ExceptionRecord
-from .model import Gap
-from .model import Integrity
 from .model import MonthlyReport
-from .model import PolicyVersion
-from .model import RegimeInfo
-from .model import RegimeRow
-from .model import TopRow
-from .model import Total
-from .model import VerifiedRange
 from .render_csv import CSV_FIELDS
 from .render_csv import csv_cell
 from .render_csv import render_csv
@@ -60,27 +42,9 @@ from .render_md import render_markdown
 from .text import iso
 
 __all__ = [
-    "BLIND_SPOTS",
     "CSV_FIELDS",
     "FORMATS",
-    "GAP_THRESHOLD_SECONDS",
-    "LEGAL_CAVEATS",
-    "CatalogueLike",
-    "CatalogueVersion",
-    "ChainHeadInfo",
-    "Coverage",
-    "DailyRow",
-    "DepartmentRow",
-    "ExceptionRecord",
-    "Gap",
-    "Integrity",
     "MonthlyReport",
-    "PolicyVersion",
-    "RegimeInfo",
-    "RegimeRow",
-    "TopRow",
-    "Total",
-    "VerifiedRange",
     "build_report",
     "csv_cell",
     "iso",

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from collections.abc import Mapping
 from concurrent.futures import Future
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import fields
 from datetime import UTC
 from datetime import date
 from datetime import datetime
@@ -42,9 +42,9 @@ from .history import config_events
 from .history import configuration
 from .model import GAP_THRESHOLD_SECONDS
 from .model import CatalogueLike
-from .model import ChainHeadInfo
 from .model import DailyRow
 from .model import DepartmentRow
+from .model import Findings
 from .model import Integrity
 from .model import MonthlyReport
 from .model import RegimeInfo
@@ -124,10 +124,10 @@ def build_report(
     with ThreadPoolExecutor(max_workers=_QUERY_THREADS, thread_name_prefix="report") as pool:
         pending = _start_findings(pool, store, start, end, top_n)
         lifecycle = store.lifecycle(start - gap_threshold, end + gap_threshold)
-        findings = _findings(pending, store, start, end)
+        findings, seen_by, evasion = _findings(pending, store, start, end)
     in_period = [e for e in lifecycle if start <= e.ts < end]
 
-    instances = sorted({e.instance for e in in_period} | set(findings.instances))
+    instances = sorted({e.instance for e in in_period} | set(seen_by))
     per_instance: defaultdict[str, list[Event]] = defaultdict(list)
     for e in lifecycle:
         per_instance[e.instance].append(e)
@@ -139,7 +139,7 @@ def build_report(
     configs = config_events(store, lifecycle, details, start, end, instances)
     catalogues, policies, exceptions = configuration(configs, in_period, start, end, cutoff)
 
-    totals, by_regime = findings.totals, findings.by_regime
+    totals, by_regime = findings.totals, findings.by_regime  # for the apps and regimes seen
     days = tuple(
         (start_dt + timedelta(days=i)).date().isoformat()
         for i in range(_days_shown((end_dt - start_dt).days, start, end, now_ts))
@@ -152,6 +152,7 @@ def build_report(
     regimes = tuple(_regime_info(catalogue, rid, last_day) for rid in regimes_seen)
 
     return MonthlyReport(
+        **{f.name: getattr(findings, f.name) for f in fields(Findings)},
         month=month,
         period_start=start,
         period_end=end,
@@ -168,19 +169,13 @@ def build_report(
         catalogues=catalogues,
         policies=policies,
         exceptions=exceptions,
-        totals=totals,
-        by_regime=by_regime,
-        by_department=findings.by_department,
-        top_clients=findings.top_clients,
-        top_hosts=findings.top_hosts,
-        daily=findings.daily,
         days=days,
         apps=tuple((a, names[a]) for a in app_ids),
         regimes=regimes,
         integrity=_integrity(store.verify(full=full_verify) if verify else None),
         top_n=top_n,
         lifecycle_rows=len(in_period),
-        evasion=evasion_rows(findings.evasion, _categories()),
+        evasion=evasion_rows(evasion, _categories()),
         candidates=candidates_of(in_period),
         catalogue_limits=_catalogue_limits(catalogue),
     )
@@ -266,18 +261,6 @@ def _client_identity(
     return "address" if not any(c.startswith("h:") for c in clients) else "mixed"
 
 
-@dataclass(frozen=True, slots=True)
-class _Findings:
-    totals: tuple[Total, ...]
-    by_regime: tuple[RegimeRow, ...]
-    by_department: tuple[DepartmentRow, ...]
-    top_clients: tuple[TopRow, ...]
-    top_hosts: tuple[TopRow, ...]
-    daily: tuple[DailyRow, ...]
-    instances: tuple[str, ...]
-    evasion: tuple[Summary, ...] = ()
-
-
 def _start_findings(
     pool: ThreadPoolExecutor, store: EventStore, start: float, end: float, top_n: int
 ) -> dict[str, Future[list[RollupSummary]]]:
@@ -305,8 +288,9 @@ def _findings(
     store: EventStore,
     start: float,
     end: float,
-) -> _Findings:
-    """Every findings table from queries grouped in the database (a few hundred rows in all).
+) -> tuple[Findings, tuple[str, ...], tuple[Summary, ...]]:
+    """Every findings table from queries grouped in the database (a few hundred rows in all),
+    the instances seen in the daily rollups, and the evasion groups (encrypted DNS, hidden ECH).
 
     Distinct clients are counted by the database over the month's rollup rows of each group,
     never by adding daily (or per-regime-list) figures.
@@ -374,29 +358,29 @@ def _findings(
             for s in pending[name].result()
         )
 
-    return _Findings(
+    tables = Findings(
         totals=tuple(sorted(totals, key=lambda t: (t.app, t.action))),
         by_regime=tuple(sorted(regimes, key=lambda r: (r.app, r.regime, r.action))),
         by_department=tuple(sorted(departments, key=lambda d: (d.app, d.department, d.action))),
         top_clients=top("clients"),
         top_hosts=top("hosts"),
         daily=tuple(DailyRow(day, app, n) for (day, app), n in sorted(daily.items())),
-        instances=tuple(sorted(instances)),
-        evasion=tuple(
-            (
-                s.key[0],
-                s.key[1],
-                s.key[2],
-                s.key[3],
-                s.events,
-                s.distinct_clients,
-                s.first_seen,
-                s.last_seen,
-            )
-            for s in pending["evasion"].result()
-            if not s.key[0]
-        ),
     )
+    evasion = tuple(
+        (
+            s.key[0],
+            s.key[1],
+            s.key[2],
+            s.key[3],
+            s.events,
+            s.distinct_clients,
+            s.first_seen,
+            s.last_seen,
+        )
+        for s in pending["evasion"].result()
+        if not s.key[0]
+    )
+    return tables, tuple(sorted(instances)), evasion
 
 
 def _integrity(result: VerifyResult | None) -> Integrity:
@@ -414,10 +398,7 @@ def _integrity(result: VerifyResult | None) -> Integrity:
         verified=True,
         ok=result.ok,
         checked=result.checked + sum(r.checked for r in result.history),
-        heads=tuple(
-            ChainHeadInfo(h.instance, h.seq, h.chain_hash)
-            for h in sorted(result.heads, key=lambda h: h.instance)
-        ),
+        heads=tuple(sorted(result.heads, key=lambda h: h.instance)),
         problems=tuple(str(p) for p in result.problems),
         mode=result.mode,
         checked_now=result.checked,

@@ -13,12 +13,15 @@ import logging
 import re
 from collections.abc import Mapping
 from collections.abc import Sequence
+from dataclasses import fields
 from datetime import UTC
 from datetime import date
 from datetime import datetime
+from typing import Any
 
 from ..config_events import CatalogueLoaded
 from ..config_events import ExceptionDetail
+from ..config_events import ExceptionTerms
 from ..config_events import LifecycleDetail
 from ..config_events import MalformedDetail
 from ..config_events import PolicyLoaded
@@ -193,33 +196,21 @@ def configuration(
     catalogues: list[CatalogueVersion] = []
     policies: list[PolicyVersion] = []
     for (kind, version), row in seen.items():
-        first, last, insts = row.first, row.last, tuple(sorted(row.instances))
+        common: dict[str, Any] = {
+            "version": version,
+            "first_seen": row.first,
+            "last_seen": row.last,
+            "loads": row.loads,
+            "instances": tuple(sorted(row.instances)),
+        }
         if kind == "catalogue":
             c = row.detail if isinstance(row.detail, CatalogueLoaded) else CatalogueLoaded()
-            catalogues.append(
-                CatalogueVersion(
-                    version=version,
-                    first_seen=first,
-                    last_seen=last,
-                    loads=row.loads,
-                    instances=insts,
-                    files=c.files,
-                    entries=c.entries,
-                )
-            )
+            catalogues.append(CatalogueVersion(**common, files=c.files, entries=c.entries))
         else:
             p = row.detail if isinstance(row.detail, PolicyLoaded) else PolicyLoaded()
             policies.append(
                 PolicyVersion(
-                    version=version,
-                    first_seen=first,
-                    last_seen=last,
-                    loads=row.loads,
-                    instances=insts,
-                    file=p.file or "",
-                    default=p.default,
-                    dry_run=p.dry_run,
-                    modes=p.modes,
+                    **common, file=p.file or "", default=p.default, dry_run=p.dry_run, modes=p.modes
                 )
             )
     catalogues.sort(key=lambda c: (c.first_seen, c.version))
@@ -240,13 +231,7 @@ def _exceptions(
         first = first_seen[xid]
         out.append(
             ExceptionRecord(
-                id=xid,
-                apps=x.apps,
-                regimes=x.regimes,
-                clients=x.clients,
-                users=x.users,
-                reason=x.reason,
-                approver=x.approver,
+                **{f.name: getattr(x, f.name) for f in fields(ExceptionTerms)},
                 ticket=x.ticket or "",
                 expires=x.expires,
                 expires_at=expires_at,

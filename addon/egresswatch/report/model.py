@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from ..catalogue_model import AppLike
 from ..catalogue_model import CatalogueLike
 from ..catalogue_model import RegimeLike
+from ..config_events import ExceptionTerms
+from ..store import ChainHead
 from .text import iso
 
 if TYPE_CHECKING:
@@ -26,11 +28,12 @@ __all__ = [
     "AppLike",
     "CatalogueLike",
     "CatalogueVersion",
-    "ChainHeadInfo",
+    "ConfigVersion",
     "Coverage",
     "DailyRow",
     "DepartmentRow",
     "ExceptionRecord",
+    "Findings",
     "Gap",
     "Integrity",
     "MonthlyReport",
@@ -132,38 +135,34 @@ class Coverage:
 
 
 @dataclass(frozen=True, slots=True)
-class CatalogueVersion:
+class ConfigVersion:
+    """A catalogue or policy version in force during the period, and where."""
+
     version: str
     first_seen: float
     last_seen: float
     loads: int  # config events in the period (0: loaded before the month, still in force)
     instances: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueVersion(ConfigVersion):
     files: tuple[str, ...]
     entries: tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
-class PolicyVersion:
-    version: str
-    first_seen: float
-    last_seen: float
-    loads: int
-    instances: tuple[str, ...]
+class PolicyVersion(ConfigVersion):
     file: str
     default: str
     dry_run: bool | None
     modes: tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class ExceptionRecord:
-    id: str
-    apps: tuple[str, ...]
-    regimes: tuple[str, ...]
-    clients: tuple[str, ...]
-    users: tuple[str, ...]
-    reason: str
-    approver: str
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExceptionRecord(ExceptionTerms):
+    """An exception of the register over the period: its terms, then how it stood."""
+
     ticket: str
     expires: str  # as written in the policy
     expires_at: float | None  # end of the expiry date (UTC) or the exact datetime
@@ -220,13 +219,6 @@ class DailyRow:
 
 
 @dataclass(frozen=True, slots=True)
-class ChainHeadInfo:
-    instance: str
-    seq: int
-    chain_hash: str
-
-
-@dataclass(frozen=True, slots=True)
 class VerifiedRange:
     """Rows ``from_seq..to_seq`` of ``instance`` were verified by run ``run_id`` at ``at``:
     ``mode`` ``"full"`` (from the first row or the prune checkpoint) or ``"incremental"``
@@ -256,7 +248,7 @@ class Integrity:
     # Rows read by this verification and the earlier runs it builds on (all of the chain's rows
     # since the first row or the prune checkpoint, when nothing was tampered with).
     checked: int
-    heads: tuple[ChainHeadInfo, ...]
+    heads: tuple[ChainHead, ...]  # the store's own records, by instance
     problems: tuple[str, ...]
     mode: str = ""  # "full" | "incremental" ("" when not verified)
     checked_now: int = 0  # rows recomputed while building this report
@@ -283,7 +275,21 @@ class RegimeInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class MonthlyReport:
+class Findings:
+    """The figure tables, each grouped in the store (:mod:`.build`)."""
+
+    totals: tuple[Total, ...]
+    by_regime: tuple[RegimeRow, ...]
+    by_department: tuple[DepartmentRow, ...]
+    top_clients: tuple[TopRow, ...]
+    top_hosts: tuple[TopRow, ...]
+    daily: tuple[DailyRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MonthlyReport(Findings):
+    """The whole report: the figure tables (:class:`Findings`) and everything around them."""
+
     month: str
     period_start: float
     period_end: float
@@ -298,12 +304,6 @@ class MonthlyReport:
     catalogues: tuple[CatalogueVersion, ...]
     policies: tuple[PolicyVersion, ...]
     exceptions: tuple[ExceptionRecord, ...]
-    totals: tuple[Total, ...]
-    by_regime: tuple[RegimeRow, ...]
-    by_department: tuple[DepartmentRow, ...]
-    top_clients: tuple[TopRow, ...]
-    top_hosts: tuple[TopRow, ...]
-    daily: tuple[DailyRow, ...]
     days: tuple[str, ...]
     apps: tuple[tuple[str, str], ...]  # (id, display name) of every app with hits
     regimes: tuple[RegimeInfo, ...]

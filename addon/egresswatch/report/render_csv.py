@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
+from typing import Any
 from typing import Protocol
 
 from .model import MonthlyReport
@@ -139,22 +141,19 @@ def _configuration(r: MonthlyReport, row: _Row) -> None:
 
 
 def _findings(r: MonthlyReport, row: _Row) -> None:
-    for t in r.totals:
-        d = {"app": t.app, "action": t.action}
-        row("total", "events", t.events, **d)
-        row("total", "distinct_clients", t.distinct_clients, **d)
-        row("total", "first_seen", iso(t.first_seen), **d)
-        row("total", "last_seen", iso(t.last_seen), **d)
-    for g in r.by_regime:
-        d = {"app": g.app, "regime": g.regime, "action": g.action}
-        row("regime", "events", g.events, **d)
-        row("regime", "distinct_clients", g.distinct_clients, **d)
-        row("regime", "first_seen", iso(g.first_seen), **d)
-        row("regime", "last_seen", iso(g.last_seen), **d)
-    for dep in r.by_department:
-        d = {"app": dep.app, "department": dep.department, "action": dep.action}
-        row("department", "events", dep.events, **d)
-        row("department", "distinct_clients", dep.distinct_clients, **d)
+    # section, its rows, the columns that locate a row; then the row's counts (and times)
+    tables: tuple[tuple[str, Sequence[Any], tuple[str, ...]], ...] = (
+        ("total", r.totals, ("app", "action")),
+        ("regime", r.by_regime, ("app", "regime", "action")),
+        ("department", r.by_department, ("app", "department", "action")),
+    )
+    for section, rows, dims in tables:
+        for x in rows:
+            d = {k: getattr(x, k) for k in dims}
+            for metric in ("events", "distinct_clients", "first_seen", "last_seen"):
+                if hasattr(x, metric):
+                    value = getattr(x, metric)
+                    row(section, metric, iso(value) if metric.endswith("_seen") else value, **d)
     for section, tops in (("top_client", r.top_clients), ("top_host", r.top_hosts)):
         for rank, top in enumerate(tops, 1):
             row(section, "events", top.events, key=top.key)

@@ -117,16 +117,26 @@ def _compile(name: str, source: str, **names: Any) -> Any:
     return func
 
 
+#: Per field kind, the expressions the written-out functions use: the stored column of the
+#: event ``e`` (``enc`` its :class:`Encoded`) in ``event_row``; the canonical JSON of the stored
+#: value ``{v}`` in ``_fast_canonical`` (``n``: "null", ``e``: the JSON string quoter); and the
+#: event attribute read back from the stored value ``{v}`` in ``row_to_event``.
+_KIND_SOURCE: dict[str, tuple[str, str, str]] = {
+    "text": ("e.{name}", "n if {v} is None else e({v})", "{v}"),
+    "enum": ("None if e.{name} is None else str(e.{name})", "n if {v} is None else e({v})", "{v}"),
+    "seq": ("seq", "int(seq)", "{v}"),
+    "time": ("float(e.{name})", "round({v} * 1_000_000)", "float({v})"),
+    "list": ("enc.{name}", '_regimes_canonical({v}) if {v} else "[]"', "_regimes_of({v})"),
+    "json": (
+        "enc.{name}",
+        "n if {v} is None else canonical_json(json.loads({v}))",
+        "_detail_of({v})",
+    ),
+}
+
+
 def _event_row_source() -> str:
-    stored = {
-        "text": "e.{name}",
-        "enum": "None if e.{name} is None else str(e.{name})",
-        "seq": "seq",
-        "time": "float(e.{name})",
-        "list": "enc.{name}",
-        "json": "enc.{name}",
-    }
-    items = [stored[f.kind].format(name=f.name) for f in EVENT_FIELDS if f.kind != "hash"]
+    items = [_KIND_SOURCE[f.kind][0].format(name=f.name) for f in EVENT_FIELDS if f.kind != "hash"]
     items[COLUMNS.index("kind")] = "str(e.kind)"  # NOT NULL: never None
     body = ",\n        ".join(items)
     return f"def event_row(enc, seq):\n    e = enc.event\n    return (\n        {body},\n    )\n"
@@ -182,14 +192,6 @@ def _regimes_canonical(text: str) -> str:
 
 
 def _fast_canonical_source() -> str:
-    value = {
-        "text": "n if {v} is None else e({v})",
-        "enum": "n if {v} is None else e({v})",
-        "seq": "int(seq)",
-        "time": "round({v} * 1_000_000)",
-        "list": '_regimes_canonical({v}) if {v} else "[]"',
-        "json": "n if {v} is None else canonical_json(json.loads({v}))",
-    }
     hashed = sorted((f.name, i, f.kind, f.optional) for i, f in enumerate(EVENT_FIELDS) if f.hashed)
     assert not hashed[0][3], "the first key in sorted order must always be present"
     parts = []
@@ -205,7 +207,7 @@ def _fast_canonical_source() -> str:
             "{sep}{key}:{{{expr}}}".format(
                 sep="{{" if k == 0 else ",",
                 key=json.dumps(name),
-                expr=value[kind].format(v=f"c{i}"),
+                expr=_KIND_SOURCE[kind][1].format(v=f"c{i}"),
             )
         )
     lines = "\n".join(f"        f{p!r}" for p in [*parts, "}}"])
@@ -295,18 +297,11 @@ def _detail_of(text: str | None) -> object:
 
 
 def _row_to_event_source() -> str:
-    read = {
-        "text": "row[{i}]",
-        "enum": "row[{i}]",
-        "time": "float(row[{i}])",
-        "list": "_regimes_of(row[{i}])",
-        "json": "_detail_of(row[{i}])",
-    }
     args = []
     for i, f in enumerate(EVENT_FIELDS):
         if not f.attribute:
             continue
-        expr = read[f.kind].format(i=i)
+        expr = _KIND_SOURCE[f.kind][2].format(v=f"row[{i}]")
         if f.name == "kind":
             expr = f"EventKind({expr})"
         elif "DEFAULT ''" in f.sql:  # NOT NULL DEFAULT '': an archived row may still hold NULL

@@ -92,6 +92,31 @@ def rollup_deltas(events: Iterable[Event]) -> dict[RollupKey, list[Any]]:
     return out
 
 
+class Summarising:
+    """``EventStore.summarise`` for a backend that implements :meth:`summaries_of`: the grouping
+    is checked here, once and the same way for every backend."""
+
+    def summarise(
+        self,
+        start: float,
+        end: float,
+        by: Sequence[str],
+        *,
+        top: int | None = None,
+        clients: bool = True,
+    ) -> list[RollupSummary]:
+        dims = check_dimensions(by)
+        if top is not None and (len(dims) != 1 or top < 1):
+            raise ValueError("summarise(top=N) takes one dimension and N >= 1")
+        return self.summaries_of(dims, day_range(start, end), top, clients)
+
+    def summaries_of(
+        self, dims: list[str], days: tuple[str, str], top: int | None, clients: bool
+    ) -> list[RollupSummary]:
+        """The groups of the rollups of ``days`` (first, last) by ``dims``, already checked."""
+        raise NotImplementedError
+
+
 def check_dimensions(by: Sequence[str]) -> list[str]:
     allowed = (*ROLLUP_DIMENSIONS, EACH_REGIME)
     bad = [b for b in by if b not in allowed]
@@ -124,9 +149,7 @@ def summary_sql(by: Sequence[str], mark: str, top: int | None = None, clients: b
     ``top``), then by the keys, where counting clients is counting rows. That avoids sorting the
     month's million rollup rows for ``COUNT(DISTINCT)``, which takes about twice as long.
     """
-    dims = check_dimensions(by)
-    if top is not None and (len(dims) != 1 or top < 1):
-        raise ValueError("summarise(top=N) takes one dimension and N >= 1")
+    dims = list(by)  # checked by Summarising.summarise
     pg = mark != "?"
     cols = [("each_regime.value" if d == EACH_REGIME else d) for d in dims]
     source = "rollups"

@@ -100,7 +100,7 @@ def translate_errors[F: Callable[..., Any]](fn: F) -> F:
     return cast(F, wrapper)
 
 
-class SQLStore:
+class SQLStore(_rollups.Summarising):
     """The shared part of the SQL backends. Thread-safe: one lock around the main connection."""
 
     url: str
@@ -199,18 +199,11 @@ class SQLStore:
         return [RollupRow(*r) for r in self._read(_ROLLUPS, _rollups.day_range(start, end))]
 
     @translate_errors
-    def summarise(
-        self,
-        start: float,
-        end: float,
-        by: Sequence[str],
-        *,
-        top: int | None = None,
-        clients: bool = True,
+    def summaries_of(
+        self, dims: list[str], days: tuple[str, str], top: int | None, clients: bool
     ) -> list[RollupSummary]:
-        sql = _rollups.summary_sql(by, self.mark, top, clients)
-        rows = self._grouped(sql, _rollups.day_range(start, end))
-        return _rollups.summaries(rows, len(by), top)
+        sql = _rollups.summary_sql(dims, self.mark, top, clients)
+        return _rollups.summaries(self._grouped(sql, days), len(dims), top)
 
     @translate_errors
     def lifecycle(self, start: float, end: float) -> list[Event]:

@@ -43,7 +43,7 @@ _DECIDED_ID = _codec.COLUMNS.index("decided_id")
 __all__ = ["MemoryStore"]
 
 
-class MemoryStore:
+class MemoryStore(_rollups.Summarising):
     """An in-process store; thread-safe; forgets everything on ``close()``."""
 
     def __init__(self, url: str = "memory://") -> None:
@@ -83,25 +83,19 @@ class MemoryStore:
             self.writes += 1
 
     def rollups(self, start: float, end: float) -> list[RollupRow]:
-        first, last = _rollups.day_range(start, end)
+        return self._rollup_rows(_rollups.day_range(start, end))
+
+    def _rollup_rows(self, days: tuple[str, str]) -> list[RollupRow]:
+        first, last = days
         with self._lock:
             items = sorted(self.rollup_table.items())
         return [_rollups.rollup_row((*key, *agg)) for key, agg in items if first <= key[0] <= last]
 
-    def summarise(
-        self,
-        start: float,
-        end: float,
-        by: Sequence[str],
-        *,
-        top: int | None = None,
-        clients: bool = True,
+    def summaries_of(
+        self, dims: list[str], days: tuple[str, str], top: int | None, clients: bool
     ) -> list[RollupSummary]:
-        dims = _rollups.check_dimensions(by)
-        if top is not None and (len(dims) != 1 or top < 1):
-            raise ValueError("summarise(top=N) takes one dimension and N >= 1")
         groups: dict[tuple[str, ...], list[Any]] = {}
-        for r in self.rollups(start, end):
+        for r in self._rollup_rows(days):
             values = dict(zip(ROLLUP_DIMENSIONS, (r.day, r.instance, r.app, r.regime, r.action,
                                                   r.department, r.client, r.host), strict=True))  # fmt: skip
             splits = r.regime.split(",") if r.regime else [""]

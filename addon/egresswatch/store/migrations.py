@@ -40,6 +40,38 @@ _EVENT_COLUMNS = _column_lines(f for f in _RELEASED if f.kind != "hash")
 _EVENT_HASHES = _column_lines(f for f in _RELEASED if f.kind == "hash").rstrip(",")
 _ARCHIVE_HASHES = _column_lines(f for f in _RELEASED if f.kind == "hash" and f.archived)
 
+
+def _sqlite_append_only(table: str, subject: str) -> str:
+    """Triggers that refuse every UPDATE and DELETE on ``table`` (not ``events``, which may be
+    pruned); ``subject`` starts the message ("verifications are")."""
+    return f"""
+CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table}
+BEGIN
+    SELECT RAISE(ABORT, 'egresswatch {subject} append-only');
+END;
+CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}
+BEGIN
+    SELECT RAISE(ABORT, 'egresswatch {subject} append-only');
+END;
+"""
+
+
+def _postgres_append_only(table: str, subject: str, function: str) -> str:
+    """The same for PostgreSQL, TRUNCATE included, through ``egresswatch_<function>_append_only``."""
+    fn = f"egresswatch_{function}_append_only"
+    return f"""
+CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'egresswatch {subject} append-only (%)', TG_OP;
+END
+$$;
+CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}
+    FOR EACH ROW EXECUTE FUNCTION {fn}();
+CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
+    FOR EACH STATEMENT EXECUTE FUNCTION {fn}();
+"""
+
+
 # 1: the tables; the append-only triggers differ per backend and follow below.
 _TABLES = """
 CREATE TABLE events (
@@ -76,16 +108,19 @@ CREATE TABLE checkpoints (
     pruned_at {real_type} NOT NULL
 );
 """
-_SQLITE_TYPES = {"int_type": "INTEGER", "real_type": "REAL"}
-_POSTGRES_TYPES = {"int_type": "BIGINT", "real_type": "DOUBLE PRECISION"}
+# What differs per backend in the CREATE TABLE texts: (SQLite, PostgreSQL).
+_TYPES = {
+    "int_type": ("INTEGER", "BIGINT"),
+    "real_type": ("REAL", "DOUBLE PRECISION"),
+    "id_type": ("INTEGER", "BIGSERIAL"),
+    "rollups_options": (" WITHOUT ROWID", ""),
+}
+_SQLITE_TYPES = {k: v[0] for k, v in _TYPES.items()}
+_POSTGRES_TYPES = {k: v[1] for k, v in _TYPES.items()}
 
 _SQLITE_1 = (
     _TABLES.format(
-        id_type="INTEGER",
-        columns=_EVENT_COLUMNS.format(**_SQLITE_TYPES),
-        hashes=_EVENT_HASHES,
-        rollups_options=" WITHOUT ROWID",
-        **_SQLITE_TYPES,
+        columns=_EVENT_COLUMNS.format(**_SQLITE_TYPES), hashes=_EVENT_HASHES, **_SQLITE_TYPES
     )
     + """CREATE TABLE prune_guard (id INTEGER PRIMARY KEY CHECK (id = 1), allowed INTEGER NOT NULL);
 INSERT INTO prune_guard (id, allowed) VALUES (1, 0);
@@ -103,11 +138,7 @@ END;
 
 _POSTGRES_1 = (
     _TABLES.format(
-        id_type="BIGSERIAL",
-        columns=_EVENT_COLUMNS.format(**_POSTGRES_TYPES),
-        hashes=_EVENT_HASHES,
-        rollups_options="",
-        **_POSTGRES_TYPES,
+        columns=_EVENT_COLUMNS.format(**_POSTGRES_TYPES), hashes=_EVENT_HASHES, **_POSTGRES_TYPES
     )
     + """CREATE FUNCTION egresswatch_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -143,8 +174,8 @@ CREATE TABLE verifications (
 );
 CREATE INDEX verifications_instance ON verifications (instance, id);
 """
-_SQLITE_2 = _VERIFICATIONS.format(id_type="INTEGER", **_SQLITE_TYPES)
-_POSTGRES_2 = _VERIFICATIONS.format(id_type="BIGSERIAL", **_POSTGRES_TYPES)
+_SQLITE_2 = _VERIFICATIONS.format(**_SQLITE_TYPES)
+_POSTGRES_2 = _VERIFICATIONS.format(**_POSTGRES_TYPES)
 
 # 3: non-hit rows that prune() removes are kept here (coverage and configuration outlive the raw
 # events). Same columns as events without the leaf hash; seq and chain_hash kept for reference.
@@ -156,61 +187,17 @@ CREATE TABLE lifecycle_archive ({columns}{hashes}
 CREATE INDEX lifecycle_archive_instance_seq ON lifecycle_archive (instance, seq);
 CREATE INDEX lifecycle_archive_ts ON lifecycle_archive (ts);
 """
-_SQLITE_3 = (
-    _ARCHIVE.format(
-        columns=_EVENT_COLUMNS.format(**_SQLITE_TYPES), hashes=_ARCHIVE_HASHES, **_SQLITE_TYPES
-    )
-    + """
-CREATE TRIGGER lifecycle_archive_no_update BEFORE UPDATE ON lifecycle_archive
-BEGIN
-    SELECT RAISE(ABORT, 'egresswatch lifecycle_archive is append-only');
-END;
-CREATE TRIGGER lifecycle_archive_no_delete BEFORE DELETE ON lifecycle_archive
-BEGIN
-    SELECT RAISE(ABORT, 'egresswatch lifecycle_archive is append-only');
-END;
-"""
-)
-_POSTGRES_3 = (
-    _ARCHIVE.format(
-        columns=_EVENT_COLUMNS.format(**_POSTGRES_TYPES), hashes=_ARCHIVE_HASHES, **_POSTGRES_TYPES
-    )
-    + """
-CREATE FUNCTION egresswatch_archive_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'egresswatch lifecycle_archive is append-only (%)', TG_OP;
-END
-$$;
-CREATE TRIGGER lifecycle_archive_append_only BEFORE UPDATE OR DELETE ON lifecycle_archive
-    FOR EACH ROW EXECUTE FUNCTION egresswatch_archive_append_only();
-CREATE TRIGGER lifecycle_archive_no_truncate BEFORE TRUNCATE ON lifecycle_archive
-    FOR EACH STATEMENT EXECUTE FUNCTION egresswatch_archive_append_only();
-"""
-)
+_SQLITE_3 = _ARCHIVE.format(
+    columns=_EVENT_COLUMNS.format(**_SQLITE_TYPES), hashes=_ARCHIVE_HASHES, **_SQLITE_TYPES
+) + _sqlite_append_only("lifecycle_archive", "lifecycle_archive is")
+_POSTGRES_3 = _ARCHIVE.format(
+    columns=_EVENT_COLUMNS.format(**_POSTGRES_TYPES), hashes=_ARCHIVE_HASHES, **_POSTGRES_TYPES
+) + _postgres_append_only("lifecycle_archive", "lifecycle_archive is", "archive")
 
 # 4: the verification records are evidence too (an incremental run builds on them, the signed
 # checkpoints commit to them): append-only, like events.
-_SQLITE_4 = """
-CREATE TRIGGER verifications_no_update BEFORE UPDATE ON verifications
-BEGIN
-    SELECT RAISE(ABORT, 'egresswatch verifications are append-only');
-END;
-CREATE TRIGGER verifications_no_delete BEFORE DELETE ON verifications
-BEGIN
-    SELECT RAISE(ABORT, 'egresswatch verifications are append-only');
-END;
-"""
-_POSTGRES_4 = """
-CREATE FUNCTION egresswatch_verifications_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'egresswatch verifications are append-only (%)', TG_OP;
-END
-$$;
-CREATE TRIGGER verifications_append_only BEFORE UPDATE OR DELETE ON verifications
-    FOR EACH ROW EXECUTE FUNCTION egresswatch_verifications_append_only();
-CREATE TRIGGER verifications_no_truncate BEFORE TRUNCATE ON verifications
-    FOR EACH STATEMENT EXECUTE FUNCTION egresswatch_verifications_append_only();
-"""
+_SQLITE_4 = _sqlite_append_only("verifications", "verifications are")
+_POSTGRES_4 = _postgres_append_only("verifications", "verifications are", "verifications")
 
 # 5: the rule that decided a hit (issue 12, item 3): its kind and id, in events and in the
 # lifecycle archive (which keeps every event column). NULL in older rows, whose leaf hash does
