@@ -41,3 +41,33 @@ def dump_total(out: Path, before: set[Path]) -> int:
 def _totals(path: Path) -> int | None:
     m = re.search(r"^totals:\s*(\d+)", path.read_text(errors="replace"), re.M)
     return int(m.group(1)) if m else None
+
+
+def measure_child(argv: list[str], out: Path, what: str) -> int:
+    """Run ``argv`` (a Python child) under callgrind with instrumentation off, and return the
+    instructions of its measured part.
+
+    The child's protocol on stdin/stdout: it prints ``ready`` once set up, waits for a line
+    ``go``, runs the part to measure, prints ``done``, then waits for one more line and exits.
+    Only the part between ``go`` and ``done`` is counted."""
+    cmd = [VALGRIND, "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    child = subprocess.Popen(cmd + argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        if child.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"callgrind child for {what} did not start")
+        control(child.pid, "--instr=on")
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        if child.stdout.readline().strip() != "done":
+            raise RuntimeError(f"callgrind child for {what} failed")
+        before = set(out.parent.glob(out.name + "*"))
+        control(child.pid, "--dump")
+        total = dump_total(out, before)
+        child.stdin.write("\n")
+        child.stdin.flush()
+        child.wait(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    return total

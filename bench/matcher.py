@@ -176,31 +176,10 @@ def instructions_per_lookup(n: int, backend: Backend, out: Path) -> float:
     with instrumentation on only for the pass (the build and the interpreter start-up are not
     counted). Deterministic for the same binary and inputs, whatever else the machine does."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _callgrind import VALGRIND
-    from _callgrind import control
-    from _callgrind import dump_total
+    from _callgrind import measure_child
 
-    cmd = [VALGRIND, "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
-    cmd += [sys.executable, __file__, "--ir-child", str(n), "--backend", backend]
-    child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert child.stdin is not None and child.stdout is not None
-    try:
-        if child.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"callgrind child for {n}/{backend} did not start")
-        control(child.pid, "--instr=on")
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        if child.stdout.readline().strip() != "done":
-            raise RuntimeError(f"callgrind child for {n}/{backend} failed")
-        before = set(out.parent.glob(out.name + "*"))
-        control(child.pid, "--dump")
-        total = dump_total(out, before)
-        child.stdin.write("\n")
-        child.stdin.flush()
-        child.wait(timeout=120)
-    finally:
-        if child.poll() is None:
-            child.kill()
+    argv = [sys.executable, __file__, "--ir-child", str(n), "--backend", backend]
+    total = measure_child(argv, out, f"{n}/{backend}")
     return total / PROBES
 
 

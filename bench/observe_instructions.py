@@ -20,16 +20,13 @@ The same script runs against another checkout through ``PYTHONPATH`` (before/aft
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _callgrind import VALGRIND  # noqa: E402
-from _callgrind import control  # noqa: E402
-from _callgrind import dump_total  # noqa: E402
+from _callgrind import measure_child  # noqa: E402
 
 SCENARIOS = ("miss", "miss-after-hit", "hit")
 MISS, HIT = "www.example.test", "www.tiktok.com"
@@ -77,27 +74,8 @@ def child(scenario: str, calls: int) -> None:
 
 
 def measure(scenario: str, calls: int, out: Path) -> float:
-    cmd = [VALGRIND, "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
-    cmd += [sys.executable, __file__, "--child", scenario, "--calls", str(calls)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        if proc.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"callgrind child for {scenario} did not start")
-        control(proc.pid, "--instr=on")
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-        if proc.stdout.readline().strip() != "done":
-            raise RuntimeError(f"callgrind child for {scenario} failed")
-        before = set(out.parent.glob(out.name + "*"))
-        control(proc.pid, "--dump")
-        total = dump_total(out, before)
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    argv = [sys.executable, __file__, "--child", scenario, "--calls", str(calls)]
+    total = measure_child(argv, out, scenario)
     return total / calls
 
 

@@ -26,7 +26,6 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from egresswatch.cli import main
@@ -36,6 +35,7 @@ from tests.plugins.proxy import ProxyFactory
 from tests.plugins.proxy import _app
 from tests.plugins.proxy import write_catalogue
 from tests.support.upstreams import Upstreams
+from tests.support.upstreams import write_pem
 
 pytestmark = pytest.mark.e2e
 
@@ -80,16 +80,7 @@ def _leaf(directory: Path) -> tuple[Path, Path]:
         )
         .sign(key, hashes.SHA256())
     )
-    cert_path, key_path = directory / "leaf.pem", directory / "leaf-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    return write_pem(cert, key, directory / "leaf.pem", directory / "leaf-key.pem")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from egresswatch.events import EVASION_SIGNALS
@@ -26,6 +25,8 @@ from egresswatch.metrics import Metrics
 from prometheus_client import CollectorRegistry
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from tests.support.upstreams import write_pem
 
 HITS = "egresswatch_hits_total"
 
@@ -397,16 +398,7 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    return write_pem(cert, key, tmp_path / "cert.pem", tmp_path / "key.pem")
 
 
 def test_serve_tls(metrics: Metrics, tmp_path: Path) -> None:

@@ -120,15 +120,23 @@ def make_test_pki(directory: Path, names: Sequence[str] = TEST_NAMES) -> Upstrea
         directory / "test-ca.pem", directory / "upstream.pem", directory / "upstream-key.pem"
     )
     pki.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    pki.cert.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    pki.key.write_bytes(
+    write_pem(leaf, key, pki.cert, pki.key)
+    return pki
+
+
+def write_pem(
+    cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, cert_path: Path, key_path: Path
+) -> tuple[Path, Path]:
+    """Write ``cert`` and its unencrypted ``key`` (PKCS#8) as PEM files; returns the paths."""
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
     )
-    return pki
+    return cert_path, key_path
 
 
 @dataclass
