@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pytest
 from egresswatch.events import Event
 from egresswatch.events import EventKind
+from egresswatch.policy import Policy
 from egresswatch.report import build_report
+from egresswatch.report import render
 from egresswatch.store.memory import MemoryStore
 
 from tests.plugins.report import AFTER_JULY
@@ -89,3 +92,53 @@ def test_a_malformed_config_row_is_named_and_left_out(caplog: pytest.LogCaptureF
     # column: in force, but without a load or its entries.
     assert [(p.version, p.modes) for p in r.policies] == [("pol-9", (("tiktok", "block"),))]
     assert [(c.version, c.loads, c.entries) for c in r.catalogues] == [("cat-9", 0, ())]
+
+
+def test_the_policy_table_shows_the_evasion_keys_in_force(
+    policy_from: Callable[[str], Policy],
+) -> None:
+    """The evasion keys a policy version set (encrypted DNS, ECH and its scope, Alt-Svc) are
+    recorded on load and shown beside its modes; a row recorded before them says so."""
+    policy = policy_from(
+        "version: 1\nalt_svc: strip\nech: {action: block, scope: designated}\n"
+    )
+    at = ts("2026-07-02T10:00:00")
+    store = MemoryStore()
+    store.write(
+        [
+            Event(ts=at, kind=EventKind.START, instance="p1", event_id="s", catalogue_version="c"),
+            Event(
+                ts=at + 1,
+                kind=EventKind.CONFIG,
+                instance="p1",
+                event_id="c1",
+                catalogue_version="c",
+                detail={"kind": "policy", **policy.snapshot()},
+            ),
+            Event(
+                ts=at + 2,
+                kind=EventKind.CONFIG,
+                instance="p1",
+                event_id="c2",
+                catalogue_version="c",
+                detail={"kind": "policy", "version": "pol-old", "modes": {}},
+            ),
+        ]
+    )
+    r = build_report(store, MONTH, now=AFTER_JULY, verify=False)
+    evasion = {p.version: dict(p.evasion) for p in r.policies}
+    assert evasion == {
+        policy.version: {
+            "encrypted_dns": "monitor",
+            "ech": "block",
+            "ech_scope": "designated",
+            "alt_svc": "strip",
+        },
+        "pol-old": {},
+    }
+    md = render(r, "md")
+    # (Markdown escapes the underscores)
+    assert r"alt\_svc=strip, ech=block, ech\_scope=designated, encrypted\_dns=monitor" in md
+    assert "not recorded" in md
+    csv_rows = [line for line in render(r, "csv").splitlines() if policy.version in line]
+    assert any("alt_svc" in line and "strip" in line for line in csv_rows)

@@ -118,6 +118,8 @@ class PolicyLoaded:
     modes: tuple[tuple[str, str], ...] = ()  # (app, effective mode)
     departments: tuple[DepartmentDetail, ...] = ()
     exceptions: tuple[ExceptionDetail, ...] = ()
+    # (key, setting) of the evasion keys: encrypted_dns, ech, ech_scope, alt_svc
+    evasion: tuple[tuple[str, str], ...] = ()
 
     def to_detail(self) -> dict[str, object]:
         return {"kind": "policy", **_plain(self)}

@@ -455,6 +455,12 @@ class Policy:
                 DepartmentDetail(d.name, tuple(d.cidrs)) for d in self.department_rules
             ),
             exceptions=tuple(e.detail() for e in self.exceptions),
+            evasion=(
+                ("encrypted_dns", self.encrypted_dns.value),
+                ("ech", self.ech.value),
+                ("ech_scope", self.ech_scope.value),
+                ("alt_svc", self.alt_svc.value),
+            ),
         )
 
     def snapshot(self, now: datetime | None = None) -> dict[str, object]:

@@ -210,7 +210,12 @@ def configuration(
             p = row.detail if isinstance(row.detail, PolicyLoaded) else PolicyLoaded()
             policies.append(
                 PolicyVersion(
-                    **common, file=p.file or "", default=p.default, dry_run=p.dry_run, modes=p.modes
+                    **common,
+                    file=p.file or "",
+                    default=p.default,
+                    dry_run=p.dry_run,
+                    modes=p.modes,
+                    evasion=p.evasion,
                 )
             )
     catalogues.sort(key=lambda c: (c.first_seen, c.version))

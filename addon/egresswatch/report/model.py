@@ -157,6 +157,7 @@ class PolicyVersion(ConfigVersion):
     default: str
     dry_run: bool | None
     modes: tuple[tuple[str, str], ...]
+    evasion: tuple[tuple[str, str], ...] = ()  # the evasion keys (empty: recorded before them)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -122,6 +122,8 @@ def _configuration(r: MonthlyReport, row: _Row) -> None:
         row("policy", "dry_run", p.dry_run, key=p.version)
         for app, mode in p.modes:
             row("policy", "mode", mode, key=p.version, app=app)
+        for setting, choice in p.evasion:
+            row("policy", setting, choice, key=p.version)
     for x in r.exceptions:
         for metric, value in (
             ("apps", " ".join(x.apps)),

@@ -84,7 +84,17 @@ def _configuration_tables(r: MonthlyReport, brief: bool) -> dict[str, Table]:
             ],
         ),
         "policies": (
-            [vhead, "file", "first seen", "last seen", "loads", "default", "dry run", "modes"],
+            [
+                vhead,
+                "file",
+                "first seen",
+                "last seen",
+                "loads",
+                "default",
+                "dry run",
+                "modes",
+                "evasion",
+            ],
             [
                 (
                     version(p.version),
@@ -95,6 +105,7 @@ def _configuration_tables(r: MonthlyReport, brief: bool) -> dict[str, Table]:
                     p.default,
                     "" if p.dry_run is None else ("yes" if p.dry_run else "no"),
                     ", ".join(f"{a}={m}" for a, m in p.modes),
+                    ", ".join(f"{k}={v}" for k, v in p.evasion) or "not recorded",
                 )
                 for p in r.policies
             ],
