@@ -168,6 +168,8 @@ def _raw_rows(events: list[Event]) -> list[tuple[Any, ...]]:
             "catalogue_version": e.catalogue_version,
             "policy_version": e.policy_version,
             "detail": None,
+            "decided_by": e.decided_by,
+            "decided_id": e.decided_id,
             "leaf_hash": "0" * 64,
             "chain_hash": "0" * 64,
         }
@@ -180,6 +182,7 @@ def baseline_sqlite(path: Path, events: list[Event], batch: int = 1000) -> float
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA cache_size=-32000")  # the store's pragmas (egresswatch.store.sqlite)
     sql = f"INSERT INTO events ({COLUMN_SQL}) VALUES ({', '.join('?' * len(COLUMNS))})"
     t0 = time.perf_counter()
     rows = _raw_rows(events)

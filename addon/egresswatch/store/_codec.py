@@ -24,8 +24,8 @@ import json
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
+from typing import NamedTuple
 
 from ..events import EVENT_FIELDS
 from ..events import Event
@@ -80,29 +80,41 @@ def ts_micros(ts: float) -> int:
     return round(ts * 1_000_000)
 
 
-@dataclass(frozen=True, slots=True)
-class Encoded:
-    """An event with its JSON columns rendered once (shared by the leaf and the row)."""
+class Encoded(NamedTuple):
+    """An event with its JSON columns rendered once (shared by the leaf and the row). A named
+    tuple rather than a frozen dataclass: one is made per written event, and a tuple is built
+    without a ``__setattr__`` per field."""
 
     event: Event
     regimes: str
     detail: str | None
 
 
+_INFINITIES = (float("inf"), float("-inf"))
+
+
 def encode(events: Sequence[Event]) -> list[Encoded]:
     """Render the JSON columns of every event first, so a bad event fails before any write."""
     out = []
+    append = out.append
+    regimes_json = _regimes_json
     for i, e in enumerate(events):
         try:
-            if not isinstance(e, Event):
+            if type(e) is not Event and not isinstance(e, Event):
                 raise TypeError(f"{type(e).__name__} is not an Event")
-            detail = canonical_json(e.detail) if e.detail is not None else None
-            regimes = _regimes_json(tuple(e.regimes))
-            if e.ts != e.ts or e.ts in (float("inf"), float("-inf")):
+            ts = e.ts
+            if ts != ts or ts in _INFINITIES:
                 raise ValueError("ts is not finite")
+            regimes = e.regimes
+            append(
+                Encoded(
+                    e,
+                    regimes_json(regimes if type(regimes) is tuple else tuple(regimes)),
+                    None if e.detail is None else canonical_json(e.detail),
+                )
+            )
         except (TypeError, ValueError) as exc:
             raise InvalidEvent(i, str(exc)) from exc
-        out.append(Encoded(e, regimes, detail))
     return out
 
 
@@ -258,18 +270,39 @@ def chain_hash(prev: str, leaf: str) -> str:
 def build_rows(
     encoded: Sequence[Encoded], heads: Mapping[str, tuple[int, str]]
 ) -> tuple[list[tuple[Any, ...]], dict[str, tuple[int, str]]]:
-    """Assign seq and hashes; ``heads`` maps instance -> (seq, chain) before this batch."""
-    new_heads = dict(heads)
+    """Assign seq and hashes; ``heads`` maps instance -> (seq, chain) before this batch.
+
+    The same hashes as :func:`leaf_hash` and :func:`chain_hash`, with the chain carried as raw
+    digests from row to row (hex only for the stored columns): this loop runs once per written
+    event, and holds the GIL it shares with the proxy's event loop.
+    """
+    # instance -> [seq, chain digest] while the batch is chained
+    state: dict[str, list[Any]] = {}
     rows = []
+    append = rows.append
+    sha256 = hashlib.sha256
+    make_row = event_row
+    fast = _fast_canonical
     for enc in encoded:
         instance = enc.event.instance
-        seq, prev = new_heads.get(instance, (0, GENESIS))
-        seq += 1
-        row = event_row(enc, seq)
-        leaf = leaf_hash(canonical_row(row, seq))
-        chain = chain_hash(prev, leaf)
-        new_heads[instance] = (seq, chain)
-        rows.append(row + (leaf, chain))
+        head = state.get(instance)
+        if head is None:
+            seq0, prev = heads.get(instance, (0, GENESIS))
+            head = state[instance] = [seq0, bytes.fromhex(prev)]
+        seq = head[0] + 1
+        row = make_row(enc, seq)
+        try:
+            text = fast(row, seq)
+        except TypeError:  # a column that is not a str (or None): the general encoder says how
+            text = _row_canonical(row, seq)
+        leaf = sha256(b"\x00" + text.encode("utf-8")).digest()
+        chain = sha256(head[1] + leaf).digest()
+        head[0] = seq
+        head[1] = chain
+        append((*row, leaf.hex(), chain.hex()))
+    new_heads = dict(heads)
+    for instance, (seq, chain) in state.items():
+        new_heads[instance] = (seq, chain.hex())
     return rows, new_heads
 
 
