@@ -129,7 +129,8 @@ def _compile(name: str, source: str, **names: Any) -> Any:
     return func
 
 
-def _event_row_source() -> str:
+def _event_row_items() -> list[str]:
+    """The expression of each stored column (but the hashes) of ``enc`` (event ``e``) at ``seq``."""
     stored = {
         "text": "e.{name}",
         "enum": "None if e.{name} is None else str(e.{name})",
@@ -140,7 +141,11 @@ def _event_row_source() -> str:
     }
     items = [stored[f.kind].format(name=f.name) for f in EVENT_FIELDS if f.kind != "hash"]
     items[COLUMNS.index("kind")] = "str(e.kind)"  # NOT NULL: never None
-    body = ",\n        ".join(items)
+    return items
+
+
+def _event_row_source() -> str:
+    body = ",\n        ".join(_event_row_items())
     return f"def event_row(enc, seq):\n    e = enc.event\n    return (\n        {body},\n    )\n"
 
 
@@ -193,10 +198,12 @@ def _regimes_canonical(text: str) -> str:
     return canonical_json(json.loads(text))
 
 
-def _fast_canonical_source() -> str:
+def _canonical_text_source(indent: str) -> str:
+    """Lines that set ``text`` to the canonical JSON of the stored columns ``c0``, ``c1``, ...
+    at ``seq`` (names used: ``n`` = "null", ``esc`` = the JSON string quoter)."""
     value = {
-        "text": "n if {v} is None else e({v})",
-        "enum": "n if {v} is None else e({v})",
+        "text": "n if {v} is None else esc({v})",
+        "enum": "n if {v} is None else esc({v})",
         "seq": "int(seq)",
         "time": "round({v} * 1_000_000)",
         "list": '_regimes_canonical({v}) if {v} else "[]"',
@@ -205,12 +212,12 @@ def _fast_canonical_source() -> str:
     hashed = sorted((f.name, i, f.kind, f.optional) for i, f in enumerate(EVENT_FIELDS) if f.hashed)
     assert not hashed[0][3], "the first key in sorted order must always be present"
     parts = []
-    optional_lines = []
+    lines = []
     for k, (name, i, kind, optional) in enumerate(hashed):
         if optional:  # present only when set: computed before the f-string
             assert kind == "text", "optional fields are text"
             key = json.dumps("," + json.dumps(name) + ":")
-            optional_lines.append(f'    o{i} = "" if c{i} is None else {key} + e(c{i})\n')
+            lines.append(f'o{i} = "" if c{i} is None else {key} + esc(c{i})')
             parts.append(f"{{o{i}}}")
             continue
         parts.append(
@@ -220,12 +227,18 @@ def _fast_canonical_source() -> str:
                 expr=value[kind].format(v=f"c{i}"),
             )
         )
-    lines = "\n".join(f"        f{p!r}" for p in [*parts, "}}"])
-    width = sum(1 for f in EVENT_FIELDS if f.kind != "hash")  # the hashes come last
-    unpack = ", ".join(f"c{i}" for i in range(width))
+    lines += ["text = (", *(f"    f{p!r}" for p in [*parts, "}}"]), ")"]
+    return "".join(f"{indent}{line}\n" for line in lines)
+
+
+_WIDTH = sum(1 for f in EVENT_FIELDS if f.kind != "hash")  # the hashes come last
+_CS = ", ".join(f"c{i}" for i in range(_WIDTH))
+
+
+def _fast_canonical_source() -> str:
     return (
-        f"def _fast_canonical(row, seq):\n    {unpack} = row[:{width}]\n"
-        f'    n = "null"\n    e = _esc\n{"".join(optional_lines)}    return (\n{lines}\n    )\n'
+        f"def _fast_canonical(row, seq):\n    {_CS} = row[:{_WIDTH}]\n"
+        f'    n = "null"\n    esc = _esc\n{_canonical_text_source("    ")}    return text\n'
     )
 
 
@@ -270,40 +283,62 @@ def chain_hash(prev: str, leaf: str) -> str:
 def build_rows(
     encoded: Sequence[Encoded], heads: Mapping[str, tuple[int, str]]
 ) -> tuple[list[tuple[Any, ...]], dict[str, tuple[int, str]]]:
-    """Assign seq and hashes; ``heads`` maps instance -> (seq, chain) before this batch.
-
-    The same hashes as :func:`leaf_hash` and :func:`chain_hash`, with the chain carried as raw
-    digests from row to row (hex only for the stored columns): this loop runs once per written
-    event, and holds the GIL it shares with the proxy's event loop.
-    """
-    # instance -> [seq, chain digest] while the batch is chained
+    """Assign seq and hashes; ``heads`` maps instance -> (seq, chain) before this batch."""
     state: dict[str, list[Any]] = {}
-    rows = []
-    append = rows.append
-    sha256 = hashlib.sha256
-    make_row = event_row
-    fast = _fast_canonical
-    for enc in encoded:
-        instance = enc.event.instance
-        head = state.get(instance)
-        if head is None:
-            seq0, prev = heads.get(instance, (0, GENESIS))
-            head = state[instance] = [seq0, bytes.fromhex(prev)]
-        seq = head[0] + 1
-        row = make_row(enc, seq)
-        try:
-            text = fast(row, seq)
-        except TypeError:  # a column that is not a str (or None): the general encoder says how
-            text = _row_canonical(row, seq)
-        leaf = sha256(b"\x00" + text.encode("utf-8")).digest()
-        chain = sha256(head[1] + leaf).digest()
-        head[0] = seq
-        head[1] = chain
-        append((*row, leaf.hex(), chain.hex()))
+    rows = _chain_rows(encoded, heads, state)
     new_heads = dict(heads)
     for instance, (seq, chain) in state.items():
         new_heads[instance] = (seq, chain.hex())
     return rows, new_heads
+
+
+def _chain_rows_source() -> str:
+    assign = "".join(
+        f"        c{i} = {expr}\n" for i, expr in enumerate(_event_row_items()) if expr != "seq"
+    )
+    return f"""def _chain_rows(encoded, heads, state):
+    rows = []
+    append = rows.append
+    n = "null"
+    esc = _esc
+    for enc in encoded:
+        e = enc.event
+        head = state.get(e.instance)
+        if head is None:
+            seq, prev = heads.get(e.instance, (0, GENESIS))
+            head = state[e.instance] = [seq, bytes.fromhex(prev)]
+        seq = head[0] + 1
+{assign}        c{COLUMNS.index("seq")} = seq
+        try:
+{_canonical_text_source("            ")}        except TypeError:  # a column that is not a str (or None): the general encoder says how
+            text = _row_canonical(({_CS}), seq)
+        leaf = sha256(b"\\x00" + text.encode("utf-8")).digest()
+        chain = sha256(head[1] + leaf).digest()
+        head[0] = seq
+        head[1] = chain
+        append(({_CS}, leaf.hex(), chain.hex()))
+    return rows
+"""
+
+
+#: ``_chain_rows(encoded, heads, state)``: the rows of :func:`build_rows`, each with its seq,
+#: leaf and chain hash; ``state`` (instance -> [seq, chain digest]) is filled from ``heads`` as
+#: instances appear and left at the batch's end. :func:`event_row`, :func:`_fast_canonical`,
+#: :func:`leaf_hash` and :func:`chain_hash` in one loop written out from the schema: it runs
+#: once per written event, with the GIL the writer thread shares with the proxy's event loop.
+_chain_rows: Callable[
+    [Sequence[Encoded], Mapping[str, tuple[int, str]], dict[str, list[Any]]], list[tuple[Any, ...]]
+] = _compile(
+    "_chain_rows",
+    _chain_rows_source(),
+    GENESIS=GENESIS,
+    sha256=hashlib.sha256,
+    _esc=_esc,
+    _regimes_canonical=_regimes_canonical,
+    _row_canonical=_row_canonical,
+    canonical_json=canonical_json,
+    json=json,
+)
 
 
 def row_leaf(row: Row, seq: int) -> str | None:
