@@ -10,6 +10,7 @@ connection per writer; each locks only its own instance's chain (an advisory loc
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import multiprocessing
@@ -18,6 +19,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -167,6 +169,37 @@ def python_part(events: list[Event], batch: int) -> float:
     return best / len(events) * 1e6
 
 
+def loop_lag(url: str, events: list[Event], batch: int) -> tuple[float, float, float, float]:
+    """What the writer thread costs an asyncio event loop in the same process (the proxy's
+    case): the loop ticks every millisecond while the writer drains ``events`` (all queued at
+    once); returns (p50, p99, max) of how late a tick wakes, in ms, and the same p99 with no
+    writer running."""
+
+    async def ticks(until: Callable[[], bool]) -> list[float]:
+        late = []
+        while not until():
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.001)
+            late.append((time.perf_counter() - t0 - 0.001) * 1000)
+        return late
+
+    def pct(xs: list[float], q: float) -> float:
+        xs = sorted(xs)
+        return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+    t_end = time.perf_counter() + 2.0
+    idle = asyncio.run(ticks(lambda: time.perf_counter() > t_end))
+    w = EventWriter(lambda: open_store(url), queue_size=len(events) + 1, batch_size=batch)
+    w.start()
+    for e in events:
+        w.put(e)
+    closer = threading.Thread(target=w.close, kwargs={"timeout": 600})
+    closer.start()
+    busy = asyncio.run(ticks(lambda: not closer.is_alive()))
+    closer.join()
+    return pct(busy, 0.5), pct(busy, 0.99), max(busy), pct(idle, 0.99)
+
+
 def _ab(
     backend: str,
     mixes: dict[str, list[Event]],
@@ -195,11 +228,15 @@ def _ab(
             rates.append(got["writer"])
             bases.append(got["base"])
             ratios.append(got["writer"] / got["base"])
+        lag = loop_lag(fresh(f"{mix}_lag"), events, batch)
         med = statistics.median
         print(f"{name} {mix:5s} mix: writer {med(rates):9,.0f} events/s, raw executemany "
               f"{med(bases):9,.0f}/s, batches of {batch:,}: ratio {med(ratios):.2f} "
               f"(rounds {', '.join(f'{x:.2f}' for x in ratios)}); writer thread "
               f"{med(cpus):.1f} µs CPU/event in write()")  # fmt: skip
+        print(f"{name} {mix:5s} mix: an asyncio loop ticking every 1 ms beside the writer wakes "
+              f"late by p50 {lag[0]:.2f} / p99 {lag[1]:.2f} / max {lag[2]:.1f} ms "
+              f"(p99 {lag[3]:.2f} ms without a writer)")  # fmt: skip
 
 
 def write_only(
@@ -246,9 +283,7 @@ def write_only(
 
         if writers:
             for k in (1, writers):
-                total, each = several_writers(
-                    fresh(f"writers_{k}"), b.synthetic_events, n // k, k
-                )
+                total, each = several_writers(fresh(f"writers_{k}"), b.synthetic_events, n // k, k)
                 _print_writers("Postgres", k, total, each)
         else:
             _ab("postgresql", mixes, rounds, fresh, b.baseline_postgres)

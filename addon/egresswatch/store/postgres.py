@@ -161,7 +161,9 @@ ON CONFLICT (day, instance, app, regime, action, department, client, host) DO UP
 
     def _upsert_rollups(self, c: Any, rows: list[tuple[Any, ...]]) -> None:
         if rows:
-            c.execute(self.upsert_rollups_unnest, [list(column) for column in zip(*rows)])
+            c.execute(
+                self.upsert_rollups_unnest, [list(column) for column in zip(*rows, strict=True)]
+            )
 
     def _allow_prune(self, c: Any) -> None:
         # Read by the append-only trigger; SET LOCAL ends with this transaction.
