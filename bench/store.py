@@ -4,7 +4,9 @@ Measures, in one run:
 
 1. sustained events/s into SQLite and PostgreSQL **through the EventWriter** (hash chain, rollups,
    batching: everything production does), against a baseline in the same run: raw
-   ``executemany`` inserts of the same rows without chain or rollups; prints the ratio;
+   ``executemany`` inserts of the same rows without chain or rollups, in transactions of the
+   writer's batch size, with the store's pragmas; prints the ratio (``--write-only`` runs this
+   alone, A/B alternating, on two mixes of events: ``bench/_writers.py``);
 2. database bytes per million events (after the write test);
 3. full chain verification throughput (events/s) on both backends, over the written events;
 4. the monthly report over 10M synthetic events, timed as the real ``report.build_report`` call:
@@ -567,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(d)
         url = f"sqlite://{tmp / 'write.db'}"
         rate, _ = through_writer(url, events)
-        base = baseline_sqlite(tmp / "base.db", events)
+        base = baseline_sqlite(tmp / "base.db", events, backlog_batch("sqlite"))
         s = open_store(url)
         s.checkpoint_wal()  # type: ignore[attr-defined]
         size = s.stats().bytes  # type: ignore[attr-defined]
@@ -585,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     with temp_postgres() if not args.pg_url else contextlib.nullcontext(args.pg_url) as pg:
         if pg is not None:
             rate, _ = through_writer(pg + "bench_write", events)
-            base = baseline_postgres(pg + "bench_base", events)
+            base = baseline_postgres(pg + "bench_base", events, backlog_batch("postgresql"))
             s = open_store(pg + "bench_write")
             size = s.stats().bytes  # type: ignore[attr-defined]
             t0 = time.perf_counter()
