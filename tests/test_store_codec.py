@@ -66,7 +66,9 @@ def test_a_batch_of_interleaved_instances_chains_as_one_event_at_a_time() -> Non
     events = [
         dataclasses.replace(e, instance=inst, event_id=f"{inst}-{i}")
         for i, (e, inst) in enumerate(
-            zip(FIXED * 3, ["a", "b", "a", "c", "b", "b", "a", "c", "a", "b", "c", "a"], strict=True)
+            zip(
+                FIXED * 3, ["a", "b", "a", "c", "b", "b", "a", "c", "a", "b", "c", "a"], strict=True
+            )
         )
     ]
     start = {"b": (41, "ab" * 32), "z": (3, "cd" * 32)}
