@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import itertools
 import multiprocessing
 import os
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from egresswatch.events import Event
 from egresswatch.events import EventKind
@@ -164,7 +166,7 @@ def python_part(events: list[Event], batch: int) -> float:
             encoded = _codec.encode(part)
             deltas = _rollups.rollup_deltas(part)
             _codec.build_rows(encoded, {})
-            sorted((*k, *v) for k, v in deltas.items())
+            [(*k, *agg) for k, agg in deltas.items()]  # the rollup rows, as the store does
         best = min(best, time.thread_time() - t0)
     return best / len(events) * 1e6
 
@@ -200,6 +202,44 @@ def loop_lag(url: str, events: list[Event], batch: int) -> tuple[float, float, f
     return pct(busy, 0.5), pct(busy, 0.99), max(busy), pct(idle, 0.99)
 
 
+def _server_cpu(url: str) -> Callable[[], float]:
+    """A reader of the CPU seconds used so far by the PostgreSQL server behind ``url`` when it
+    runs on this machine (its postmaster, found by port, with every backend, live or reaped);
+    a reader of 0.0 otherwise."""
+    port = str(urlsplit(url).port or 5432)
+    pids = [int(p.split("/")[2]) for p in glob.glob("/proc/[0-9]*")]
+    masters = [
+        pid
+        for pid in pids
+        if (cmd := _cmdline(pid)) and "postgres" in cmd[0] and port in cmd and "-p" in cmd
+    ]
+    if not masters:
+        return lambda: 0.0
+    master = masters[0]
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def read() -> float:
+        total = 0
+        for stat in glob.glob("/proc/[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(stat.split("/")[2])
+                f = Path(stat).read_text().rsplit(")", 1)[1].split()
+                if pid == master:  # its own time and that of the backends it has reaped
+                    total += sum(int(x) for x in f[11:15])
+                elif int(f[1]) == master:
+                    total += int(f[11]) + int(f[12])
+        return total / tick
+
+    return read
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
 def _ab(
     backend: str,
     mixes: dict[str, list[Event]],
@@ -207,7 +247,9 @@ def _ab(
     fresh: Callable[[str], str],
     baseline: Callable[[str, list[Event], int], float],
 ) -> None:
-    """Writer and raw baseline alternating (baseline first in even rounds), per mix; medians."""
+    """Writer and raw baseline alternating (baseline first in even rounds), per mix; medians.
+    Besides events/s (wall time, which other processes on a shared machine move), the CPU per
+    event of each side: this process's, plus the PostgreSQL server's when it runs here."""
     batch = backlog_batch(backend)
     name = "SQLite  " if backend == "sqlite" else "Postgres"
     for mix, events in mixes.items():
@@ -215,25 +257,34 @@ def _ab(
         bases: list[float] = []
         cpus: list[float] = []
         ratios: list[float] = []
+        cpu_w: list[float] = []
+        cpu_b: list[float] = []
         for r in range(rounds):
             order = ("base", "writer") if r % 2 == 0 else ("writer", "base")
             got: dict[str, float] = {}
             for what in order:
                 url = fresh(f"{mix}_{what}_{r}")
+                server = _server_cpu(url) if backend == "postgresql" else (lambda: 0.0)
+                c0, s0 = time.process_time(), server()
                 if what == "base":
                     got["base"] = baseline(url, events, batch)
                 else:
                     got["writer"], cpu = _writer_rate(url, events, batch)
                     cpus.append(cpu)
+                used = (time.process_time() - c0 + server() - s0) / len(events) * 1e6
+                (cpu_b if what == "base" else cpu_w).append(used)
             rates.append(got["writer"])
             bases.append(got["base"])
             ratios.append(got["writer"] / got["base"])
         lag = loop_lag(fresh(f"{mix}_lag"), events, batch)
         med = statistics.median
+        where = "process + server" if backend == "postgresql" else "process"
         print(f"{name} {mix:5s} mix: writer {med(rates):9,.0f} events/s, raw executemany "
               f"{med(bases):9,.0f}/s, batches of {batch:,}: ratio {med(ratios):.2f} "
-              f"(rounds {', '.join(f'{x:.2f}' for x in ratios)}); writer thread "
-              f"{med(cpus):.1f} µs CPU/event in write()")  # fmt: skip
+              f"(rounds {', '.join(f'{x:.2f}' for x in ratios)})")  # fmt: skip
+        print(f"{name} {mix:5s} mix: CPU ({where}) per event: writer {med(cpu_w):.1f} µs, raw "
+              f"{med(cpu_b):.1f} µs: CPU ratio {med(cpu_b) / med(cpu_w):.2f}; writer thread "
+              f"{med(cpus):.1f} µs in write()")  # fmt: skip
         print(f"{name} {mix:5s} mix: an asyncio loop ticking every 1 ms beside the writer wakes "
               f"late by p50 {lag[0]:.2f} / p99 {lag[1]:.2f} / max {lag[2]:.1f} ms "
               f"(p99 {lag[3]:.2f} ms without a writer)")  # fmt: skip
@@ -252,9 +303,14 @@ def write_only(
     mixes = {"worst": events, "zipf": zipf_events(b, n)}
     if not writers:
         for mix, evs in mixes.items():
+            batch = backlog_batch("sqlite")
+            upserts = sum(
+                len(_rollups.rollup_deltas(evs[i : i + batch])) for i in range(0, n, batch)
+            )
             rows = len(_rollups.rollup_deltas(evs))
-            print(f"{mix:5s} mix: {rows / n:.2f} rollup rows per event; Python part of write() "
-                  f"{python_part(evs, backlog_batch('sqlite')):.1f} µs CPU/event")  # fmt: skip
+            print(f"{mix:5s} mix: {upserts / n:.2f} rollup upserts per event in batches of "
+                  f"{batch:,} ({rows / n:.2f} distinct rows per event over the run); Python "
+                  f"part of write() {python_part(evs, batch):.1f} µs CPU/event")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="egresswatch-bench-") as d:
         tmp = Path(d)
         if writers:
