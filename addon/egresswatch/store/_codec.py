@@ -95,7 +95,7 @@ _INFINITIES = (float("inf"), float("-inf"))
 
 def encode(events: Sequence[Event]) -> list[Encoded]:
     """Render the JSON columns of every event first, so a bad event fails before any write."""
-    out = []
+    out: list[Encoded] = []
     append = out.append
     regimes_json = _regimes_json
     for i, e in enumerate(events):
