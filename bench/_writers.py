@@ -1,5 +1,12 @@
-"""Several event writers into one store at once (``bench/store.py --writers K``).
+"""One writer against raw inserts (``bench/store.py --write-only``) and several event writers
+into one store at once (``bench/store.py --writers K``).
 
+``--write-only``: per backend and per mix of events (``worst``: uniform, every event its own
+rollup row; ``zipf``: :func:`zipf_events`), writer and raw ``executemany`` alternating in A/B
+rounds (:func:`_ab`), with the CPU per event of each side and the lateness of an asyncio loop
+beside the writer (:func:`loop_lag`).
+
+``--writers K``:
 K processes (one per writer, as K proxies or K workers on a host would be) each write their own
 instance's events through an :class:`~egresswatch.writer.EventWriter` into the same store URL,
 started together; the figure is all events over the wall time from the first start to the last
