@@ -8,6 +8,7 @@ longer verify.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 
 import pytest
@@ -207,6 +208,13 @@ def test_the_fast_encoder_equals_the_general_one_on_any_row(
     row = _codec.event_row(_codec.encode([e])[0], seq)
     assert _codec._fast_canonical(row, seq) == _codec._row_canonical(row, seq)
     assert _codec.row_to_event((*row, "", "")) == e
+    # The writer's batch loop (its own copy of the encoder, quoting repeated text through a
+    # per-batch cache): the same event twice, the second from the cache, hashed from the
+    # general encoder's bytes.
+    rows, _ = _codec.build_rows(_codec.encode([e, e]), {"p": (seq - 1, "ab" * 32)})
+    for at, written in enumerate(rows, seq):
+        general = _codec._row_canonical(written, at)
+        assert written[_codec.LEAF] == hashlib.sha256(b"\x00" + general.encode()).hexdigest()
 
 
 def test_a_row_reads_back_as_its_event() -> None:

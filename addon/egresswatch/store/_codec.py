@@ -198,9 +198,11 @@ def _regimes_canonical(text: str) -> str:
     return canonical_json(json.loads(text))
 
 
-def _canonical_text_source(indent: str) -> str:
+def _canonical_text_source(indent: str, cached: frozenset[str] = frozenset()) -> str:
     """Lines that set ``text`` to the canonical JSON of the stored columns ``c0``, ``c1``, ...
-    at ``seq`` (names used: ``n`` = "null", ``esc`` = the JSON string quoter)."""
+    at ``seq`` (names used: ``n`` = "null", ``esc`` = the JSON string quoter). The text columns
+    named in ``cached`` are quoted through ``cache`` (a dict from value to quoted value holding
+    ``None: "null"``, ``get`` its ``get``): a batch repeats them."""
     value = {
         "text": "n if {v} is None else esc({v})",
         "enum": "n if {v} is None else esc({v})",
@@ -219,6 +221,15 @@ def _canonical_text_source(indent: str) -> str:
             key = json.dumps("," + json.dumps(name) + ":")
             lines.append(f'o{i} = "" if c{i} is None else {key} + esc(c{i})')
             parts.append(f"{{o{i}}}")
+            continue
+        if name in cached:
+            assert kind in ("text", "enum"), "only text is cached"
+            lines += [
+                f"q{i} = get(c{i})",
+                f"if q{i} is None:",
+                f"    q{i} = cache[c{i}] = esc(c{i})",
+            ]
+            parts.append(("{{" if k == 0 else ",") + f"{json.dumps(name)}:{{q{i}}}")
             continue
         parts.append(
             "{sep}{key}:{{{expr}}}".format(
@@ -292,6 +303,14 @@ def build_rows(
     return rows, new_heads
 
 
+# The text columns a batch repeats (the per-event ids are not among them).
+_REPEATED = frozenset(
+    f.name
+    for f in EVENT_FIELDS
+    if f.hashed and f.kind in ("text", "enum") and not f.optional and f.name != "event_id"
+)
+
+
 def _chain_rows_source() -> str:
     assign = "".join(
         f"        c{i} = {expr}\n" for i, expr in enumerate(_event_row_items()) if expr != "seq"
@@ -301,6 +320,8 @@ def _chain_rows_source() -> str:
     append = rows.append
     n = "null"
     esc = _esc
+    cache = {{None: n}}
+    get = cache.get
     for enc in encoded:
         e = enc.event
         head = state.get(e.instance)
@@ -310,7 +331,7 @@ def _chain_rows_source() -> str:
         seq = head[0] + 1
 {assign}        c{COLUMNS.index("seq")} = seq
         try:
-{_canonical_text_source("            ")}        except TypeError:  # a column that is not a str (or None): the general encoder says how
+{_canonical_text_source("            ", _REPEATED)}        except TypeError:  # a column that is not a str (or None): the general encoder says how
             text = _row_canonical(({_CS}), seq)
         leaf = sha256(b"\\x00" + text.encode("utf-8")).digest()
         chain = sha256(head[1] + leaf).digest()
