@@ -4,7 +4,9 @@ Measures, in one run:
 
 1. sustained events/s into SQLite and PostgreSQL **through the EventWriter** (hash chain, rollups,
    batching: everything production does), against a baseline in the same run: raw
-   ``executemany`` inserts of the same rows without chain or rollups; prints the ratio;
+   ``executemany`` inserts of the same rows without chain or rollups, in transactions of the
+   writer's batch size, with the store's pragmas; prints the ratio (``--write-only`` runs this
+   alone, A/B alternating, on two mixes of events: ``bench/_writers.py``);
 2. database bytes per million events (after the write test);
 3. full chain verification throughput (events/s) on both backends, over the written events;
 4. the monthly report over 10M synthetic events, timed as the real ``report.build_report`` call:
@@ -168,6 +170,8 @@ def _raw_rows(events: list[Event]) -> list[tuple[Any, ...]]:
             "catalogue_version": e.catalogue_version,
             "policy_version": e.policy_version,
             "detail": None,
+            "decided_by": e.decided_by,
+            "decided_id": e.decided_id,
             "leaf_hash": "0" * 64,
             "chain_hash": "0" * 64,
         }
@@ -180,6 +184,7 @@ def baseline_sqlite(path: Path, events: list[Event], batch: int = 1000) -> float
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA cache_size=-32000")  # the store's pragmas (egresswatch.store.sqlite)
     sql = f"INSERT INTO events ({COLUMN_SQL}) VALUES ({', '.join('?' * len(COLUMNS))})"
     t0 = time.perf_counter()
     rows = _raw_rows(events)
@@ -564,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(d)
         url = f"sqlite://{tmp / 'write.db'}"
         rate, _ = through_writer(url, events)
-        base = baseline_sqlite(tmp / "base.db", events)
+        base = baseline_sqlite(tmp / "base.db", events, backlog_batch("sqlite"))
         s = open_store(url)
         s.checkpoint_wal()  # type: ignore[attr-defined]
         size = s.stats().bytes  # type: ignore[attr-defined]
@@ -582,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     with temp_postgres() if not args.pg_url else contextlib.nullcontext(args.pg_url) as pg:
         if pg is not None:
             rate, _ = through_writer(pg + "bench_write", events)
-            base = baseline_postgres(pg + "bench_base", events)
+            base = baseline_postgres(pg + "bench_base", events, backlog_batch("postgresql"))
             s = open_store(pg + "bench_write")
             size = s.stats().bytes  # type: ignore[attr-defined]
             t0 = time.perf_counter()

@@ -8,6 +8,7 @@ longer verify.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 
 import pytest
@@ -58,6 +59,31 @@ def test_a_fixed_chain_keeps_its_hashes() -> None:
     assert heads == {"proxy-ü": (4, FIXED_HASHES[-1][1])}
     # and the verifier's side agrees, row by row
     assert [_codec.row_leaf(r, r[1]) for r in rows] == [leaf for leaf, _ in FIXED_HASHES]
+
+
+def test_a_batch_of_interleaved_instances_chains_as_one_event_at_a_time() -> None:
+    # The batch loop carries each instance's chain as raw digests; written one event per batch
+    # (the heads handed from write to write as hex), every row and head must come out the same.
+    events = [
+        dataclasses.replace(e, instance=inst, event_id=f"{inst}-{i}")
+        for i, (e, inst) in enumerate(
+            zip(
+                FIXED * 3, ["a", "b", "a", "c", "b", "b", "a", "c", "a", "b", "c", "a"], strict=True
+            )
+        )
+    ]
+    start = {"b": (41, "ab" * 32), "z": (3, "cd" * 32)}
+    rows, heads = _codec.build_rows(_codec.encode(events), start)
+    one_by_one: list[tuple[object, ...]] = []
+    step = dict(start)
+    for e in events:
+        (row,), step = _codec.build_rows(_codec.encode([e]), step)
+        one_by_one.append(row)
+    assert rows == one_by_one
+    assert heads == step
+    assert heads["z"] == (3, "cd" * 32)  # an instance not in the batch keeps its head
+    assert [r[1] for r in rows if r[0] == "b"] == [42, 43, 44, 45]
+    assert [r[1] for r in rows if r[0] == "a"] == [1, 2, 3, 4, 5]
 
 
 def test_the_deciding_rule_is_hashed_only_when_set() -> None:
@@ -182,6 +208,13 @@ def test_the_fast_encoder_equals_the_general_one_on_any_row(
     row = _codec.event_row(_codec.encode([e])[0], seq)
     assert _codec._fast_canonical(row, seq) == _codec._row_canonical(row, seq)
     assert _codec.row_to_event((*row, "", "")) == e
+    # The writer's batch loop (its own copy of the encoder, quoting repeated text through a
+    # per-batch cache): the same event twice, the second from the cache, hashed from the
+    # general encoder's bytes.
+    rows, _ = _codec.build_rows(_codec.encode([e, e]), {"p": (seq - 1, "ab" * 32)})
+    for at, written in enumerate(rows, seq):
+        general = _codec._row_canonical(written, at)
+        assert written[_codec.LEAF] == hashlib.sha256(b"\x00" + general.encode()).hexdigest()
 
 
 def test_a_row_reads_back_as_its_event() -> None:

@@ -40,6 +40,29 @@ def test_deltas_count_hits_per_key_with_first_and_last_seen() -> None:
     }
 
 
+def test_deltas_keep_each_deciding_rule_and_day_apart_within_a_batch() -> None:
+    # One regime list under three deciding rules, and one event half a second before midnight:
+    # what the writer looks up once per batch must still key each event by its own rule and day.
+    regimes = ("us-eo-13971", "au-pspf")
+    events = [
+        _hit(DAY + 1, regimes=regimes, decided_by="regime", decided_id="au-pspf"),
+        _hit(DAY + 2, regimes=regimes, decided_by="app", decided_id="tiktok"),
+        _hit(DAY + 3, regimes=regimes),
+        _hit(DAY + 4, regimes=regimes, decided_by="regime", decided_id="au-pspf"),
+        _hit(DAY - 0.5, regimes=regimes, decided_by="app", decided_id="tiktok"),
+    ]
+    assert _rollups.rollup_deltas(events) == {
+        ("2026-07-01", "p1", "tiktok", "au-pspf", "blocked", "", "", ""): [2, DAY + 1, DAY + 4],
+        ("2026-07-01", "p1", "tiktok", "app", "blocked", "", "", ""): [1, DAY + 2, DAY + 2],
+        ("2026-07-01", "p1", "tiktok", "au-pspf,us-eo-13971", "blocked", "", "", ""): [
+            1,
+            DAY + 3,
+            DAY + 3,
+        ],
+        ("2026-06-30", "p1", "tiktok", "app", "blocked", "", "", ""): [1, DAY - 0.5, DAY - 0.5],
+    }
+
+
 @pytest.mark.parametrize(
     ("start", "end", "days"),
     [

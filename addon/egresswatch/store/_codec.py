@@ -24,8 +24,8 @@ import json
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
+from typing import NamedTuple
 
 from ..events import EVENT_FIELDS
 from ..events import Event
@@ -80,29 +80,41 @@ def ts_micros(ts: float) -> int:
     return round(ts * 1_000_000)
 
 
-@dataclass(frozen=True, slots=True)
-class Encoded:
-    """An event with its JSON columns rendered once (shared by the leaf and the row)."""
+class Encoded(NamedTuple):
+    """An event with its JSON columns rendered once (shared by the leaf and the row). A named
+    tuple rather than a frozen dataclass: one is made per written event, and a tuple is built
+    without a ``__setattr__`` per field."""
 
     event: Event
     regimes: str
     detail: str | None
 
 
+_INFINITIES = (float("inf"), float("-inf"))
+
+
 def encode(events: Sequence[Event]) -> list[Encoded]:
     """Render the JSON columns of every event first, so a bad event fails before any write."""
-    out = []
+    out: list[Encoded] = []
+    append = out.append
+    regimes_json = _regimes_json
     for i, e in enumerate(events):
         try:
-            if not isinstance(e, Event):
+            if type(e) is not Event and not isinstance(e, Event):
                 raise TypeError(f"{type(e).__name__} is not an Event")
-            detail = canonical_json(e.detail) if e.detail is not None else None
-            regimes = _regimes_json(tuple(e.regimes))
-            if e.ts != e.ts or e.ts in (float("inf"), float("-inf")):
+            ts = e.ts
+            if ts != ts or ts in _INFINITIES:
                 raise ValueError("ts is not finite")
+            regimes = e.regimes
+            append(
+                Encoded(
+                    e,
+                    regimes_json(regimes if type(regimes) is tuple else tuple(regimes)),
+                    None if e.detail is None else canonical_json(e.detail),
+                )
+            )
         except (TypeError, ValueError) as exc:
             raise InvalidEvent(i, str(exc)) from exc
-        out.append(Encoded(e, regimes, detail))
     return out
 
 
@@ -117,28 +129,23 @@ def _compile(name: str, source: str, **names: Any) -> Any:
     return func
 
 
-#: Per field kind, the expressions the written-out functions use: the stored column of the
-#: event ``e`` (``enc`` its :class:`Encoded`) in ``event_row``; the canonical JSON of the stored
-#: value ``{v}`` in ``_fast_canonical`` (``n``: "null", ``e``: the JSON string quoter); and the
-#: event attribute read back from the stored value ``{v}`` in ``row_to_event``.
-_KIND_SOURCE: dict[str, tuple[str, str, str]] = {
-    "text": ("e.{name}", "n if {v} is None else e({v})", "{v}"),
-    "enum": ("None if e.{name} is None else str(e.{name})", "n if {v} is None else e({v})", "{v}"),
-    "seq": ("seq", "int(seq)", "{v}"),
-    "time": ("float(e.{name})", "round({v} * 1_000_000)", "float({v})"),
-    "list": ("enc.{name}", '_regimes_canonical({v}) if {v} else "[]"', "_regimes_of({v})"),
-    "json": (
-        "enc.{name}",
-        "n if {v} is None else canonical_json(json.loads({v}))",
-        "_detail_of({v})",
-    ),
-}
+def _event_row_items() -> list[str]:
+    """The expression of each stored column (but the hashes) of ``enc`` (event ``e``) at ``seq``."""
+    stored = {
+        "text": "e.{name}",
+        "enum": "None if e.{name} is None else str(e.{name})",
+        "seq": "seq",
+        "time": "float(e.{name})",
+        "list": "enc.{name}",
+        "json": "enc.{name}",
+    }
+    items = [stored[f.kind].format(name=f.name) for f in EVENT_FIELDS if f.kind != "hash"]
+    items[COLUMNS.index("kind")] = "str(e.kind)"  # NOT NULL: never None
+    return items
 
 
 def _event_row_source() -> str:
-    items = [_KIND_SOURCE[f.kind][0].format(name=f.name) for f in EVENT_FIELDS if f.kind != "hash"]
-    items[COLUMNS.index("kind")] = "str(e.kind)"  # NOT NULL: never None
-    body = ",\n        ".join(items)
+    body = ",\n        ".join(_event_row_items())
     return f"def event_row(enc, seq):\n    e = enc.event\n    return (\n        {body},\n    )\n"
 
 
@@ -191,31 +198,58 @@ def _regimes_canonical(text: str) -> str:
     return canonical_json(json.loads(text))
 
 
-def _fast_canonical_source() -> str:
+def _canonical_text_source(indent: str, cached: frozenset[str] = frozenset()) -> str:
+    """Lines that set ``text`` to the canonical JSON of the stored columns ``c0``, ``c1``, ...
+    at ``seq`` (names used: ``n`` = "null", ``esc`` = the JSON string quoter). The text columns
+    named in ``cached`` are quoted through ``cache`` (a dict from value to quoted value holding
+    ``None: "null"``, ``get`` its ``get``): a batch repeats them."""
+    value = {
+        "text": "n if {v} is None else esc({v})",
+        "enum": "n if {v} is None else esc({v})",
+        "seq": "int(seq)",
+        "time": "round({v} * 1_000_000)",
+        "list": '_regimes_canonical({v}) if {v} else "[]"',
+        "json": "n if {v} is None else canonical_json(json.loads({v}))",
+    }
     hashed = sorted((f.name, i, f.kind, f.optional) for i, f in enumerate(EVENT_FIELDS) if f.hashed)
     assert not hashed[0][3], "the first key in sorted order must always be present"
     parts = []
-    optional_lines = []
+    lines = []
     for k, (name, i, kind, optional) in enumerate(hashed):
         if optional:  # present only when set: computed before the f-string
             assert kind == "text", "optional fields are text"
             key = json.dumps("," + json.dumps(name) + ":")
-            optional_lines.append(f'    o{i} = "" if c{i} is None else {key} + e(c{i})\n')
+            lines.append(f'o{i} = "" if c{i} is None else {key} + esc(c{i})')
             parts.append(f"{{o{i}}}")
+            continue
+        if name in cached:
+            assert kind in ("text", "enum"), "only text is cached"
+            lines += [
+                f"q{i} = get(c{i})",
+                f"if q{i} is None:",
+                f"    q{i} = cache[c{i}] = esc(c{i})",
+            ]
+            parts.append(("{{" if k == 0 else ",") + f"{json.dumps(name)}:{{q{i}}}")
             continue
         parts.append(
             "{sep}{key}:{{{expr}}}".format(
                 sep="{{" if k == 0 else ",",
                 key=json.dumps(name),
-                expr=_KIND_SOURCE[kind][1].format(v=f"c{i}"),
+                expr=value[kind].format(v=f"c{i}"),
             )
         )
-    lines = "\n".join(f"        f{p!r}" for p in [*parts, "}}"])
-    width = sum(1 for f in EVENT_FIELDS if f.kind != "hash")  # the hashes come last
-    unpack = ", ".join(f"c{i}" for i in range(width))
+    lines += ["text = (", *(f"    f{p!r}" for p in [*parts, "}}"]), ")"]
+    return "".join(f"{indent}{line}\n" for line in lines)
+
+
+_WIDTH = sum(1 for f in EVENT_FIELDS if f.kind != "hash")  # the hashes come last
+_CS = ", ".join(f"c{i}" for i in range(_WIDTH))
+
+
+def _fast_canonical_source() -> str:
     return (
-        f"def _fast_canonical(row, seq):\n    {unpack} = row[:{width}]\n"
-        f'    n = "null"\n    e = _esc\n{"".join(optional_lines)}    return (\n{lines}\n    )\n'
+        f"def _fast_canonical(row, seq):\n    {_CS} = row[:{_WIDTH}]\n"
+        f'    n = "null"\n    esc = _esc\n{_canonical_text_source("    ")}    return text\n'
     )
 
 
@@ -261,18 +295,71 @@ def build_rows(
     encoded: Sequence[Encoded], heads: Mapping[str, tuple[int, str]]
 ) -> tuple[list[tuple[Any, ...]], dict[str, tuple[int, str]]]:
     """Assign seq and hashes; ``heads`` maps instance -> (seq, chain) before this batch."""
+    state: dict[str, list[Any]] = {}
+    rows = _chain_rows(encoded, heads, state)
     new_heads = dict(heads)
-    rows = []
-    for enc in encoded:
-        instance = enc.event.instance
-        seq, prev = new_heads.get(instance, (0, GENESIS))
-        seq += 1
-        row = event_row(enc, seq)
-        leaf = leaf_hash(canonical_row(row, seq))
-        chain = chain_hash(prev, leaf)
-        new_heads[instance] = (seq, chain)
-        rows.append(row + (leaf, chain))
+    for instance, (seq, chain) in state.items():
+        new_heads[instance] = (seq, chain.hex())
     return rows, new_heads
+
+
+# The text columns a batch repeats (the per-event ids are not among them).
+_REPEATED = frozenset(
+    f.name
+    for f in EVENT_FIELDS
+    if f.hashed and f.kind in ("text", "enum") and not f.optional and f.name != "event_id"
+)
+
+
+def _chain_rows_source() -> str:
+    assign = "".join(
+        f"        c{i} = {expr}\n" for i, expr in enumerate(_event_row_items()) if expr != "seq"
+    )
+    return f"""def _chain_rows(encoded, heads, state):
+    rows = []
+    append = rows.append
+    n = "null"
+    esc = _esc
+    cache = {{None: n}}
+    get = cache.get
+    for enc in encoded:
+        e = enc.event
+        head = state.get(e.instance)
+        if head is None:
+            seq, prev = heads.get(e.instance, (0, GENESIS))
+            head = state[e.instance] = [seq, bytes.fromhex(prev)]
+        seq = head[0] + 1
+{assign}        c{COLUMNS.index("seq")} = seq
+        try:
+{_canonical_text_source("            ", _REPEATED)}        except TypeError:  # a column that is not a str (or None): the general encoder says how
+            text = _row_canonical(({_CS}), seq)
+        leaf = sha256(b"\\x00" + text.encode("utf-8")).digest()
+        chain = sha256(head[1] + leaf).digest()
+        head[0] = seq
+        head[1] = chain
+        append(({_CS}, leaf.hex(), chain.hex()))
+    return rows
+"""
+
+
+#: ``_chain_rows(encoded, heads, state)``: the rows of :func:`build_rows`, each with its seq,
+#: leaf and chain hash; ``state`` (instance -> [seq, chain digest]) is filled from ``heads`` as
+#: instances appear and left at the batch's end. :func:`event_row`, :func:`_fast_canonical`,
+#: :func:`leaf_hash` and :func:`chain_hash` in one loop written out from the schema: it runs
+#: once per written event, with the GIL the writer thread shares with the proxy's event loop.
+_chain_rows: Callable[
+    [Sequence[Encoded], Mapping[str, tuple[int, str]], dict[str, list[Any]]], list[tuple[Any, ...]]
+] = _compile(
+    "_chain_rows",
+    _chain_rows_source(),
+    GENESIS=GENESIS,
+    sha256=hashlib.sha256,
+    _esc=_esc,
+    _regimes_canonical=_regimes_canonical,
+    _row_canonical=_row_canonical,
+    canonical_json=canonical_json,
+    json=json,
+)
 
 
 def row_leaf(row: Row, seq: int) -> str | None:
@@ -297,11 +384,18 @@ def _detail_of(text: str | None) -> object:
 
 
 def _row_to_event_source() -> str:
+    read = {
+        "text": "row[{i}]",
+        "enum": "row[{i}]",
+        "time": "float(row[{i}])",
+        "list": "_regimes_of(row[{i}])",
+        "json": "_detail_of(row[{i}])",
+    }
     args = []
     for i, f in enumerate(EVENT_FIELDS):
         if not f.attribute:
             continue
-        expr = _KIND_SOURCE[f.kind][2].format(v=f"row[{i}]")
+        expr = read[f.kind].format(i=i)
         if f.name == "kind":
             expr = f"EventKind({expr})"
         elif "DEFAULT ''" in f.sql:  # NOT NULL DEFAULT '': an archived row may still hold NULL

@@ -67,14 +67,27 @@ def rollup_regime(regimes: Iterable[str], decided_by: str | None, decided_id: st
 def rollup_deltas(events: Iterable[Event]) -> dict[RollupKey, list[Any]]:
     """Aggregate hit events of one batch: key -> [events, first_seen, last_seen]."""
     out: dict[RollupKey, list[Any]] = {}
+    # Per batch: a handful of days and of (regimes, deciding rule) combinations, looked up once.
+    days: dict[int, str] = {}
+    regimes: dict[tuple[Any, ...], str] = {}
+    hit = EventKind.HIT
     for e in events:
-        if e.kind != EventKind.HIT:
+        if e.kind != hit:
             continue
+        ts = e.ts
+        d = int(ts // 86400)
+        day = days.get(d)
+        if day is None:
+            day = days[d] = _day_name(d)
+        rkey = (tuple(e.regimes), e.decided_by, e.decided_id)
+        regime = regimes.get(rkey)
+        if regime is None:
+            regime = regimes[rkey] = rollup_regime(*rkey)
         key = (
-            day_of(e.ts),
+            day,
             e.instance,
             e.app or "",
-            rollup_regime(e.regimes, e.decided_by, e.decided_id),
+            regime,
             str(e.action or ""),
             e.department or "",
             e.client or "",
@@ -82,13 +95,13 @@ def rollup_deltas(events: Iterable[Event]) -> dict[RollupKey, list[Any]]:
         )
         agg = out.get(key)
         if agg is None:
-            out[key] = [1, e.ts, e.ts]
+            out[key] = [1, ts, ts]
         else:
             agg[0] += 1
-            if e.ts < agg[1]:
-                agg[1] = e.ts
-            if e.ts > agg[2]:
-                agg[2] = e.ts
+            if ts < agg[1]:
+                agg[1] = ts
+            if ts > agg[2]:
+                agg[2] = ts
     return out
 
 

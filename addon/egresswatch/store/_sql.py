@@ -8,7 +8,8 @@ small reads once; :class:`~egresswatch.store.sqlite.SQLiteStore` and
   for psycopg by :meth:`SQLStore.q` (no shared statement contains a literal ``?`` or ``%``);
 - ``driver_error``: the driver's exception base class, turned into :class:`StoreError`;
 - ``upsert_rollup``: the rollup upsert (``min``/``max`` in SQLite, ``LEAST``/``GREATEST`` in
-  PostgreSQL);
+  PostgreSQL), run once per rollup row (PostgreSQL sends a batch's rows as arrays instead:
+  ``_upsert_rollups``);
 - the hooks below: how a write transaction is opened, how a snapshot for reading is taken, how
   rows are streamed, how events are inserted, how an instance's chain is locked and how the
   append-only trigger is told that a prune is running.
@@ -143,6 +144,10 @@ class SQLStore(_rollups.Summarising):
     def _insert_events(self, c: Any, rows: list[tuple[Any, ...]]) -> None:
         raise NotImplementedError
 
+    def _upsert_rollups(self, c: Any, rows: list[tuple[Any, ...]]) -> None:
+        """Add a batch's rollup deltas ``(*key, events, first, last)``, one row per key."""
+        c.executemany(self.upsert_rollup, rows)
+
     def _write_failed(self, e: Exception) -> StoreError:
         return StoreError(f"write to {self._where()} failed: {e}")
 
@@ -185,10 +190,7 @@ class SQLStore(_rollups.Summarising):
                 }
                 rows, new_heads = _codec.build_rows(encoded, heads)
                 self._insert_events(c, rows)
-                c.executemany(
-                    self.upsert_rollup,
-                    [(*k, n, first, last) for k, (n, first, last) in deltas.items()],
-                )
+                self._upsert_rollups(c, [(*k, *agg) for k, agg in deltas.items()])
                 c.executemany(self.q(_UPSERT_HEAD), [(i, *new_heads[i]) for i in instances])
         except self.driver_error as e:
             raise self._write_failed(e) from e

@@ -61,6 +61,21 @@ ON CONFLICT (day, instance, app, regime, action, department, client, host) DO UP
     last_seen = GREATEST(rollups.last_seen, excluded.last_seen)
 """
 
+    #: A batch's rollup deltas in one statement: one array per column, unnested into rows.
+    #: Against one INSERT per row (``executemany``, pipelined) it saves the per-statement work on
+    #: both sides: about 10 % of the writer's CPU per event and of the server's (``bench/``).
+    #: The rows are distinct keys (aggregated per batch), as ON CONFLICT DO UPDATE requires.
+    upsert_rollups_unnest = """
+INSERT INTO rollups (day, instance, app, regime, action, department, client, host,
+                     events, first_seen, last_seen)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                     %s::text[], %s::text[], %s::bigint[], %s::float8[], %s::float8[])
+ON CONFLICT (day, instance, app, regime, action, department, client, host) DO UPDATE SET
+    events = rollups.events + excluded.events,
+    first_seen = LEAST(rollups.first_seen, excluded.first_seen),
+    last_seen = GREATEST(rollups.last_seen, excluded.last_seen)
+"""
+
     day_number_sql = "CAST(floor(ts) AS BIGINT) / 86400"
 
     def __init__(self, url: str, *, create: bool = True) -> None:
@@ -143,6 +158,12 @@ ON CONFLICT (day, instance, app, regime, action, department, client, host) DO UP
         with c.copy(_COPY) as copy:
             for r in rows:
                 copy.write_row(r)
+
+    def _upsert_rollups(self, c: Any, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            c.execute(
+                self.upsert_rollups_unnest, [list(column) for column in zip(*rows, strict=True)]
+            )
 
     def _allow_prune(self, c: Any) -> None:
         # Read by the append-only trigger; SET LOCAL ends with this transaction.
