@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from egresswatch.checkpoint import CheckpointLog
+from egresswatch.checkpoint import load_or_create_signer
 from egresswatch.events import Event
 from egresswatch.events import EventKind
 from egresswatch.store import _codec
@@ -142,15 +144,33 @@ class _TimedStore:
         return getattr(self._store, name)
 
 
-def _writer_rate(url: str, events: list[Event], batch: int) -> tuple[float, float]:
-    """(events/s through an EventWriter, writer-thread CPU µs per event inside ``write``)."""
-    cpu = [0.0]
+def through_writer(
+    url: str,
+    events: list[Event],
+    signing_dir: Path | None = None,
+    batch: int | None = None,
+    wrap: Callable[[Any], Any] = lambda store: store,
+) -> tuple[float, int]:
+    """Put ``events`` through an :class:`EventWriter` into ``url`` (its store passed through
+    ``wrap``; signing checkpoints every second with a key in ``signing_dir`` if given) and wait
+    for the last one to be written: (events/s, events written)."""
     written = [0]
+    dropped = [0]
+    signing: dict[str, Any] = {}
+    if signing_dir is not None:
+        signer, _ = load_or_create_signer(signing_dir / "signing.key", name="bench")
+        signing = {
+            "signer": signer,
+            "checkpoint_log": CheckpointLog(signing_dir / "checkpoints.log"),
+            "checkpoint_interval": 1.0,
+        }
     w = EventWriter(
-        lambda: _TimedStore(open_store(url), cpu),  # type: ignore[arg-type,return-value]
+        lambda: wrap(open_store(url)),
         queue_size=len(events) + 1,
-        batch_size=batch,
-        on_written=lambda k: written.__setitem__(0, written[0] + k),
+        batch_size=batch or backlog_batch(backend_of(url)),  # the proxy's by default
+        on_written=lambda n: written.__setitem__(0, written[0] + n),
+        on_dropped=lambda n: dropped.__setitem__(0, dropped[0] + n),
+        **signing,
     )
     w.start()
     t0 = time.perf_counter()
@@ -158,8 +178,15 @@ def _writer_rate(url: str, events: list[Event], batch: int) -> tuple[float, floa
         w.put(e)
     w.close(timeout=600)
     elapsed = time.perf_counter() - t0
-    assert written[0] == len(events) and w.dropped == 0, (written, w.dropped)
-    return len(events) / elapsed, cpu[0] / len(events) * 1e6
+    assert dropped[0] == 0 and written[0] == len(events), (written, dropped)
+    return len(events) / elapsed, written[0]
+
+
+def _writer_rate(url: str, events: list[Event], batch: int) -> tuple[float, float]:
+    """(events/s through an EventWriter, writer-thread CPU µs per event inside ``write``)."""
+    cpu = [0.0]
+    rate, _ = through_writer(url, events, batch=batch, wrap=lambda s: _TimedStore(s, cpu))
+    return rate, cpu[0] / len(events) * 1e6
 
 
 def python_part(events: list[Event], batch: int) -> float:

@@ -50,13 +50,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from _writers import through_writer  # bench/ (the script's directory) is on sys.path
 from egresswatch.checkpoint import Checkpoint
 from egresswatch.checkpoint import CheckpointLog
 from egresswatch.checkpoint import load_or_create_signer
 from egresswatch.checkpoint import read_entries
 from egresswatch.events import Event
 from egresswatch.events import EventKind
-from egresswatch.store import backend_of
 from egresswatch.store import open_store
 from egresswatch.store._codec import COLUMN_SQL
 from egresswatch.store._codec import COLUMNS
@@ -64,7 +64,6 @@ from egresswatch.store._rollups import day_of
 from egresswatch.witness import make_checkpoint
 from egresswatch.witness import verify_checkpoints
 from egresswatch.witness import verify_rollups
-from egresswatch.writer import EventWriter
 from egresswatch.writer import backlog_batch
 
 APPS = {
@@ -115,37 +114,6 @@ def synthetic_events(n: int, instance: str = "bench-1", seed: int = 1) -> list[E
             )
         )
     return out
-
-
-def through_writer(
-    url: str, events: list[Event], signing_dir: Path | None = None, batch: int | None = None
-) -> tuple[float, int]:
-    written = [0]
-    dropped = [0]
-    signing: dict[str, Any] = {}
-    if signing_dir is not None:
-        signer, _ = load_or_create_signer(signing_dir / "signing.key", name="bench")
-        signing = {
-            "signer": signer,
-            "checkpoint_log": CheckpointLog(signing_dir / "checkpoints.log"),
-            "checkpoint_interval": 1.0,
-        }
-    w = EventWriter(
-        lambda: open_store(url),
-        queue_size=len(events) + 1,
-        batch_size=batch or backlog_batch(backend_of(url)),  # the proxy's by default
-        on_written=lambda n: written.__setitem__(0, written[0] + n),
-        on_dropped=lambda n: dropped.__setitem__(0, dropped[0] + n),
-        **signing,
-    )
-    w.start()
-    t0 = time.perf_counter()
-    for e in events:
-        w.put(e)
-    w.close(timeout=600)
-    elapsed = time.perf_counter() - t0
-    assert dropped[0] == 0 and written[0] == len(events), (written, dropped)
-    return len(events) / elapsed, written[0]
 
 
 def _raw_rows(events: list[Event]) -> list[tuple[Any, ...]]:

@@ -17,6 +17,20 @@ from tests.plugins.report import AFTER_JULY
 from tests.plugins.report import MONTH
 from tests.plugins.report import ts
 
+AT = ts("2026-07-02T10:00:00")
+
+
+def config(n: int, detail: dict[str, object]) -> Event:
+    """The CONFIG row ``c<n>`` of instance p1, ``n`` seconds after ``AT``."""
+    return Event(
+        ts=AT + n,
+        kind=EventKind.CONFIG,
+        instance="p1",
+        event_id=f"c{n}",
+        catalogue_version="cat-9",
+        detail=detail,
+    )
+
 
 def test_catalogue_versions_in_force(json_of_july: dict) -> None:  # type: ignore[type-arg]
     cats = {c["version"]: c for c in json_of_july["catalogues"]}
@@ -61,22 +75,10 @@ def test_exceptions_in_force_granted_expired(json_of_july: dict) -> None:  # typ
 
 def test_a_malformed_config_row_is_named_and_left_out(caplog: pytest.LogCaptureFixture) -> None:
     store = MemoryStore()
-    at = ts("2026-07-02T10:00:00")
-
-    def config(n: int, detail: dict[str, object]) -> Event:
-        return Event(
-            ts=at + n,
-            kind=EventKind.CONFIG,
-            instance="p1",
-            event_id=f"c{n}",
-            catalogue_version="cat-9",
-            detail=detail,
-        )
-
     store.write(
         [
             Event(
-                ts=at, kind=EventKind.START, instance="p1", event_id="s", catalogue_version="cat-9"
+                ts=AT, kind=EventKind.START, instance="p1", event_id="s", catalogue_version="cat-9"
             ),
             config(1, {"kind": "catalogue", "version": "cat-9", "entries": {"tiktok": "many"}}),
             config(2, {"kind": "policy", "version": "pol-9", "modes": {"tiktok": "block"}}),
@@ -99,30 +101,15 @@ def test_the_policy_table_shows_the_evasion_keys_in_force(
 ) -> None:
     """The evasion keys a policy version set (encrypted DNS, ECH and its scope, Alt-Svc) are
     recorded on load and shown beside its modes; a row recorded before them says so."""
-    policy = policy_from(
-        "version: 1\nalt_svc: strip\nech: {action: block, scope: designated}\n"
-    )
-    at = ts("2026-07-02T10:00:00")
+    policy = policy_from("version: 1\nalt_svc: strip\nech: {action: block, scope: designated}\n")
     store = MemoryStore()
     store.write(
         [
-            Event(ts=at, kind=EventKind.START, instance="p1", event_id="s", catalogue_version="c"),
             Event(
-                ts=at + 1,
-                kind=EventKind.CONFIG,
-                instance="p1",
-                event_id="c1",
-                catalogue_version="c",
-                detail={"kind": "policy", **policy.snapshot()},
+                ts=AT, kind=EventKind.START, instance="p1", event_id="s", catalogue_version="cat-9"
             ),
-            Event(
-                ts=at + 2,
-                kind=EventKind.CONFIG,
-                instance="p1",
-                event_id="c2",
-                catalogue_version="c",
-                detail={"kind": "policy", "version": "pol-old", "modes": {}},
-            ),
+            config(1, {"kind": "policy", **policy.snapshot()}),
+            config(2, {"kind": "policy", "version": "pol-old", "modes": {}}),
         ]
     )
     r = build_report(store, MONTH, now=AFTER_JULY, verify=False)
