@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from collections.abc import Iterator
 from datetime import UTC
 from datetime import datetime
@@ -497,6 +498,35 @@ def _print_write(
     )
 
 
+def _full_run(
+    name: str,
+    urls: tuple[str, str],
+    baseline: Callable[[], float],
+    events: list[Event],
+    n_month: int,
+    n_new: int,
+) -> None:
+    """The full run's figures for one backend: the writer into ``urls[0]`` then ``baseline()``
+    (the raw baseline's events/s), the size, a full verify, and a month's report (``urls[1]``)."""
+    (url, month_url), n_write = urls, len(events)
+    rate, _ = through_writer(url, events)
+    base = baseline()
+    s = open_store(url)
+    if hasattr(s, "checkpoint_wal"):  # SQLite: the WAL folded in before the file is measured
+        s.checkpoint_wal()
+    size = s.stats().bytes  # type: ignore[attr-defined]
+    t0 = time.perf_counter()
+    checked = s.verify().checked
+    verify_rate = checked / (time.perf_counter() - t0)
+    s.close()
+    _print_write(name, rate, base, size, n_write)
+    _print_verify(name, verify_rate)
+    t0 = time.perf_counter()
+    rows = load_month(month_url, n_month)
+    load = time.perf_counter() - t0
+    _print_month(name, monthly_report_path(month_url, n_new), rows, load, n_month)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run, ~1 minute)")
@@ -535,40 +565,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="egresswatch-bench-") as d:
         tmp = Path(d)
-        url = f"sqlite://{tmp / 'write.db'}"
-        rate, _ = through_writer(url, events)
-        base = baseline_sqlite(tmp / "base.db", events, backlog_batch("sqlite"))
-        s = open_store(url)
-        s.checkpoint_wal()  # type: ignore[attr-defined]
-        size = s.stats().bytes  # type: ignore[attr-defined]
-        t0 = time.perf_counter()
-        checked = s.verify().checked
-        verify_rate = checked / (time.perf_counter() - t0)
-        s.close()
-        _print_write("SQLite  ", rate, base, size, n_write)
-        _print_verify("SQLite  ", verify_rate)
-        murl = f"sqlite://{tmp / 'month.db'}"
-        t0 = time.perf_counter()
-        rows = load_month(murl, n_month)
-        load = time.perf_counter() - t0
-        _print_month("SQLite  ", monthly_report_path(murl, n_new), rows, load, n_month)
+        _full_run(
+            "SQLite  ",
+            (f"sqlite://{tmp / 'write.db'}", f"sqlite://{tmp / 'month.db'}"),
+            lambda: baseline_sqlite(tmp / "base.db", events, backlog_batch("sqlite")),
+            events,
+            n_month,
+            n_new,
+        )
     with temp_postgres() if not args.pg_url else contextlib.nullcontext(args.pg_url) as pg:
         if pg is not None:
-            rate, _ = through_writer(pg + "bench_write", events)
-            base = baseline_postgres(pg + "bench_base", events, backlog_batch("postgresql"))
-            s = open_store(pg + "bench_write")
-            size = s.stats().bytes  # type: ignore[attr-defined]
-            t0 = time.perf_counter()
-            checked = s.verify().checked
-            verify_rate = checked / (time.perf_counter() - t0)
-            s.close()
-            _print_write("Postgres", rate, base, size, n_write)
-            _print_verify("Postgres", verify_rate)
-            t0 = time.perf_counter()
-            rows = load_month(pg + "bench_month", n_month)
-            load = time.perf_counter() - t0
-            _print_month(
-                "Postgres", monthly_report_path(pg + "bench_month", n_new), rows, load, n_month
+            _full_run(
+                "Postgres",
+                (pg + "bench_write", pg + "bench_month"),
+                lambda: baseline_postgres(pg + "bench_base", events, backlog_batch("postgresql")),
+                events,
+                n_month,
+                n_new,
             )
     return 0
 
