@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from egresswatch.events import Event
@@ -17,6 +18,7 @@ from egresswatch.store import EventStore
 from egresswatch.store import InvalidEvent
 from egresswatch.store import SchemaTooNew
 from egresswatch.store import StoreError
+from egresswatch.store import default_data_dir
 from egresswatch.store import default_store_url
 from egresswatch.store import open_store
 from egresswatch.store import redact_url
@@ -517,3 +519,10 @@ def test_a_version_1_database_is_migrated(tmp_path: object, make_event: MakeEven
         assert s.prune(2e9) == 2 and len(s.lifecycle(0, 2e9)) == 1
     finally:
         s.close()
+
+
+def test_the_suite_never_uses_the_users_data_directory() -> None:
+    """conftest points the default data directory away from the user's, for the whole run."""
+    user = Path.home() / ".local" / "share" / "egresswatch"
+    assert default_data_dir() != user
+    assert not default_data_dir().is_relative_to(Path.home() / ".local")
