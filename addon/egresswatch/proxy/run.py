@@ -37,7 +37,6 @@ import functools
 import sys
 from collections.abc import Callable
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from mitmproxy import hooks
@@ -47,35 +46,18 @@ from mitmproxy.tools import cmdline
 from mitmproxy.tools import main as mitmproxy_main
 from mitmproxy.tools.dump import DumpMaster
 
-import egresswatch
 from egresswatch.proxy.addon import EgressWatch
 from egresswatch.workers import die_with_supervisor
 
 __all__ = [
     "EgressWatchMaster",
     "check_tcp_modes",
-    "find_shim",
     "listen_with_reuse_port",
     "run_mitmdump",
     "run_worker",
 ]
 
-#: The entry script, relative to the package: a copy shipped as package data in a directory of
-#: its own (mitmproxy leaves a script's directory on ``sys.path``; MITMPROXY.md section 9).
-_PACKAGED_SHIM = Path("_shim") / "egresswatch_entry.py"
 _MARK = "_egresswatch_reuse_port"
-
-
-def find_shim() -> Path:
-    """The ``mitmdump -s`` entry script: the repository's, else the packaged copy."""
-    pkg = Path(egresswatch.__file__).resolve().parent
-    repo = pkg.parents[1] / "deploy" / "mitmproxy" / "egresswatch.py"
-    if repo.is_file():
-        return repo
-    packaged = pkg / _PACKAGED_SHIM
-    if packaged.is_file():
-        return packaged
-    raise FileNotFoundError(f"egresswatch entry script not found ({repo} or {packaged})")
 
 
 class EgressWatchMaster(DumpMaster):
