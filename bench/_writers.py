@@ -37,7 +37,6 @@ from urllib.parse import urlsplit
 from egresswatch.checkpoint import CheckpointLog
 from egresswatch.checkpoint import load_or_create_signer
 from egresswatch.events import Event
-from egresswatch.events import EventKind
 from egresswatch.store import _codec
 from egresswatch.store import _rollups
 from egresswatch.store import backend_of
@@ -103,24 +102,10 @@ def zipf_events(b: Any, n: int, instance: str = "bench-1", seed: int = 1) -> lis
         ci = rnd.choices(range(len(clients)), cum_weights=cw)[0]
         ai = rnd.choices(range(len(apps)), cum_weights=aw)[0]
         app = apps[ai]
-        out.append(
-            Event(
-                ts=t + i * 0.0001,
-                kind=EventKind.HIT,
-                instance=instance,
-                event_id=f"{i:016x}",
-                signal=rnd.choice(("sni", "connect", "http_host", "dns")),
-                host=rnd.choices(b.HOSTS[app], cum_weights=hw)[0],
-                app=app,
-                regimes=b.APPS[app],
-                action=b.ACTIONS[ai % len(b.ACTIONS)],
-                rule=f"{app}.example",
-                client=clients[ci],
-                department=b.DEPARTMENTS[ci % len(b.DEPARTMENTS)],
-                catalogue_version="c" * 64,
-                policy_version="p" * 64,
-            )
-        )
+        signal = rnd.choice(b.SIGNALS)
+        host = rnd.choices(b.HOSTS[app], cum_weights=hw)[0]
+        who = (b.ACTIONS[ai % len(b.ACTIONS)], clients[ci], b.DEPARTMENTS[ci % len(b.DEPARTMENTS)])
+        out.append(b.bench_hit(i, t, instance, signal, app, host, who))
     return out
 
 

@@ -89,31 +89,44 @@ MONTH_START = datetime(2026, 7, 1, tzinfo=UTC).timestamp()
 DAYS = 31
 
 
+SIGNALS = ("sni", "connect", "http_host", "dns")
+
+
+def bench_hit(
+    i: int, t: float, instance: str, signal: str, app: str, host: str, who: tuple[str, str, str]
+) -> Event:
+    """The ``i``-th hit of a run started at ``t``; ``who`` is (action, client, department)."""
+    action, client, department = who
+    return Event(
+        ts=t + i * 0.0001,
+        kind=EventKind.HIT,
+        instance=instance,
+        event_id=f"{i:016x}",
+        signal=signal,
+        host=host,
+        app=app,
+        regimes=APPS[app],
+        action=action,
+        rule=f"{app}.example",
+        client=client,
+        department=department,
+        catalogue_version="c" * 64,
+        policy_version="p" * 64,
+    )
+
+
 def synthetic_events(n: int, instance: str = "bench-1", seed: int = 1) -> list[Event]:
+    """The worst mix: every field drawn uniformly, so nearly every hit is its own rollup row."""
     rnd = random.Random(seed)
     apps = list(APPS)
     out = []
     t = time.time()
     for i in range(n):
         app = rnd.choice(apps)
-        out.append(
-            Event(
-                ts=t + i * 0.0001,
-                kind=EventKind.HIT,
-                instance=instance,
-                event_id=f"{i:016x}",
-                signal=rnd.choice(("sni", "connect", "http_host", "dns")),
-                host=rnd.choice(HOSTS[app]),
-                app=app,
-                regimes=APPS[app],
-                action=rnd.choice(ACTIONS),
-                rule=f"{app}.example",
-                client=rnd.choice(CLIENTS),
-                department=rnd.choice(DEPARTMENTS),
-                catalogue_version="c" * 64,
-                policy_version="p" * 64,
-            )
-        )
+        signal = rnd.choice(SIGNALS)
+        host = rnd.choice(HOSTS[app])
+        who = (rnd.choice(ACTIONS), rnd.choice(CLIENTS), rnd.choice(DEPARTMENTS))
+        out.append(bench_hit(i, t, instance, signal, app, host, who))
     return out
 
 
